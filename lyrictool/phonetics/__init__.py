@@ -1,0 +1,101 @@
+"""Phonetics of sung Chinese: syllables, finals, tones and rhyme groups.
+
+Importing this package is cheap: the rhyme tables are plain data, and pypinyin (~0.2 s and
+~66 MB of dictionaries) is loaded by :mod:`lyrictool.phonetics.engine` the first time a line
+is read.  The rhyme of a line is that of its last *sung* syllable, read in the line's context.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TYPE_CHECKING
+
+from lyrictool.phonetics.tables import (
+    SCHEMES,
+    check_scheme,
+    final_to_group,
+    group_names,
+    normalize_rhyme,
+)
+
+if TYPE_CHECKING:
+    from lyrictool.phonetics.engine import LineSound
+
+__all__ = [
+    "SCHEMES",
+    "LineSound",
+    "analyze_line",
+    "char_sound",
+    "check_scheme",
+    "final_to_group",
+    "group_names",
+    "line_groups",
+    "normalize_rhyme",
+    "rhyme_group",
+    "rhymes",
+    "syllable_count",
+]
+
+
+def __getattr__(name: str):
+    if name == "LineSound":
+        from lyrictool.phonetics.engine import LineSound
+
+        return LineSound
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def analyze_line(line: str, scheme: str = "shisanzhe") -> LineSound | None:
+    """The last sung syllable of ``line`` (char, pinyin, final, tone, group), or None.
+
+    Trailing punctuation, spaces, symbols and section tags are skipped.  None when the line
+    ends in something that is not a hanzi (a Latin word, digits) or has no hanzi at all.
+    A line-final 儿 after another hanzi is 儿化: the rhyme is the previous syllable's.
+    """
+    from lyrictool.phonetics import engine
+
+    return engine.analyze_line(line, scheme)
+
+
+def rhyme_group(line: str, scheme: str = "shisanzhe") -> str | None:
+    """The rhyme group of the line's last sung syllable under ``scheme``, or None."""
+    from lyrictool.phonetics import engine
+
+    return engine.rhyme_group(line, scheme)
+
+
+def rhymes(a: str, b: str, scheme: str = "shisanzhe") -> bool:
+    """True when both lines have a rhyme group and it is the same one."""
+    from lyrictool.phonetics import engine
+
+    group = engine.rhyme_group(a, scheme)
+    return group is not None and group == engine.rhyme_group(b, scheme)
+
+
+def line_groups(lines: list[str], scheme: str = "shisanzhe") -> list[str | None]:
+    """``rhyme_group`` of every line, on the fast batch path."""
+    from lyrictool.phonetics import engine
+
+    return engine.line_groups(lines, scheme)
+
+
+def char_sound(char: str) -> list[tuple[str, str, int]]:
+    """Every reading of one hanzi as (pinyin with tone marks, final, tone); [] if none."""
+    from lyrictool.phonetics import engine
+
+    return engine.char_sound(char)
+
+
+# A sung Latin word (with apostrophes/hyphens inside: don't, la-la) or one digit, or one
+# character of any other script; hints 〔江阳〕 and section tags are not sung.
+_NOT_SUNG = re.compile(r"〔[^〔〕]*〕|\[[^\[\]]*\]|【[^【】]*】")
+_SYLLABLE = re.compile(r"[A-Za-zÀ-ɏ]+(?:['’\-][A-Za-zÀ-ɏ]+)*|[^\W_]", re.UNICODE)
+
+
+def syllable_count(line: str) -> int:
+    """Sung syllables in ``line``: one per hanzi, per Latin word, per digit.
+
+    Punctuation, spaces, hints and section tags do not count.  This is the "characters per
+    line" of the ``line_lengths`` control.
+    """
+    return len(_SYLLABLE.findall(_NOT_SUNG.sub(" ", line)))

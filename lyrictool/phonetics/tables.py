@@ -1,0 +1,160 @@
+"""Rhyme tables: which pinyin finals rhyme together under each scheme.
+
+This is the one home of the rhyme systems.  It is pure data (no pypinyin import) so that
+validating a ``rhyme`` control stays cheap.
+
+Finals are written the way pypinyin writes them with ``Style.FINALS, strict=True`` (ü is ``v``:
+``ve van vn``; ``uei iou uen`` are the full forms behind ``ui iu un``), plus ``-i`` for the
+apical vowel of zhi chi shi ri zi ci si (pypinyin returns plain ``i``; the engine recovers it
+from the initial).  Over all 41,923 characters in pypinyin 0.55 the strict finals take 38 values:
+the 36 of the 汉语拼音方案, ``ê`` (欸 ê̄, 8 readings) and the empty string (the syllabic nasals
+of 嗯 ń/ňg and 呣 ḿ).  Syllabic nasals belong to no rhyme group in any scheme here: a line that ends
+in 嗯 has no group (documented in docs/rhyme-schemes.md).
+"""
+
+from __future__ import annotations
+
+#: The schemes ``rhyme_group`` and the metrics understand, default first.
+SCHEMES: tuple[str, ...] = ("shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final")
+
+#: All finals a syllable can have (after apical recovery), the ``final`` scheme's groups.
+FINALS: tuple[str, ...] = (
+    "a", "ia", "ua",
+    "o", "uo", "e",
+    "ie", "ve", "ê",
+    "i", "-i", "v", "er",
+    "u",
+    "ai", "uai",
+    "ei", "uei",
+    "ao", "iao",
+    "ou", "iou",
+    "an", "ian", "uan", "van",
+    "en", "in", "uen", "vn",
+    "ang", "iang", "uang",
+    "eng", "ing", "ueng", "ong", "iong",
+)
+
+# Each table: group name -> finals, in the scheme's traditional order.
+#
+# 十三辙 (the thirteen tracks of Northern opera and folk song, the usual system for sung lyrics).
+# Source: the standard 十三辙 table as given in e.g. 《现代汉语词典》附录 / 《中华韵典》, with
+# the finals of REFERENCE.md ("Rhyme systems").  ê goes with ie/üe (乜斜 is the ê track); the
+# apical -i, i, ü and er all sing as 一七.
+SHISANZHE: dict[str, tuple[str, ...]] = {
+    "发花": ("a", "ia", "ua"),
+    "梭波": ("o", "uo", "e"),
+    "乜斜": ("ie", "ve", "ê"),
+    "一七": ("i", "-i", "v", "er"),
+    "姑苏": ("u",),
+    "怀来": ("ai", "uai"),
+    "灰堆": ("ei", "uei"),
+    "由求": ("ou", "iou"),
+    "遥条": ("ao", "iao"),
+    "言前": ("an", "ian", "uan", "van"),
+    "人辰": ("en", "in", "uen", "vn"),
+    "江阳": ("ang", "iang", "uang"),
+    "中东": ("eng", "ing", "ueng", "ong", "iong"),
+}
+
+# 中华新韵 (14 rhymes), 中华诗词学会《中华新韵（十四韵）》2005.  Like 十三辙, except that the
+# apical -i (支) is its own rhyme; i, ü and er form 齐.
+ZHONGHUA_XINYUN: dict[str, tuple[str, ...]] = {
+    "麻": ("a", "ia", "ua"),
+    "波": ("o", "uo", "e"),
+    "皆": ("ie", "ve", "ê"),
+    "开": ("ai", "uai"),
+    "微": ("ei", "uei"),
+    "豪": ("ao", "iao"),
+    "尤": ("ou", "iou"),
+    "寒": ("an", "ian", "uan", "van"),
+    "文": ("en", "in", "uen", "vn"),
+    "唐": ("ang", "iang", "uang"),
+    "庚": ("eng", "ing", "ueng", "ong", "iong"),
+    "齐": ("i", "v", "er"),
+    "支": ("-i",),
+    "姑": ("u",),
+}
+
+# 中华通韵 (16 rhymes), 教育部/国家语委《中华通韵》(2019, 试行).  e joins ie/üe (鹅); -i joins
+# i (衣); ü (迂) and er (儿) are their own rhymes; eng (英) and ong (雍) split.
+ZHONGHUA_TONGYUN: dict[str, tuple[str, ...]] = {
+    "啊": ("a", "ia", "ua"),
+    "喔": ("o", "uo"),
+    "鹅": ("e", "ie", "ve", "ê"),
+    "衣": ("i", "-i"),
+    "乌": ("u",),
+    "迂": ("v",),
+    "哀": ("ai", "uai"),
+    "欸": ("ei", "uei"),
+    "熬": ("ao", "iao"),
+    "欧": ("ou", "iou"),
+    "安": ("an", "ian", "uan", "van"),
+    "恩": ("en", "in", "uen", "vn"),
+    "昂": ("ang", "iang", "uang"),
+    "英": ("eng", "ing", "ueng"),
+    "雍": ("ong", "iong"),
+    "儿": ("er",),
+}
+
+TABLES: dict[str, dict[str, tuple[str, ...]]] = {
+    "shisanzhe": SHISANZHE,
+    "zhonghua_xinyun": ZHONGHUA_XINYUN,
+    "zhonghua_tongyun": ZHONGHUA_TONGYUN,
+    "final": {f: (f,) for f in FINALS},
+}
+
+# The suffix each scheme's names are often written with ("江阳辙", "唐韵", "英韵").
+_NAME_SUFFIXES = ("辙", "韵", "部")
+
+# Other spellings of finals users type: the non-strict pinyin forms and ü.
+_FINAL_ALIASES = {"ui": "uei", "iu": "iou", "un": "uen", "apical": "-i", "ii": "-i", "eh": "ê"}
+
+_FINAL_TO_GROUP: dict[str, dict[str, str]] = {
+    scheme: {final: group for group, finals in table.items() for final in finals}
+    for scheme, table in TABLES.items()
+}
+
+for _scheme, _table in TABLES.items():  # every scheme covers every final exactly once
+    assert sorted(f for fs in _table.values() for f in fs) == sorted(FINALS), _scheme
+
+
+def check_scheme(scheme: str) -> str:
+    """Return ``scheme`` if known, else raise UserError naming the choices."""
+    if scheme not in TABLES:
+        from lyrictool.errors import UserError
+
+        raise UserError(f"unknown rhyme scheme {scheme!r}; choose one of: {', '.join(SCHEMES)}")
+    return scheme
+
+
+def group_names(scheme: str = "shisanzhe") -> list[str]:
+    """The group names of ``scheme`` in traditional order (for ``final``: the finals)."""
+    return list(TABLES[check_scheme(scheme)])
+
+
+def final_to_group(final: str, scheme: str = "shisanzhe") -> str | None:
+    """The group of a strict final (apical vowel written ``-i``) under ``scheme``; None if none."""
+    return _FINAL_TO_GROUP[check_scheme(scheme)].get(final)
+
+
+def _as_final(value: str) -> str:
+    value = value.strip().lower().replace("ü", "v").replace("u:", "v")
+    return _FINAL_ALIASES.get(value, value)
+
+
+def normalize_rhyme(value: str, scheme: str = "shisanzhe") -> str | None:
+    """The canonical group name of ``scheme`` that ``value`` names, or None.
+
+    ``value`` may be a group name of the scheme ("江阳"), the name with a common suffix
+    ("江阳辙", "唐韵"), or a final ("ang", "iang", "ui", "üe") which is mapped to its group.
+    """
+    table = TABLES[check_scheme(scheme)]
+    if not isinstance(value, str):
+        return None
+    name = value.strip()
+    for suffix in _NAME_SUFFIXES:
+        if name.endswith(suffix) and name[: -len(suffix)] in table:
+            name = name[: -len(suffix)]
+    if name in table:
+        return name
+    return _FINAL_TO_GROUP[scheme].get(_as_final(name))
