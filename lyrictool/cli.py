@@ -1,0 +1,301 @@
+"""The `lyrictool` command line: one thin function per subcommand (read the recipe, call one function).
+
+Heavy libraries (torch, transformers, trl, datasets, pypinyin) are imported inside the commands, so
+``lyrictool --help`` stays fast.  User errors print one red line and exit 2; internal errors exit 1;
+``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from lyrictool import __version__
+
+app = typer.Typer(
+    name="lyrictool",
+    help="Train and serve LLMs that write controllable Chinese song lyrics "
+    "(rhyme by 十三辙 group, characters per line, verse/chorus structure, format).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="rich",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# ---- shared options -------------------------------------------------------------------------------------------
+RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe (see recipes/ and docs/recipes.md).", show_default=False)]
+SetOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--set", help="Override a recipe key, YAML-typed: --set train.learning_rate=1e-4 (repeatable).",
+                 show_default=False),
+]
+DryRunOpt = Annotated[
+    bool, typer.Option("--dry-run", help="Validate recipe, files and every data row; print the resolved recipe; "
+                       "load no model.")
+]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")]
+ResumeOpt = Annotated[bool, typer.Option("--resume", help="Continue from the last checkpoint in output_dir.")]
+SchemeOpt = Annotated[
+    str, typer.Option("--scheme", help="Rhyme scheme: shisanzhe (十三辙), zhonghua_xinyun, zhonghua_tongyun, final.")
+]
+FormatOpt = Annotated[str, typer.Option("--format", help="Output format: table or json.")]
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"lyrictool {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """lyrictool: controllable Chinese lyrics generation, from knowledge injection to serving."""
+    _setup_logging()
+
+
+def _setup_logging() -> None:
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=False)])
+    logging.getLogger("lyrictool").setLevel(logging.INFO)
+
+
+def _recipe(path: Path, command: str, overrides: list[str] | None, dry_run: bool = False):
+    from lyrictool.recipes import load_recipe
+
+    _register_recipes()
+    return load_recipe(path, command, overrides)
+
+
+def _register_recipes() -> None:
+    """Recipe classes live next to their schema in lyrictool.recipes; importing it registers them all."""
+    import lyrictool.recipes  # noqa: F401
+
+
+# ---- training commands ----------------------------------------------------------------------------------------
+@app.command()
+def sft(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, resume: ResumeOpt = False,
+        debug: DebugOpt = False) -> None:
+    """Supervised fine-tuning with control prompts (TRL SFTTrainer, completion-only loss, LoRA/QLoRA)."""
+    from lyrictool.train.sft import run_sft
+
+    run_sft(_recipe(recipe, "sft", set_), dry_run=dry_run, resume=resume)
+
+
+@app.command()
+def inject(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debug: DebugOpt = False) -> None:
+    """Three-stage knowledge injection: memorize (continued pre-training) -> understand (QA) -> utilize (task)."""
+    from lyrictool.train.inject import run_inject
+
+    run_inject(_recipe(recipe, "inject", set_), dry_run=dry_run)
+
+
+@app.command()
+def score(
+    recipe: RecipeArg,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    predict: Annotated[Optional[Path], typer.Option("--predict", help="Score every row of this lyrics JSONL "
+                                                    "with the trained scorer instead of training.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Where --predict writes scored rows.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Train the lyrics scorer (reward model) on ratings or preferences (TRL RewardTrainer), or --predict."""
+    from lyrictool.train.score import run_score
+
+    run_score(_recipe(recipe, "score", set_), dry_run=dry_run, predict=predict, output=output)
+
+
+@app.command("rejection-sample")
+def rejection_sample(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False,
+                     debug: DebugOpt = False) -> None:
+    """LLaMA-2-style rejection sampling: K samples per prompt, keep the best by scorer + rule rewards, SFT on them."""
+    from lyrictool.train.rejection_sample import run_rejection_sample
+
+    run_rejection_sample(_recipe(recipe, "rejection-sample", set_), dry_run=dry_run)
+
+
+@app.command()
+def dpo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debug: DebugOpt = False) -> None:
+    """Direct preference optimisation on chosen/rejected lyrics (TRL DPOTrainer)."""
+    from lyrictool.train.dpo import run_dpo
+
+    run_dpo(_recipe(recipe, "dpo", set_), dry_run=dry_run)
+
+
+@app.command()
+def ppo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debug: DebugOpt = False) -> None:
+    """Online RL with several rewards. TRL removed PPOTrainer in 1.13: this runs TRL's PPO-family GRPOTrainer
+    (clipped PPO objective, group-relative advantages, no critic) or RLOOTrainer (algorithm: rloo)."""
+    from lyrictool.train.ppo import run_ppo
+
+    run_ppo(_recipe(recipe, "ppo", set_), dry_run=dry_run)
+
+
+# ---- evaluation and tools -------------------------------------------------------------------------------------
+@app.command("eval")
+def eval_(
+    recipe: Annotated[Optional[Path], typer.Argument(help="Eval recipe: generate from models, then score.",
+                                                     show_default=False)] = None,
+    input: Annotated[Optional[list[Path]], typer.Option("--input", help="Score existing lyrics JSONL instead "
+                                                        "(rows {lyrics, controls}); repeat to compare systems.")] = None,
+    fmt: FormatOpt = "table",
+    output: Annotated[Optional[Path], typer.Option("--output", help="Write the JSON result here.")] = None,
+    skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip malformed rows (counted) "
+                                               "instead of stopping.")] = False,
+    scheme: SchemeOpt = "shisanzhe",
+    mos_sheet: Annotated[Optional[Path], typer.Option("--mos-sheet", help="Export a blinded MOS rating sheet "
+                                                      "(CSV).")] = None,
+    mos_ratings: Annotated[Optional[list[Path]], typer.Option("--mos-ratings", help="Filled MOS sheets to "
+                                                              "aggregate (repeatable).")] = None,
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    set_: SetOpt = None,
+    dry_run: DryRunOpt = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Objective metrics (rhyme, rhythm, structure, format), scorer and knowledge accuracy; compare systems; MOS."""
+    from lyrictool.metrics.evaluate import run_eval
+
+    rec = _recipe(recipe, "eval", set_) if recipe is not None else None
+    run_eval(rec, inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
+             mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
+
+
+@app.command()
+def serve(
+    recipe: Annotated[Optional[Path], typer.Argument(help="Serve recipe (recipes/tiny/serve.yaml).",
+                                                     show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Serve this model folder instead of a "
+                                                 "recipe.")] = None,
+    host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8000).")] = None,
+    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="LYRICTOOL_API_KEY",
+                                                   help="Require Authorization: Bearer KEY.")] = None,
+    set_: SetOpt = None,
+    debug: DebugOpt = False,
+) -> None:
+    """An OpenAI-compatible lyrics server with controls, query expansion, batching and limits."""
+    from lyrictool.serve.app import run_serve
+
+    run_serve(_recipe(recipe, "serve", set_) if recipe is not None else None, model=model, host=host, port=port,
+              api_key=api_key)
+
+
+@app.command()
+def rhyme(
+    text: Annotated[Optional[str], typer.Argument(help="Lyrics text (lines separated by newlines or '/').",
+                                                  show_default=False)] = None,
+    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read lyrics from this file ('-' = stdin).")]
+    = None,
+    scheme: SchemeOpt = "shisanzhe",
+    fmt: FormatOpt = "table",
+    debug: DebugOpt = False,
+) -> None:
+    """Per line: the last sung syllable, its pinyin final, tone and rhyme group."""
+    from lyrictool.metrics.commands import run_rhyme
+
+    run_rhyme(text, str(file) if file is not None else None, scheme, fmt)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the demo writes its runs.")]
+    = Path("runs/demo"),
+    debug: DebugOpt = False,
+) -> None:
+    """The whole method on the built-in tiny model, offline, in minutes: inject -> SFT with hints -> scorer ->
+    rejection sampling -> eval of base vs final."""
+    from lyrictool.demo import run_demo
+
+    run_demo(output_dir)
+
+
+data_app = typer.Typer(help="Convert public corpora into lyrics rows {lyrics, controls}.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("chinese-poetry")
+def data_chinese_poetry(
+    source: Annotated[Path, typer.Argument(help="A chinese-poetry JSON file or folder (宋词 ci.song.*.json, "
+                                           "元曲 yuanqu.json).", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL of lyrics rows.")],
+    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None,
+    debug: DebugOpt = False,
+) -> None:
+    """Convert the chinese-poetry JSON format (tune name / title becomes a control; lines kept)."""
+    from lyrictool.data.convert import convert_chinese_poetry
+
+    convert_chinese_poetry(source, output, limit=limit)
+
+
+# ---- entry point ----------------------------------------------------------------------------------------------
+def _err_console():
+    from rich.console import Console
+
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI: user errors -> one red line, exit 2; internal errors -> exit 1; tracebacks with --debug."""
+    try:  # typer >= 0.24 vendors click; older releases use click itself
+        from typer._click import exceptions as click_exceptions
+    except ImportError:  # pragma: no cover
+        from click import exceptions as click_exceptions
+
+    from lyrictool.errors import UserError
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rv = app(args=args, standalone_mode=False, prog_name="lyrictool")
+    except UserError as e:
+        if debug:
+            raise
+        from rich.markup import escape
+
+        _err_console().print(f"[bold red]error:[/] {escape(str(e))}")
+        sys.exit(2)
+    except typer.Abort:
+        _err_console().print("aborted")
+        sys.exit(130)
+    except click_exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except ModuleNotFoundError as e:
+        if debug:
+            raise
+        if (e.name or "").startswith("lyrictool."):
+            _err_console().print(f"[bold red]not built yet:[/] this command needs {e.name}, which is not part of "
+                                 "this version")
+        else:
+            _err_console().print(f"[bold red]missing dependency:[/] {e.name} (pip install it, or the extra that "
+                                 "provides it)")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        _err_console().print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # noqa: BLE001 - the one place internal errors are turned into exit 1
+        if debug:
+            raise
+        _err_console().print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the "
+                             "traceback; please report it)")
+        sys.exit(1)
+    if isinstance(rv, int) and rv:
+        sys.exit(rv)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

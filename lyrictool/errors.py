@@ -1,0 +1,23 @@
+"""The one user-error type.
+
+A :class:`UserError` is something the user can fix (a bad recipe key, a missing file, a malformed
+data row).  The CLI prints its message as one red line and exits with status 2; any other exception
+is an internal error (exit 1).  ``--debug`` shows the traceback in both cases.
+"""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """An error the user can fix.  The message names the file, line or key, and the fix."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, *, where: str | None = None):
+        self.where = where
+        super().__init__(f"{where}: {message}" if where else message)
+
+
+def row_error(path: str, line: int, reason: str) -> UserError:
+    """A malformed data row, reported as ``path:line: reason``."""
+    return UserError(reason, where=f"{path}:{line}")

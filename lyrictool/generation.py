@@ -1,0 +1,88 @@
+"""Batched sampling used by eval, rejection sampling, end-of-training samples and serve.
+
+Prompts are built by :func:`lyrictool.controls.build_prompt` and wrapped in the model's chat template; a batch
+of prompts is left-padded and sampled in one ``generate`` call with the KV cache, ``n`` samples per prompt
+(``num_return_sequences``).  Phonetic hints are always stripped from what comes back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from lyrictool.controls import Controls, build_prompt
+
+
+@dataclass
+class Sample:
+    text: str          # lyrics, hints stripped
+    raw: str           # exactly what the model wrote (hints included)
+    new_tokens: int    # tokens generated (up to and including EOS)
+
+
+def chat_prompt(tokenizer, user_text: str) -> str:
+    """The model-ready prompt string for one user turn (the model's chat template, or plain text without one)."""
+    if getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
+                                             add_generation_prompt=True)
+    return user_text + "\n\n"
+
+
+def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160,
+                   temperature: float = 0.8, top_p: float = 0.95, batch_size: int = 16,
+                   seed: int | None = None) -> list[list[Sample]]:
+    """Sample ``n`` completions for each model-ready prompt string, ``batch_size`` prompts per forward pass."""
+    import torch
+
+    from lyrictool.lyrics import strip_hints
+
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    if seed is not None:
+        torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    old_side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    out: list[list[Sample]] = []
+    try:
+        for start in range(0, len(prompts), batch_size):
+            chunk = list(prompts[start:start + batch_size])
+            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=n,
+                                              pad_token_id=tokenizer.pad_token_id,
+                                              eos_token_id=tokenizer.eos_token_id, use_cache=True)
+            if temperature > 0:
+                gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
+            else:
+                gen_kwargs.update(do_sample=False)
+            with torch.inference_mode():
+                seqs = model.generate(**enc, **gen_kwargs)
+            new = seqs[:, enc["input_ids"].shape[1]:]
+            for i in range(len(chunk)):
+                samples = []
+                for j in range(n):
+                    ids = new[i * n + j]
+                    keep = ids != tokenizer.pad_token_id
+                    if tokenizer.eos_token_id is not None:
+                        eos = (ids == tokenizer.eos_token_id).nonzero()
+                        if len(eos):
+                            keep[int(eos[0]) + 1:] = False
+                    raw = tokenizer.decode(ids[keep], skip_special_tokens=True)
+                    samples.append(Sample(text=strip_hints(raw).strip(), raw=raw, new_tokens=int(keep.sum())))
+                out.append(samples)
+    finally:
+        tokenizer.padding_side = old_side
+        if was_training:
+            model.train()
+    return out
+
+
+def generate_lyrics(model, tokenizer, controls: Sequence[Controls | dict | None], *, n: int = 1,
+                    max_new_tokens: int = 160, temperature: float = 0.8, top_p: float = 0.95,
+                    batch_size: int = 16, seed: int | None = None) -> list[list[Sample]]:
+    """Lyrics for each controls request (``n`` samples each), prompted exactly as in training."""
+    prompts = [chat_prompt(tokenizer, build_prompt(c)) for c in controls]
+    return generate_texts(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
+                          top_p=top_p, batch_size=batch_size, seed=seed)

@@ -1,0 +1,343 @@
+"""YAML recipes -> validated recipe objects.
+
+A recipe is one YAML file per run (like TRL's script configs or torchtune's recipe configs):
+
+    model:  {name: builtin:tiny-zh, attn: auto, dtype: auto, lora: {r: 8}, quantization: none}
+    data:   {train: builtin:demo-songs, eval_fraction: 0.1, hints: line_end}
+    train:  {max_steps: 30, learning_rate: 3.0e-3}     # keys of the TRL config class of the command
+    output_dir: runs/sft-tiny
+    seed: 42
+
+Every key is checked: an unknown or misspelt key anywhere is an error naming the key path and the nearest
+valid key; ``train`` keys are checked against the fields of the TRL config dataclass of the command
+(``SFTConfig``, ``DPOConfig``, ...).  ``--set a.b=c`` overrides any key with a YAML-typed value and is
+validated the same way.  This module imports only pydantic and yaml, so ``lyrictool --help`` stays fast;
+the TRL check imports trl when it runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+
+from lyrictool.errors import UserError
+
+# --------------------------------------------------------------------------------------------------------------
+# Building blocks shared by every recipe
+
+
+class Strict(BaseModel):
+    """Base for every recipe section: unknown keys are errors, values are validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    _source: str = PrivateAttr("recipe")  # the file it was read from, for error messages
+
+
+class LoraSpec(Strict):
+    """LoRA adapter (peft.LoraConfig). With ``model.quantization: 4bit`` this is QLoRA."""
+
+    r: int = Field(16, gt=0, description="Rank of the low-rank update.")
+    alpha: int = Field(32, gt=0, description="LoRA scaling numerator (lora_alpha).")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA branch.")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="Module names to adapt, or 'all-linear'."
+    )
+
+
+class ModelSpec(Strict):
+    """Which model to start from and how to load it."""
+
+    name: str = Field(
+        "builtin:tiny-zh",
+        description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
+    )
+    attn: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
+        "auto", description="Attention kernel; auto = flash_attention_2 if usable, else sdpa, else eager."
+    )
+    dtype: Literal["auto", "bf16", "fp16", "fp32"] = Field(
+        "auto", description="Weights/compute dtype; auto = bf16 on a bf16-capable GPU, else fp32."
+    )
+    lora: LoraSpec | None = Field(None, description="Train a LoRA adapter instead of all weights.")
+    quantization: Literal["none", "4bit", "8bit"] = Field(
+        "none", description="Load the base model quantized with bitsandbytes (QLoRA); needs CUDA."
+    )
+    trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
+
+    @field_validator("name")
+    @classmethod
+    def _name_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty model name; use a hub name, a local directory or builtin:tiny-zh")
+        return v
+
+
+CONTROL_NAMES = ("genre", "topic", "rhyme", "scheme", "structure", "line_lengths")
+ControlName = Literal["genre", "topic", "rhyme", "scheme", "structure", "line_lengths"]
+DERIVABLE_CONTROLS = ("rhyme", "scheme", "structure", "line_lengths")
+DerivableControl = Literal["rhyme", "scheme", "structure", "line_lengths"]
+
+DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet")
+
+
+def looks_like_local_path(source: str) -> bool:
+    """A data source that names a local file (as opposed to a datasets-hub name or a builtin)."""
+    if source.startswith("builtin:"):
+        return False
+    return source.endswith(DATA_SUFFIXES) or source.startswith((".", "/", "~")) or Path(source).exists()
+
+
+class DataSpec(Strict):
+    """Training data: local jsonl/csv/parquet, a datasets-hub name, or a builtin corpus."""
+
+    train: str = Field(..., description="Train source: path, hub dataset name, or builtin:demo-songs.")
+    eval: str | None = Field(None, description="Eval source; if absent, eval_fraction of train is held out.")
+    eval_fraction: float = Field(0.0, ge=0.0, lt=1.0, description="Share of train held out for eval.")
+    split: str = Field("train", description="Split name for hub datasets.")
+    fields: dict[str, str] = Field(
+        default_factory=dict,
+        description="Column mapping, our name -> your column, e.g. {lyrics: text, controls: meta}.",
+    )
+    max_rows: int | None = Field(None, gt=0, description="Use at most this many rows (after shuffling).")
+    hints: Literal["none", "line_end", "line_start"] = Field(
+        "none", description="Phonetic hints written into the target text (stripped at generation)."
+    )
+    controls: list[ControlName] = Field(
+        default_factory=lambda: list(CONTROL_NAMES),
+        description="Controls stated in the prompt (when the row has or can derive them).",
+    )
+    derive: list[DerivableControl] = Field(
+        default_factory=lambda: ["rhyme", "structure", "line_lengths"],
+        description="Controls derived from the lyrics themselves when a row lacks them.",
+    )
+    control_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0,
+        description="Per row, drop each stated control with this probability (one model, any subset).",
+    )
+    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+        "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
+    )
+
+    @field_validator("train", "eval")
+    @classmethod
+    def _source_exists(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if not v.strip():
+            raise ValueError("empty data source")
+        if looks_like_local_path(v) and not Path(v).expanduser().exists():
+            raise ValueError(f"file not found: {v} (paths are relative to the current directory)")
+        return v
+
+
+class GenerationSpec(Strict):
+    """Sampling settings for generation (eval, rejection sampling, end-of-training samples)."""
+
+    num_prompts: int = Field(8, ge=0, description="How many prompts to generate for (0 = none).")
+    max_new_tokens: int = Field(160, gt=0, description="Maximum new tokens per sample.")
+    temperature: float = Field(0.8, ge=0.0, description="Sampling temperature (0 = greedy).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
+
+
+class BaseRecipe(Strict):
+    """Fields every training recipe has."""
+
+    model: ModelSpec = Field(default_factory=ModelSpec, description="The model to start from.")
+    data: DataSpec = Field(..., description="Training data.")
+    train: dict[str, Any] = Field(
+        default_factory=dict, description="Keys of the command's TRL config class (e.g. SFTConfig)."
+    )
+    output_dir: str = Field(..., description="Where the model, resolved recipe and summary.json go.")
+    seed: int = Field(42, description="Random seed (data order, init, sampling).")
+
+    # The TRL config dataclass that validates `train` (module, class); subclasses override.
+    trl_config: ClassVar[tuple[str, str]] = ("trl", "SFTConfig")
+
+    @field_validator("output_dir")
+    @classmethod
+    def _output_dir_not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("empty output_dir")
+        return v
+
+
+class SFTRecipe(BaseRecipe):
+    """`lyrictool sft`: TRL SFTTrainer on prompt/completion rows built from lyrics + controls."""
+
+    eval_generation: GenerationSpec = Field(
+        default_factory=GenerationSpec,
+        description="After training, generate for this many eval prompts and compute the objective metrics.",
+    )
+
+
+# Registry: command name -> recipe class. Other modules add theirs here (one place for the schema, so the
+# recipe reference in docs/ is generated from it).
+RECIPES: dict[str, type[BaseModel]] = {"sft": SFTRecipe}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading
+
+
+def _yaml_load(path: Path) -> Any:
+    import yaml
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"recipe not found: {path}") from None
+    except IsADirectoryError:
+        raise UserError(f"{path} is a directory; give a recipe .yaml file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise UserError(f"invalid YAML: {problem}", where=where) from None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``a.b=c`` -> (["a", "b"], yaml-typed c)."""
+    import yaml
+
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not p for p in key.split(".")):
+        raise UserError(f"--set {item!r}: expected key.path=value, e.g. --set train.learning_rate=1e-4")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    for item in overrides or []:
+        path, value = parse_override(item)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise UserError(f"--set {item}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
+    """Valid keys of the section at `loc` (for 'did you mean')."""
+    cls: Any = model_cls
+    for part in loc:
+        if not (isinstance(cls, type) and issubclass(cls, BaseModel)) or part not in cls.model_fields:
+            return []
+        ann = cls.model_fields[part].annotation
+        cls = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and issubclass(a, BaseModel)), ann)
+    if isinstance(cls, type) and issubclass(cls, BaseModel):
+        return list(cls.model_fields)
+    return []
+
+
+def did_you_mean(key: str, valid: list[str]) -> str:
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
+
+
+def _format_validation_error(err: ValidationError, model_cls: type[BaseModel]) -> str:
+    e = err.errors()[0]
+    loc = tuple(p for p in e["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    # pydantic puts union member names into loc (e.g. 'LoraSpec'); drop class names
+    loc = tuple(p for p in loc if not (isinstance(p, str) and p[:1].isupper() and p.isidentifier() and "_" not in p))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    kind = e["type"]
+    if kind == "extra_forbidden":
+        return f"{key}: unknown key{did_you_mean(str(loc[-1]), _fields_at(model_cls, loc[:-1]))}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    msg = e["msg"].removeprefix("Value error, ")
+    got = e.get("input")
+    shown = "" if isinstance(got, (dict, list)) or got is None else f" (got {got!r})"
+    return f"{key}: {msg}{shown}"
+
+
+def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, extra_reserved: tuple = ()) -> None:
+    """Check `train` against a TRL/transformers config dataclass: names, types, and obvious impossibilities."""
+    from pydantic import TypeAdapter
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    reserved = {"output_dir", "seed", *extra_reserved}
+    for key, value in train.items():
+        if key in reserved:
+            raise UserError(f"train.{key}: set it at the top level of the recipe, not under train", where=where)
+        if key not in fields:
+            raise UserError(
+                f"train.{key}: unknown key for {config_cls.__name__}{did_you_mean(key, sorted(fields))}", where=where
+            )
+        ftype = fields[key].type
+        if isinstance(ftype, str):
+            continue  # forward reference we cannot resolve cheaply; the config constructor checks it
+        try:
+            TypeAdapter(ftype).validate_python(value, strict=False)
+        except ValidationError as e:
+            raise UserError(
+                f"train.{key}: {e.errors()[0]['msg']} (got {value!r})", where=where
+            ) from None
+        except Exception:  # noqa: BLE001 - a type pydantic cannot build; the config constructor checks it
+            continue
+    positive = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
+                "gradient_accumulation_steps", "num_train_epochs", "beta", "num_generations")
+    for key in positive:
+        v = train.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and (v <= 0 or math.isnan(v)):
+            raise UserError(f"train.{key}: must be > 0 (got {v})", where=where)
+    v = train.get("max_steps")
+    if isinstance(v, int) and v == 0:
+        raise UserError("train.max_steps: must be > 0, or -1 to train by epochs", where=where)
+
+
+def load_config_class(recipe_cls: type[BaseModel]) -> type:
+    import importlib
+
+    module, name = recipe_cls.trl_config  # type: ignore[attr-defined]
+    return getattr(importlib.import_module(module), name)
+
+
+def load_recipe(path: str | Path, command: str, overrides: list[str] | None = None, *, check_train: bool = True):
+    """Read, override and validate a recipe; every problem is a one-line UserError naming file and key."""
+    path = Path(path)
+    data = _yaml_load(path)
+    if data is None:
+        raise UserError(f"{path}: the recipe is empty")
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping of keys (model, data, train, output_dir, ...)")
+    data = apply_overrides(data, overrides)
+    recipe_cls = RECIPES[command]
+    try:
+        recipe = recipe_cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, recipe_cls), where=str(path)) from None
+    if check_train and isinstance(recipe, BaseRecipe):
+        validate_train_keys(recipe.train, load_config_class(type(recipe)), where=str(path))
+    recipe._source = str(path)
+    return recipe
+
+
+def recipe_source(recipe: BaseModel) -> str:
+    return recipe._source
+
+
+def dump_recipe(recipe: BaseModel) -> str:
+    """The resolved recipe as YAML (written into output_dir and printed by --dry-run)."""
+    import yaml
+
+    return yaml.safe_dump(recipe.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
+

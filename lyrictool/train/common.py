@@ -1,0 +1,202 @@
+"""What every training command shares: TRL config from the recipe, run files, data split, summaries.
+
+Not a trainer framework: each command still builds its own TRL trainer in a few visible lines; this module
+only holds the pieces they would otherwise copy.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from lyrictool.errors import UserError
+from lyrictool.recipes import BaseRecipe, DataSpec, dump_recipe, load_config_class, recipe_source
+
+log = logging.getLogger("lyrictool")
+console = Console()
+
+
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version()}
+    for pkg in ("lyrictool", "torch", "transformers", "trl", "peft", "datasets", "accelerate", "pypinyin"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, **defaults: Any):
+    """The command's TRL config: our defaults, overridden by the recipe's ``train`` keys."""
+    import torch
+
+    config_cls = load_config_class(type(recipe))
+    kwargs: dict[str, Any] = dict(report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
+                                  save_only_model=False)
+    if dtype is not None and torch.cuda.is_available():
+        kwargs["bf16"] = dtype == torch.bfloat16
+        kwargs["fp16"] = dtype == torch.float16
+    elif not torch.cuda.is_available():
+        kwargs.update(bf16=False, fp16=False)
+    kwargs.update(defaults)
+    kwargs.update(recipe.train)
+    if kwargs.get("packing") and attention != "flash_attention_2" and \
+            kwargs.get("packing_strategy", "bfd") in ("bfd", "bfd_split"):
+        raise UserError(f"train.packing: padding-free (bfd) packing needs flash_attention_2, but attention here "
+                        f"is {attention}; install flash-attn on a GPU, or set train.packing: false",
+                        where=recipe_source(recipe))
+    try:
+        return config_cls(output_dir=recipe.output_dir, seed=recipe.seed, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"train: {e}", where=recipe_source(recipe)) from None
+
+
+def callbacks() -> list:
+    """Rich progress in a terminal; plain logging lines otherwise (CI logs)."""
+    import sys
+
+    if sys.stdout.isatty():
+        from trl.trainer.callbacks import RichProgressCallback
+
+        return [RichProgressCallback()]
+    return []
+
+
+def split_records(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+    if not eval_fraction:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, int(round(len(records) * eval_fraction)))
+    if n_eval >= len(records):
+        raise UserError(f"data.eval_fraction: {eval_fraction} leaves no training rows out of {len(records)}")
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
+
+
+def load_lyrics_examples(data: DataSpec, seed: int, *, check_controls: bool = True):
+    """Train and eval lyrics examples; every row validated (``path:line: reason`` on the first bad one)."""
+    from lyrictool.data import load_records
+    from lyrictool.data.lyrics_rows import check_against_lyrics, lyrics_example
+
+    def read(source: str, what: str) -> list:
+        exs = [lyrics_example(r) for r in load_records(source, split=data.split, fields=data.fields, what=what)]
+        if check_controls:
+            for ex in exs:
+                problem = check_against_lyrics(ex, data.scheme)
+                if problem:
+                    raise UserError(problem, where=ex.where)
+        if data.hints != "none":
+            from lyrictool.lyrics import has_hints
+
+            for ex in exs:
+                if has_hints(ex.lyrics):
+                    raise UserError("lyrics already contain hint markers 〔…〕; remove them or set data.hints: none",
+                                    where=ex.where)
+        return exs
+
+    train = read(data.train, "data.train")
+    if data.max_rows:
+        rng = random.Random(seed)
+        train = rng.sample(train, min(data.max_rows, len(train)))
+    if data.eval:
+        return train, read(data.eval, "data.eval")
+    return split_records(train, data.eval_fraction, seed)
+
+
+def print_dry_run(recipe: BaseRecipe, checks: dict[str, Any]) -> None:
+    from rich.syntax import Syntax
+
+    console.print(f"[bold green]recipe OK[/] {recipe_source(recipe)}")
+    console.print(Syntax(dump_recipe(recipe), "yaml", theme="ansi_dark", background_color="default"))
+    for k, v in checks.items():
+        console.print(f"  {k}: {v}")
+    console.print("dry run: no model loaded, nothing written")
+
+
+def last_checkpoint(output_dir: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not os.path.isdir(output_dir):
+        return None
+    return get_last_checkpoint(output_dir)
+
+
+def resume_checkpoint(recipe: BaseRecipe, resume: bool) -> str | None:
+    if not resume:
+        return None
+    ckpt = last_checkpoint(recipe.output_dir)
+    if ckpt is None:
+        raise UserError(f"--resume: no checkpoint-* folder in {recipe.output_dir}; set train.save_steps so runs "
+                        "leave checkpoints, or run without --resume")
+    log.info("resuming from %s", ckpt)
+    return ckpt
+
+
+def train_loss_curve(trainer) -> list[float]:
+    return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def write_run_files(recipe: BaseRecipe, command: str, summary: dict[str, Any]) -> Path:
+    """Write the resolved recipe and ``summary.json`` into output_dir (the machine-readable run record)."""
+    out = Path(recipe.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    full = {"command": command, "recipe": recipe_source(recipe), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "versions": versions(), **summary}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(full, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+    tmp.replace(out / "summary.json")
+    return out / "summary.json"
+
+
+class Timer:
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
+
+    def __call__(self, name: str):
+        timer = self
+
+        class _Span:
+            def __enter__(self):
+                self.t0 = time.perf_counter()
+
+            def __exit__(self, *exc):
+                timer.times[name] = round(timer.times.get(name, 0.0) + time.perf_counter() - self.t0, 3)
+
+        return _Span()
+
+
+def is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def generation_metrics(model, tokenizer, controls_list: list, spec, *, seed: int, scheme: str = "shisanzhe"
+                       ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Generate one sample per controls request and score it with the objective metrics.
+
+    Returns the aggregated metrics and the samples ({controls, lyrics, metrics}) for the run's summary.
+    """
+    from lyrictool.generation import generate_lyrics
+    from lyrictool.metrics import aggregate, song_metrics
+
+    if not controls_list or spec.num_prompts == 0:
+        return {}, []
+    controls_list = controls_list[: spec.num_prompts]
+    outs = generate_lyrics(model, tokenizer, controls_list, n=1, max_new_tokens=spec.max_new_tokens,
+                           temperature=spec.temperature, top_p=spec.top_p, batch_size=spec.batch_size, seed=seed)
+    samples = []
+    for c, (s,) in zip(controls_list, outs):
+        cd = c.to_dict() if hasattr(c, "to_dict") else dict(c or {})
+        samples.append({"controls": cd, "lyrics": s.text, "metrics": song_metrics(s.text, cd, scheme)})
+    return aggregate([s["metrics"] for s in samples]), samples
