@@ -2,9 +2,9 @@
 
 A song is plain text.  A line that is only a bracketed tag (``[Verse 1]``, ``[Pre-Chorus]``,
 ``【副歌】``) or a bare section word with an optional number and colon (``主歌1：``,
-``Chorus:``) starts a section; every other line belongs to the current section, blank lines
-included, so ``render(parse(text)) == text`` for any text whose tag lines carry no surrounding
-spaces (and ``parse(render(parse(text))) == parse(text)`` always).
+``Chorus:``) starts a section; every other non-blank line belongs to the current section.
+:func:`render` writes the canonical layout (tag, lines, one blank line between sections).
+Hints work on the raw text, line by line, so they keep any layout exactly.
 
 Hints (see docs/metrics.md, "Phonetic hints"): a rhyme-group marker in full-width tortoise-shell
 brackets, ``〔江阳〕``, inserted before the last sung character of each lyric line
@@ -82,16 +82,11 @@ def _tag_line(line: str) -> bool:
 
 @dataclass
 class Section:
-    """A run of lines under one tag.  ``lines`` keeps blank lines ("") so layout round-trips."""
+    """A run of lyric lines under one tag."""
 
-    name: str | None = None  # canonical name, None when untagged or unknown
-    tag: str | None = None  # the tag line as written, e.g. "[Verse 1]"
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def lyric_lines(self) -> list[str]:
-        """The non-blank lines, stripped."""
-        return [line.strip() for line in self.lines if line.strip()]
+    name: str | None = None  # canonical name (SECTION_NAMES), None when untagged or unknown
+    tag: str | None = None  # the tag line as written, e.g. "[Verse 1]"; None before the first tag
+    lines: list[str] = field(default_factory=list)  # lyric lines, stripped, never blank
 
 
 @dataclass
@@ -100,15 +95,21 @@ class Lyrics:
 
     @property
     def lines(self) -> list[str]:
-        """All lyric lines (non-blank, stripped, tags excluded), in order."""
-        return [line for section in self.sections for line in section.lyric_lines]
+        """All lyric lines (tags excluded), in order."""
+        return [line for section in self.sections for line in section.lines]
 
 
 def parse(text: str) -> Lyrics:
-    """Split ``text`` into sections at tag lines.  Never raises on a str."""
+    """Split ``text`` into sections at tag lines; lines are stripped, blank lines dropped.
+
+    Never raises on a str.  Lines before the first tag form an untagged section.
+    """
     sections: list[Section] = []
     current: Section | None = None
-    for line in str(text).split("\n") if text else []:
+    for raw in str(text).splitlines():
+        line = raw.strip()
+        if not line:
+            continue
         if _tag_line(line):
             current = Section(name=canonical_section(line), tag=line, lines=[])
             sections.append(current)
@@ -121,13 +122,16 @@ def parse(text: str) -> Lyrics:
 
 
 def render(lyrics: Lyrics) -> str:
-    """The text of ``lyrics``; inverse of :func:`parse`."""
-    out: list[str] = []
+    """The canonical text of ``lyrics``: each section's tag, its lines, a blank line between.
+
+    ``parse(render(doc)) == doc`` for every parsed document, and ``render(parse(text)) == text``
+    for text already in this layout.
+    """
+    blocks = []
     for section in lyrics.sections:
-        if section.tag is not None:
-            out.append(section.tag)
-        out.extend(section.lines)
-    return "\n".join(out)
+        head = [section.tag] if section.tag is not None else []
+        blocks.append("\n".join(head + section.lines))
+    return "\n\n".join(blocks)
 
 
 # --- phonetic hints ------------------------------------------------------------------------
