@@ -1,0 +1,213 @@
+"""Objective lyrics metrics: rhyme, rhythm, structure, format and diversity.
+
+Every metric is defined, with its formula and a worked example, in docs/metrics.md.  Per song,
+:func:`song_metrics` returns a flat dict; a metric whose control was not requested is None.
+:func:`aggregate` averages songs.  Pure Python on the fast phonetics path, so rule rewards for
+rejection sampling and RL can call it per sample.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+#: The per-song values in [0, 1] that :func:`aggregate` averages, in report order.
+RATE_METRICS = (
+    "rhyme_accuracy",
+    "rhyme_density",
+    "line_length_accuracy",
+    "line_length_accuracy_pm1",
+    "structure_accuracy",
+    "format_validity",
+    "distinct_1",
+    "distinct_2",
+    "repetition_rate",
+)
+#: Per-song counts that :func:`aggregate` also averages.
+COUNT_METRICS = ("n_lines", "n_sections", "n_syllables")
+
+# Text a model leaks when it echoes its prompt or chat template instead of writing lyrics.
+_LEAK = re.compile(
+    r"<\|[a-z_]+\|>|</?s>|\[/?INST\]|^\s*(?:请写一首|风格[：:]|主题[：:]|押韵[：:]|韵式[：:]|结构[：:]"
+    r"|每行字数[：:]|标题[：:])|^\s*(?:genre|topic|rhyme|scheme|structure|line_lengths)\s*[:=]"
+    r"|^\s*[{\[]\s*\"",
+    re.IGNORECASE | re.MULTILINE,
+)
+_TOKEN = re.compile(r"[A-Za-zÀ-ɏ]+(?:['’\-][A-Za-zÀ-ɏ]+)*|[^\W_]")
+_CHAR_LOOP = re.compile(r"(.{1,4}?)\1{7,}")  # a unit of 1-4 chars repeated 8+ times in a row
+MAX_LINE_SYLLABLES = 64  # longer "lines" are run-on text, not lyric lines
+MAX_SAME_LINE_RUN = 4  # the same line 5+ times in a row is a loop, not a refrain
+
+
+def _controls_dict(controls: Any) -> dict:
+    if controls is None:
+        return {}
+    if hasattr(controls, "model_dump"):
+        controls = controls.model_dump(exclude_none=True)
+    return controls if isinstance(controls, dict) else {}
+
+
+def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None) -> float | None:
+    """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
+    n = len(groups)
+    if pattern:
+        letters = [ch for ch in pattern.upper() if not ch.isspace()]
+        first = next((ch for ch in letters if ch != "X"), None)
+        assigned: dict[str, str | None] = {}
+        for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
+            if letter == first and target is not None:
+                assigned[letter] = target
+                continue
+            ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < n and groups[i]]
+            assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
+        shared = Counter(g for g in assigned.values() if g is not None)
+        constrained = correct = 0
+        for i, letter in enumerate(letters):
+            if letter == "X":
+                continue
+            constrained += 1
+            group = assigned[letter]
+            if i < n and group is not None and groups[i] == group and shared[group] == 1:
+                correct += 1
+        return correct / constrained if constrained else None
+    if target is not None:
+        return sum(g == target for g in groups) / n if n else 0.0
+    return None
+
+
+def _rhyme_density(groups: list[str | None]) -> float:
+    """Share of lines whose group is the song's dominant one (used 2+ times) or a neighbour's."""
+    n = len(groups)
+    if not n:
+        return 0.0
+    counts = Counter(g for g in groups if g is not None)
+    dominant = None
+    if counts:
+        top, k = counts.most_common(1)[0]
+        dominant = top if k >= 2 else None
+    rhyming = 0
+    for i, g in enumerate(groups):
+        if g is None:
+            continue
+        if g == dominant or (i and groups[i - 1] == g) or (i + 1 < n and groups[i + 1] == g):
+            rhyming += 1
+    return rhyming / n
+
+
+def _structure_accuracy(sections, wanted: list) -> float:
+    """Share of section slots (requested or produced) with the right name and line count."""
+    from lyrictool.lyrics import canonical_section
+
+    produced = [s for s in sections if s.lines or s.tag is not None]
+    slots = max(len(wanted), len(produced))
+    if not slots:
+        return 1.0
+    correct = 0
+    for spec, section in zip(wanted, produced):
+        spec = spec.model_dump() if hasattr(spec, "model_dump") else spec
+        if not isinstance(spec, dict):
+            continue
+        name = str(spec.get("section", ""))
+        name = canonical_section(name) or canonical_section(f"[{name}]") or name
+        lines = spec.get("lines")
+        if section.name == name and (lines is None or len(section.lines) == lines):
+            correct += 1
+    return correct / slots
+
+
+def _format_issues(text: str, doc, lines: list[str], lengths: list[int], repetition: float) -> list[str]:
+    from lyrictool.lyrics import HINT_CLOSE, HINT_OPEN, has_hints
+
+    issues = []
+    if not lines:
+        issues.append("empty")
+    if has_hints(text) or HINT_OPEN in text or HINT_CLOSE in text:
+        issues.append("leaked hints")
+    if _LEAK.search(text):
+        issues.append("leaked control text")
+    if any(n > MAX_LINE_SYLLABLES for n in lengths):
+        issues.append("run-on line")
+    run = 1
+    for prev, line in zip(lines, lines[1:]):
+        run = run + 1 if line == prev else 1
+        if run > MAX_SAME_LINE_RUN:
+            issues.append("line loop")
+            break
+    if any(_CHAR_LOOP.search(line) for line in lines):
+        issues.append("character loop")
+    if len(lines) >= 4 and repetition > 0.5:
+        issues.append("mostly repeated lines")
+    return issues
+
+
+def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisanzhe") -> dict:
+    """All objective metrics of one song against its controls (docs/metrics.md).
+
+    Keys: rhyme_accuracy, rhyme_density, line_length_accuracy, line_length_accuracy_pm1,
+    structure_accuracy, format_validity, format_issues, distinct_1, distinct_2,
+    repetition_rate, n_lines, n_sections, n_syllables.  None where no control asks for it.
+    """
+    from lyrictool.lyrics import parse, strip_hints
+    from lyrictool.phonetics import line_groups, normalize_rhyme, syllable_count
+
+    text = lyrics if isinstance(lyrics, str) else ""
+    c = _controls_dict(controls)
+    doc = parse(strip_hints(text))  # score what was sung; leaked hints still fail format
+    lines = doc.lines
+    n = len(lines)
+    groups = line_groups(lines, scheme)
+    lengths = [syllable_count(line) for line in lines]
+
+    rhyme = c.get("rhyme")
+    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
+    pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
+    rhyme_accuracy = _rhyme_accuracy(groups, target, pattern) if (target or pattern) else None
+
+    wanted_lengths = c.get("line_lengths")
+    length_acc = length_acc_pm1 = None
+    if isinstance(wanted_lengths, list) and wanted_lengths:
+        slots = max(len(wanted_lengths), n)
+        pairs = [(a, b) for a, b in zip(lengths, wanted_lengths) if isinstance(b, int)]
+        length_acc = sum(a == b for a, b in pairs) / slots
+        length_acc_pm1 = sum(abs(a - b) <= 1 for a, b in pairs) / slots
+
+    wanted_structure = c.get("structure")
+    structure_acc = None
+    if isinstance(wanted_structure, list) and wanted_structure:
+        structure_acc = _structure_accuracy(doc.sections, wanted_structure)
+
+    tokens_per_line = [_TOKEN.findall(line) for line in lines]
+    unigrams = [t for toks in tokens_per_line for t in toks]
+    bigrams = [(a, b) for toks in tokens_per_line for a, b in zip(toks, toks[1:])]
+    repetition = (n - len(set(lines))) / n if n else 0.0
+    issues = _format_issues(text, doc, lines, lengths, repetition)
+
+    return {
+        "rhyme_accuracy": rhyme_accuracy,
+        "rhyme_density": _rhyme_density(groups),
+        "line_length_accuracy": length_acc,
+        "line_length_accuracy_pm1": length_acc_pm1,
+        "structure_accuracy": structure_acc,
+        "format_validity": 0.0 if issues else 1.0,
+        "format_issues": issues,
+        "distinct_1": len(set(unigrams)) / len(unigrams) if unigrams else 0.0,
+        "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
+        "repetition_rate": repetition,
+        "n_lines": n,
+        "n_sections": sum(1 for s in doc.sections if s.lines),
+        "n_syllables": sum(lengths),
+    }
+
+
+def aggregate(per_song: list[dict]) -> dict:
+    """Means over songs: each rate over the songs where it applies, with its count ``n_<name>``."""
+    out: dict[str, Any] = {"n": len(per_song)}
+    for key in RATE_METRICS + COUNT_METRICS:
+        values = [s[key] for s in per_song if s.get(key) is not None]
+        out[key] = sum(values) / len(values) if values else None
+        if key in RATE_METRICS:
+            out[f"n_{key}"] = len(values)
+    issues = Counter(issue for s in per_song for issue in s.get("format_issues") or [])
+    out["format_issues"] = dict(issues.most_common())
+    return out
