@@ -146,15 +146,27 @@ def normalize_rhyme(value: str, scheme: str = "shisanzhe") -> str | None:
     """The canonical group name of ``scheme`` that ``value`` names, or None.
 
     ``value`` may be a group name of the scheme ("江阳"), the name with a common suffix
-    ("江阳辙", "唐韵"), or a final ("ang", "iang", "ui", "üe") which is mapped to its group.
+    ("江阳辙", "唐韵"), a final ("ang", "iang", "ui", "üe") which is mapped to its group, or
+    a group of another scheme whose finals all fall in one group of this one ("江阳" -> "唐"
+    under zhonghua_xinyun; "一七" has no single 中华新韵 counterpart, so None).
     """
     table = TABLES[check_scheme(scheme)]
     if not isinstance(value, str):
         return None
     name = value.strip()
+    known = {g for t in TABLES.values() for g in t}
     for suffix in _NAME_SUFFIXES:
-        if name.endswith(suffix) and name[: -len(suffix)] in table:
+        if name.endswith(suffix) and name[: -len(suffix)] in known:
             name = name[: -len(suffix)]
     if name in table:
         return name
-    return _FINAL_TO_GROUP[scheme].get(_as_final(name))
+    group = _FINAL_TO_GROUP[scheme].get(_as_final(name))
+    if group is not None:
+        return group
+    # A group of another scheme ("江阳" asked under 中华新韵): its finals must all land in one group.
+    for other, other_table in TABLES.items():
+        if other != scheme and name in other_table:
+            groups = {_FINAL_TO_GROUP[scheme][f] for f in other_table[name]}
+            if len(groups) == 1:
+                return groups.pop()
+    return None
