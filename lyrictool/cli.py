@@ -71,16 +71,10 @@ def _setup_logging() -> None:
     logging.getLogger("lyrictool").setLevel(logging.INFO)
 
 
-def _recipe(path: Path, command: str, overrides: list[str] | None, dry_run: bool = False):
+def _recipe(path: Path, command: str, overrides: list[str] | None):
     from lyrictool.recipes import load_recipe
 
-    _register_recipes()
     return load_recipe(path, command, overrides)
-
-
-def _register_recipes() -> None:
-    """Recipe classes live next to their schema in lyrictool.recipes; importing it registers them all."""
-    import lyrictool.recipes  # noqa: F401
 
 
 # ---- training commands ----------------------------------------------------------------------------------------

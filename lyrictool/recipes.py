@@ -175,9 +175,26 @@ class SFTRecipe(BaseRecipe):
     )
 
 
-# Registry: command name -> recipe class. Other modules add theirs here (one place for the schema, so the
-# recipe reference in docs/ is generated from it).
-RECIPES: dict[str, type[BaseModel]] = {"sft": SFTRecipe}
+# Registry: command name -> "module:Class" of its recipe.  The shared sections live above; a command's own
+# recipe class sits next to the command (imported lazily, so `lyrictool --help` stays fast).  The recipe
+# reference in docs/ is generated from this table, so it cannot drift.
+RECIPES: dict[str, str] = {
+    "sft": "lyrictool.recipes:SFTRecipe",
+    "inject": "lyrictool.train.inject:InjectRecipe",
+    "score": "lyrictool.train.score:ScoreRecipe",
+    "rejection-sample": "lyrictool.train.rejection_sample:RejectionSampleRecipe",
+    "dpo": "lyrictool.train.dpo:DPORecipe",
+    "ppo": "lyrictool.train.ppo:PPORecipe",
+    "eval": "lyrictool.metrics.evaluate:EvalRecipe",
+    "serve": "lyrictool.serve.config:ServeRecipe",
+}
+
+
+def recipe_class(command: str) -> type[BaseModel]:
+    import importlib
+
+    module, _, name = RECIPES[command].partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -320,7 +337,7 @@ def load_recipe(path: str | Path, command: str, overrides: list[str] | None = No
     if not isinstance(data, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping of keys (model, data, train, output_dir, ...)")
     data = apply_overrides(data, overrides)
-    recipe_cls = RECIPES[command]
+    recipe_cls = recipe_class(command)
     try:
         recipe = recipe_cls.model_validate(data)
     except ValidationError as e:
