@@ -30,8 +30,11 @@ def chat_prompt(tokenizer, user_text: str) -> str:
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160,
                    temperature: float = 0.8, top_p: float = 0.95, batch_size: int = 16,
-                   seed: int | None = None) -> list[list[Sample]]:
-    """Sample ``n`` completions for each model-ready prompt string, ``batch_size`` prompts per forward pass."""
+                   seed: int | None = None, generate_kwargs: dict[str, Any] | None = None) -> list[list[Sample]]:
+    """Sample ``n`` completions for each model-ready prompt string, ``batch_size`` prompts per forward pass.
+
+    ``generate_kwargs`` go to ``model.generate`` unchanged (serve passes a streamer and per-row stopping criteria).
+    """
     import torch
 
     from lyrictool.lyrics import strip_hints
@@ -57,6 +60,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
                 gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:
                 gen_kwargs.update(do_sample=False)
+            gen_kwargs.update(generate_kwargs or {})
             with torch.inference_mode():
                 seqs = model.generate(**enc, **gen_kwargs)
             new = seqs[:, enc["input_ids"].shape[1]:]
