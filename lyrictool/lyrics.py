@@ -70,6 +70,8 @@ def canonical_section(tag: str) -> str | None:
     for _ in range(2):  # "Verse 2 (x2)"
         name = _NUMBERING.sub("", name).strip()
     name = re.sub(r"[\s\-_]+", "", name)
+    if name.endswith("solo") or name.endswith("独奏"):  # "Guitar Solo", "钢琴独奏"
+        return "interlude"
     return _SECTION_ALIASES.get(name)
 
 
@@ -154,7 +156,9 @@ def add_hints(text: str, mode: str = "line_end", scheme: str = "shisanzhe") -> s
     """Mark each lyric line's rhyme group, e.g. ``月光洒满了〔江阳〕窗`` (mode ``line_end``).
 
     Tags, blank lines and lines without a group get no hint.  Raises UserError when ``text``
-    already contains 〔 or 〕, because stripping could then not give the text back.
+    already contains a hint (a group name in 〔〕), because stripping would remove it too.
+    Other 〔...〕 text (an editor's note such as 〔态〕) is kept and survives the round trip:
+    a hint is self-contained, so the only hints in the output are the ones added here.
     """
     from lyrictool.phonetics import engine
     from lyrictool.phonetics.tables import check_scheme
@@ -164,10 +168,11 @@ def add_hints(text: str, mode: str = "line_end", scheme: str = "shisanzhe") -> s
     check_scheme(scheme)
     if mode == "none":
         return text
-    if HINT_OPEN in text or HINT_CLOSE in text:
+    found = _HINT.search(text)
+    if found:
         raise UserError(
-            f"the lyrics already contain {HINT_OPEN} or {HINT_CLOSE}, the phonetic-hint brackets; "
-            "strip existing hints (strip_hints) or replace those characters before adding hints"
+            f"the lyrics already contain a phonetic hint {found.group()!r}; strip hints first "
+            f"(strip_hints) or write that text without the {HINT_OPEN}{HINT_CLOSE} brackets"
         )
     out: list[str] = []
     for line in text.split("\n"):
