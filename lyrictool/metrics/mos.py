@@ -1,0 +1,280 @@
+"""Human ratings: a blinded MOS sheet out, filled sheets in, MOS per system with 95% CIs and rater agreement.
+
+Workflow (ITU-T P.800 absolute category rating, 1 = bad .. 5 = excellent):
+
+1. :func:`export_sheet` writes a CSV with one row per song, shuffled, the system hidden behind an item id
+   such as ``k3f9a1-007``, and one empty column per aspect.  The key (item -> system, prompt) goes to
+   ``mos-key-<sheet id>.json`` next to the sheet: keep it away from the raters.
+2. Each rater fills a copy (any spreadsheet; UTF-8 CSV) and writes their name in the ``rater`` column
+   (or names the file after themselves).
+3. :func:`load_ratings` reads the filled sheets, checks every cell (``path:line: reason``) and un-blinds them;
+   :func:`mos_summary` reports, per system and aspect, the MOS with a 95% confidence interval and the
+   agreement between raters.
+
+Definitions (docs/metrics.md):
+- An item's score is the mean of its raters' scores; a system's MOS for an aspect is the mean over its
+  items, and the 95% CI is Student's t interval over those item means (items are the sampling unit, so
+  several raters of one song do not count as independent evidence).
+- Rater agreement is Krippendorff's alpha (units = items, coders = raters) with the interval metric, the usual
+  choice for a 1-5 scale treated as numbers; the ordinal alpha is reported too.  alpha = 1 - D_o / D_e:
+  1 is perfect agreement, 0 is agreement at chance level; >= 0.667 is the customary floor for tentative
+  conclusions, >= 0.8 for firm ones (Krippendorff 2004).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from lyrictool.errors import UserError, row_error
+
+ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
+ASPECT_HELP = {
+    "language": "fluent, natural Chinese",
+    "genre_relevance": "fits the requested genre and topic",
+    "content": "meaningful, coherent, moving",
+    "singability": "rhyme, rhythm and line lengths you could sing",
+    "overall": "overall quality as lyrics",
+}
+SCALE = (1, 5)
+SHEET_COLUMNS = ("item", "request", "lyrics", *ASPECTS, "rater", "comment")
+
+# Two-sided 95% critical values of Student's t by degrees of freedom (standard table values).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
+
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% Student t critical value (table, linear in 1/df between entries; 1.960 as df -> inf)."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df in _T975:
+        return _T975[df]
+    keys = sorted(_T975)
+    if df > keys[-1]:
+        lo_df, lo_t, hi_inv, hi_t = keys[-1], _T975[keys[-1]], 0.0, 1.960
+        return hi_t + (lo_t - hi_t) * ((1 / df) - hi_inv) / ((1 / lo_df) - hi_inv)
+    lo_df = max(k for k in keys if k < df)
+    hi_df = min(k for k in keys if k > df)
+    w = (1 / df - 1 / hi_df) / (1 / lo_df - 1 / hi_df)
+    return _T975[hi_df] + w * (_T975[lo_df] - _T975[hi_df])
+
+
+def mean_ci95(values: list[float]) -> dict[str, Any]:
+    """Mean with Student's t 95% interval; no interval from a single value."""
+    n = len(values)
+    if not n:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_critical_95(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+# ---- agreement --------------------------------------------------------------------------------------------------
+
+
+def krippendorff_alpha(units: Iterable[list[float]], metric: str = "interval") -> float | None:
+    """Krippendorff's alpha over units (each the list of values its coders gave; missing values left out).
+
+    Coincidence-matrix form (Krippendorff 2011, "Computing Krippendorff's alpha-reliability"): units with
+    fewer than two values are not pairable and are ignored.  ``metric``: interval (squared difference) or
+    ordinal (squared cumulative frequency between the ranks).  None when there is nothing to compare.
+    """
+    if metric not in ("interval", "ordinal"):
+        raise ValueError("metric must be interval or ordinal")
+    coincidence: dict[tuple[float, float], float] = defaultdict(float)
+    for values in units:
+        m = len(values)
+        if m < 2:
+            continue
+        for i, c in enumerate(values):
+            for j, k in enumerate(values):
+                if i != j:
+                    coincidence[(c, k)] += 1.0 / (m - 1)
+    if not coincidence:
+        return None
+    levels = sorted({c for c, _ in coincidence})
+    n_c = {c: sum(v for (a, _), v in coincidence.items() if a == c) for c in levels}
+    n = sum(n_c.values())
+
+    def delta2(c: float, k: float) -> float:
+        if metric == "interval":
+            return (c - k) ** 2
+        lo, hi = (c, k) if c <= k else (k, c)
+        between = sum(n_c[g] for g in levels if lo <= g <= hi)
+        return (between - (n_c[c] + n_c[k]) / 2.0) ** 2
+
+    observed = sum(v * delta2(c, k) for (c, k), v in coincidence.items())
+    expected = sum(n_c[c] * n_c[k] * delta2(c, k) for c in levels for k in levels) / (n - 1)
+    if expected == 0:
+        return 1.0 if observed == 0 else None
+    return 1.0 - observed / expected
+
+
+# ---- the sheet -------------------------------------------------------------------------------------------------
+
+
+def _request_text(controls: dict | None) -> str:
+    from lyrictool.controls import build_prompt
+
+    return build_prompt(controls or {}).replace("\n", "；")
+
+
+def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
+    """Write the blinded, shuffled rating sheet; returns the key file's path (keep it from the raters).
+
+    ``items``: dicts with ``system``, ``prompt_id``, ``controls`` and ``lyrics``.
+    """
+    from lyrictool.lyrics import strip_hints
+
+    path = Path(path)
+    if not items:
+        raise UserError(f"--mos-sheet {path}: no songs to rate")
+    digest = hashlib.sha1(json.dumps([seed, [(i["system"], i["prompt_id"], i["lyrics"]) for i in items]],
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+    sheet_id = "k" + digest[:6]
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    width = max(3, len(str(len(items))))
+    key = {"sheet_id": sheet_id, "aspects": list(ASPECTS), "scale": list(SCALE), "items": {}}
+    rows = []
+    for pos, idx in enumerate(order, 1):
+        item = items[idx]
+        item_id = f"{sheet_id}-{pos:0{width}d}"
+        key["items"][item_id] = {"system": item["system"], "prompt_id": str(item["prompt_id"])}
+        rows.append({"item": item_id, "request": _request_text(item.get("controls")),
+                     "lyrics": strip_hints(item["lyrics"]), **{a: "" for a in ASPECTS}, "rater": "", "comment": ""})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w", encoding="utf-8-sig", newline="") as f:  # BOM: spreadsheets then read it as UTF-8
+            writer = csv.DictWriter(f, fieldnames=SHEET_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        key_path = path.parent / f"mos-key-{sheet_id}.json"
+        key_path.write_text(json.dumps(key, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--mos-sheet {path}: cannot write ({e.strerror})") from None
+    return key_path
+
+
+def _find_key(sheet_id: str, ratings_path: Path, key_paths: list[Path]) -> dict:
+    name = f"mos-key-{sheet_id}.json"
+    candidates = [p for p in key_paths if p.name == name] + [ratings_path.parent / name, Path.cwd() / name]
+    for p in candidates:
+        if p.is_file():
+            key = json.loads(p.read_text(encoding="utf-8"))
+            if key.get("sheet_id") == sheet_id:
+                return key
+    raise UserError(f"{ratings_path}: no key for sheet {sheet_id}; put {name} (written next to the exported "
+                    "sheet) beside the ratings file")
+
+
+def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -> list[dict]:
+    """Read filled sheets; every rating un-blinded as ``{rater, item, system, prompt_id, scores{aspect: 1..5}}``.
+
+    A blank aspect cell is 'not rated'; any other value must be an integer on the 1-5 scale.  Problems are
+    reported as ``path:line: reason`` (line = the row's first line in the file).
+    """
+    keys: dict[str, dict] = {}
+    ratings: list[dict] = []
+    seen: dict[tuple[str, str], str] = {}
+    for raw_path in paths:
+        path = Path(raw_path)
+        if not path.is_file():
+            raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s)")
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); save the sheet as UTF-8 CSV") from None
+        reader = csv.reader(text.splitlines(keepends=True))
+        try:
+            header = [h.strip() for h in next(reader)]
+        except StopIteration:
+            raise UserError(f"{path}: empty file; expected the rating sheet with columns {', '.join(SHEET_COLUMNS)}")
+        missing = [c for c in ("item", *ASPECTS) if c not in header]
+        if missing:
+            raise row_error(str(path), 1, f"missing column(s) {', '.join(missing)}; keep the exported sheet's header "
+                            f"({', '.join(SHEET_COLUMNS)})")
+        col = {name: header.index(name) for name in header}
+        line = reader.line_num
+        for cells in reader:
+            start, line = line + 1, reader.line_num
+            if not any(c.strip() for c in cells):
+                continue
+            if len(cells) != len(header):
+                raise row_error(str(path), start, f"{len(cells)} cells, the header has {len(header)}; a cell with a "
+                                "comma or line break must be quoted")
+            item = cells[col["item"]].strip()
+            if not item or "-" not in item:
+                raise row_error(str(path), start, f"item {item!r} is not an item id from the exported sheet")
+            sheet_id = item.rsplit("-", 1)[0]
+            if sheet_id not in keys:
+                keys[sheet_id] = _find_key(sheet_id, path, [Path(p) for p in key_paths])
+            entry = keys[sheet_id]["items"].get(item)
+            if entry is None:
+                raise row_error(str(path), start, f"item {item!r} is not in sheet {sheet_id}'s key")
+            scores = {}
+            for aspect in ASPECTS:
+                value = cells[col[aspect]].strip()
+                if not value:
+                    continue
+                try:
+                    score = float(value)
+                except ValueError:
+                    score = float("nan")
+                if not (score.is_integer() and SCALE[0] <= score <= SCALE[1]):
+                    raise row_error(str(path), start, f"{aspect} must be an integer {SCALE[0]}-{SCALE[1]} (or blank "
+                                    f"if not rated), got {value!r}")
+                scores[aspect] = int(score)
+            if not scores:
+                continue  # an unrated row
+            rater = (cells[col["rater"]].strip() if "rater" in col else "") or path.stem
+            where = f"{path}:{start}"
+            if (rater, item) in seen:
+                raise row_error(str(path), start, f"rater {rater!r} rated item {item} twice (also at {seen[rater, item]});"
+                                " give each rater their own name in the rater column")
+            seen[rater, item] = where
+            ratings.append({"rater": rater, "item": item, "system": entry["system"],
+                            "prompt_id": entry["prompt_id"], "scores": scores, "where": where})
+    if not ratings:
+        raise UserError(f"--mos-ratings: no ratings found in {', '.join(map(str, paths))}; fill the aspect columns "
+                        f"with scores {SCALE[0]}-{SCALE[1]}")
+    return ratings
+
+
+def mos_summary(ratings: list[dict]) -> dict[str, Any]:
+    """MOS per system and aspect (mean of item means, t 95% CI over items) and Krippendorff's alpha per aspect."""
+    by_item: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
+    system_of: dict[str, str] = {}
+    for r in ratings:
+        system_of[r["item"]] = r["system"]
+        for aspect, score in r["scores"].items():
+            by_item[r["item"]][aspect].append(score)
+    systems = sorted(set(system_of.values()))
+    mos: dict[str, dict[str, Any]] = {}
+    for system in systems:
+        items = [i for i in by_item if system_of[i] == system]
+        mos[system] = {}
+        for aspect in ASPECTS:
+            means = [sum(v) / len(v) for i in items if (v := by_item[i][aspect])]
+            mos[system][aspect] = mean_ci95(means)
+    agreement = {}
+    for aspect in ASPECTS:
+        units = [by_item[i][aspect] for i in by_item]
+        agreement[aspect] = {"krippendorff_alpha_interval": krippendorff_alpha(units, "interval"),
+                             "krippendorff_alpha_ordinal": krippendorff_alpha(units, "ordinal"),
+                             "items_with_2plus_raters": sum(len(u) >= 2 for u in units)}
+    raters = sorted({r["rater"] for r in ratings})
+    return {"systems": systems, "mos": mos, "agreement": agreement, "raters": raters, "n_ratings": len(ratings),
+            "n_items": len(by_item), "scale": list(SCALE), "aspects": list(ASPECTS)}
