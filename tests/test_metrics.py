@@ -1,0 +1,175 @@
+"""Objective metrics: the worked examples of docs/metrics.md, edge cases, and no crashes."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lyrictool.metrics import RATE_METRICS, aggregate, song_metrics
+
+# Groups: 窗 江阳, 乡 江阳, 花 发花, 家 发花, 风 中东, 红 中东
+SONG = """[Verse 1]
+月光洒满窗
+思念我的故乡
+路边一朵花
+何时能回家
+
+[Chorus]
+吹过一阵风
+天边的彩虹"""
+
+
+def test_rhyme_accuracy_against_a_group():
+    m = song_metrics(SONG, {"rhyme": "江阳"})
+    assert m["rhyme_accuracy"] == pytest.approx(2 / 6)
+    assert song_metrics(SONG, {"rhyme": "ang"})["rhyme_accuracy"] == pytest.approx(2 / 6)
+
+
+def test_rhyme_accuracy_against_a_scheme():
+    assert song_metrics(SONG, {"scheme": "AABBCC"})["rhyme_accuracy"] == 1.0
+    # XAXA: only lines 2 and 4 are constrained; 乡 (江阳) and 家 (发花) differ -> 1 of 2.
+    assert song_metrics(SONG, {"scheme": "XAXAXX"})["rhyme_accuracy"] == pytest.approx(1 / 2)
+    # ABAB: A = {窗, 花} and B = {乡, 家} each split; the majority tie keeps the first group,
+    # so A = 江阳 (窗 right, 花 wrong) and B = 江阳 too: two letters on one group -> all wrong.
+    assert song_metrics(SONG, {"scheme": "ABABXX"})["rhyme_accuracy"] == 0.0
+    # "AAAA" does not satisfy "AABB": letters must rhyme apart.
+    same = "月光洒满窗\n思念我的故乡\n远方的山岗\n夜路漫长"
+    assert song_metrics(same, {"scheme": "AABB"})["rhyme_accuracy"] == 0.0
+    assert song_metrics(same, {"scheme": "AAAA"})["rhyme_accuracy"] == 1.0
+
+
+def test_rhyme_accuracy_with_group_and_scheme():
+    # The rhyme control fixes the first letter's group.
+    assert song_metrics(SONG, {"rhyme": "江阳", "scheme": "AABBCC"})["rhyme_accuracy"] == 1.0
+    # A = 发花 is asked: lines 1-2 (江阳) fail, B's majority is 发花 too (taken by A) so lines
+    # 3-4 fail, only C (中东) is right.
+    assert song_metrics(SONG, {"rhyme": "发花", "scheme": "AABBCC"})["rhyme_accuracy"] == pytest.approx(2 / 6)
+    # pattern longer than the song: the missing lines count as wrong
+    assert song_metrics(SONG, {"scheme": "AABBCCAA"})["rhyme_accuracy"] == pytest.approx(6 / 8)
+
+
+def test_rhyme_density():
+    # every line shares its group with a neighbour
+    assert song_metrics(SONG)["rhyme_density"] == 1.0
+    # dominant group 江阳 (3 lines) + none of the others neighbour-rhyme: 3 / 5
+    text = "月光洒满窗\n路边一朵花\n思念我的故乡\n吹过一阵风\n夜路漫长"
+    assert song_metrics(text)["rhyme_density"] == pytest.approx(3 / 5)
+    assert song_metrics("月光洒满窗")["rhyme_density"] == 0.0
+    assert song_metrics("I love you\nyou love me")["rhyme_density"] == 0.0
+
+
+def test_line_length_accuracy():
+    m = song_metrics(SONG, {"line_lengths": [5, 6, 5, 5, 5, 5]})
+    assert m["line_length_accuracy"] == 1.0
+    m = song_metrics(SONG, {"line_lengths": [5, 5, 5, 5, 7, 5]})
+    assert m["line_length_accuracy"] == pytest.approx(4 / 6)
+    assert m["line_length_accuracy_pm1"] == pytest.approx(5 / 6)
+    m = song_metrics(SONG, {"line_lengths": [5, 5, 5, 5, 5, 5]})
+    assert m["line_length_accuracy"] == pytest.approx(5 / 6)
+    assert m["line_length_accuracy_pm1"] == 1.0
+    # two requested lines, six written: the extra four count as wrong
+    assert song_metrics(SONG, {"line_lengths": [5, 6]})["line_length_accuracy"] == pytest.approx(2 / 6)
+
+
+def test_structure_accuracy():
+    good = [{"section": "verse", "lines": 4}, {"section": "chorus", "lines": 2}]
+    assert song_metrics(SONG, {"structure": good})["structure_accuracy"] == 1.0
+    assert song_metrics(SONG, {"structure": [{"section": "主歌", "lines": 4}, {"section": "副歌", "lines": 2}]})[
+        "structure_accuracy"
+    ] == 1.0
+    wrong_count = [{"section": "verse", "lines": 4}, {"section": "chorus", "lines": 4}]
+    assert song_metrics(SONG, {"structure": wrong_count})["structure_accuracy"] == 0.5
+    extra = good + [{"section": "bridge", "lines": 2}]
+    assert song_metrics(SONG, {"structure": extra})["structure_accuracy"] == pytest.approx(2 / 3)
+    assert song_metrics("没有标签\n一行", {"structure": good})["structure_accuracy"] == 0.0
+
+
+def test_metrics_not_requested_are_none():
+    m = song_metrics(SONG)
+    for key in ("rhyme_accuracy", "line_length_accuracy", "line_length_accuracy_pm1", "structure_accuracy"):
+        assert m[key] is None
+    assert m["format_validity"] == 1.0 and m["n_lines"] == 6 and m["n_sections"] == 2
+
+
+def test_controls_as_pydantic_object():
+    from pydantic import BaseModel
+
+    class C(BaseModel):
+        rhyme: str | None = None
+        scheme: str | None = None
+
+    assert song_metrics(SONG, C(rhyme="江阳"))["rhyme_accuracy"] == pytest.approx(2 / 6)
+
+
+@pytest.mark.parametrize(
+    "text, issue",
+    [
+        ("", "empty"),
+        ("[Verse]\n\n", "empty"),
+        ("月光洒满〔江阳〕窗", "leaked hints"),
+        ("请写一首中文歌词。\n押韵：江阳辙\n月光洒满窗", "leaked control text"),
+        ("<|im_start|>assistant\n月光洒满窗", "leaked control text"),
+        ("月光洒满窗\n" + "啊" * 12, "character loop"),
+        ("\n".join(["月光洒满窗"] * 6), "line loop"),
+        ("床" * 80, "run-on line"),
+        ("a\nb\na\nb\na\nb", "mostly repeated lines"),
+    ],
+)
+def test_format_validity_catches(text, issue):
+    m = song_metrics(text)
+    assert m["format_validity"] == 0.0
+    assert issue in m["format_issues"]
+
+
+def test_a_chorus_repeated_twice_is_fine():
+    text = SONG + "\n\n[Chorus]\n吹过一阵风\n天边的彩虹"
+    m = song_metrics(text)
+    assert m["format_validity"] == 1.0
+    assert m["repetition_rate"] == pytest.approx(2 / 8)
+
+
+def test_distinct_and_repetition():
+    m = song_metrics("春风春雨\n春风春雨")
+    assert m["distinct_1"] == pytest.approx(3 / 8)  # 春 风 雨 out of 8 characters
+    assert m["distinct_2"] == pytest.approx(3 / 6)  # 春风 风春 春雨 out of 6 bigrams
+    assert m["repetition_rate"] == 0.5
+
+
+def test_aggregate():
+    per = [
+        song_metrics(SONG, {"rhyme": "江阳"}),
+        song_metrics(SONG),
+        song_metrics(""),
+    ]
+    agg = aggregate(per)
+    assert agg["n"] == 3
+    assert agg["rhyme_accuracy"] == pytest.approx(2 / 6) and agg["n_rhyme_accuracy"] == 1
+    assert agg["format_validity"] == pytest.approx(2 / 3) and agg["n_format_validity"] == 3
+    assert agg["structure_accuracy"] is None and agg["n_structure_accuracy"] == 0
+    assert agg["format_issues"] == {"empty": 1}
+    assert aggregate([])["n"] == 0
+
+
+_controls = st.fixed_dictionaries(
+    {},
+    optional={
+        "rhyme": st.one_of(st.text(max_size=4), st.sampled_from(["江阳", "ang", "发花"])),
+        "scheme": st.text(alphabet="ABX ", max_size=10),
+        "line_lengths": st.lists(st.integers(-3, 70), max_size=10),
+        "structure": st.lists(
+            st.fixed_dictionaries({"section": st.sampled_from(["verse", "chorus", "主歌", "?"]),
+                                   "lines": st.integers(0, 10)}),
+            max_size=5,
+        ),
+    },
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), _controls, st.sampled_from(["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"]))
+def test_no_input_crashes_and_rates_stay_in_range(text, controls, scheme):
+    m = song_metrics(text, controls, scheme)
+    for key in RATE_METRICS:
+        assert m[key] is None or 0.0 <= m[key] <= 1.0, key
+    aggregate([m, m])
