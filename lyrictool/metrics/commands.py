@@ -140,8 +140,8 @@ def _check_controls(controls: Any, scheme: str) -> str | None:
     return None
 
 
-def _rows(path: Path, scheme: str, errors: list[str], skip_invalid: bool, advance=None):
-    """Yield (lyrics, controls) of each valid row; raise on, or collect, the invalid ones."""
+def generation_rows(path: Path, scheme: str, errors: list[str], skip_invalid: bool, advance=None):
+    """Yield (line number, row) of each valid generations row; raise on, or collect, the invalid ones."""
     with path.open("rb") as fh:
         for number, raw in enumerate(fh, 1):
             if advance is not None:
@@ -171,7 +171,13 @@ def _rows(path: Path, scheme: str, errors: list[str], skip_invalid: bool, advanc
                     raise error
                 errors.append(str(error))
                 continue
-            yield row["lyrics"], row.get("controls")
+            yield number, row
+
+
+def _rows(path: Path, scheme: str, errors: list[str], skip_invalid: bool, advance=None):
+    """Yield (lyrics, controls) of each valid row; raise on, or collect, the invalid ones."""
+    for _, row in generation_rows(path, scheme, errors, skip_invalid, advance):
+        yield row["lyrics"], row.get("controls")
 
 
 def score_file(path: str, scheme: str = "shisanzhe", skip_invalid: bool = False, progress: bool | None = None):
