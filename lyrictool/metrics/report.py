@@ -1,0 +1,400 @@
+"""The eval report: matplotlib PNGs and one self-contained HTML page (images embedded, no network).
+
+Plots (each a PNG next to the page, in ``<report stem>_plots/``):
+- ``differences.png``: each system minus the baseline per metric with its paired bootstrap 95% CI: green =
+  significantly better, red = significantly worse, grey = no detectable difference.  The at-a-glance answer.
+- ``metrics.png``: every metric per system with a 95% t interval over songs.
+- ``rhyme_confusion.png``: requested rhyme group (rows) vs the group each line actually ends in (columns),
+  row-normalised, one panel per system.
+- ``line_lengths.png``: produced minus requested characters per line (0 = exact), or produced lengths when
+  no line lengths were requested.
+- ``scores.png``: scorer score distribution per system (when a scorer was given).
+- ``mos.png``: MOS per aspect and system with 95% CIs (when ratings were given).
+
+Without a CJK font on the machine, Chinese labels in the PNGs are written in pinyin (the HTML keeps the
+characters).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from pathlib import Path
+from typing import Any
+
+from lyrictool.errors import UserError
+
+_CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+              "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN", "Droid Sans Fallback")
+_GOOD, _BAD, _FLAT = "#2e7d32", "#c62828", "#9e9e9e"
+
+
+def _setup_matplotlib() -> bool:
+    """Headless backend; use a CJK font if one is installed. Returns whether Chinese can be drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import font_manager, rcParams
+
+    installed = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [f for f in _CJK_FONTS if f in installed]
+    if cjk:
+        rcParams["font.sans-serif"] = cjk + list(rcParams["font.sans-serif"])
+        rcParams["axes.unicode_minus"] = False
+    return bool(cjk)
+
+
+class _Labels:
+    def __init__(self, cjk: bool):
+        self.cjk = cjk
+
+    def __call__(self, text: str) -> str:
+        if self.cjk or text.isascii():
+            return text
+        from pypinyin import lazy_pinyin
+
+        return "".join(p.capitalize() if not p.isascii() or p.isalpha() else p for p in lazy_pinyin(text))
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_differences(result: dict, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+
+    pairs = (result.get("comparison") or {}).get("pairs") or []
+    if not pairs:
+        return None
+    metrics = [m for m in pairs[0]["metrics"] if any(p["metrics"][m]["diff"] is not None for p in pairs)]
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(metrics) * len(pairs) + 1.5))
+    y, ticks, labels = 0, [], []
+    for metric in metrics:
+        for k, pair in enumerate(pairs):
+            m = pair["metrics"][metric]
+            if m["diff"] is None:
+                continue
+            better = (m["diff"] < 0) if metric in LOWER_IS_BETTER else (m["diff"] > 0)
+            colour = (_GOOD if better else _BAD) if m["significant"] else _FLAT
+            ax.errorbar(m["diff"], y, xerr=[[m["diff"] - m["ci_low"]], [m["ci_high"] - m["diff"]]], fmt="o",
+                        color=colour, capsize=3)
+            ticks.append(y)
+            labels.append(f"{metric}  ({label(pair['b'])})" if len(pairs) > 1 else metric)
+            y -= 1
+        y -= 0.5
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlabel(f"difference vs {label(pairs[0]['a'])} (95% paired bootstrap CI); green = better, red = worse")
+    ax.set_title("Which system is better, and where")
+    return _save(fig, path)
+
+
+def plot_metrics(systems, metrics: tuple, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from lyrictool.metrics.mos import mean_ci95
+
+    shown = [m for m in metrics if any(s["metrics"].get(m) is not None for sr in systems for s in sr.songs)]
+    if not shown or not systems:
+        return None
+    fig, ax = plt.subplots(figsize=(max(8, 1.1 * len(shown)), 4.5))
+    width = 0.8 / len(systems)
+    x = np.arange(len(shown))
+    for k, sr in enumerate(systems):
+        means, lo, hi = [], [], []
+        for m in shown:
+            stats = mean_ci95([s["metrics"][m] for s in sr.songs if s["metrics"].get(m) is not None])
+            mean = stats["mean"] if stats["mean"] is not None else np.nan
+            means.append(mean)
+            lo.append(mean - stats["ci_low"] if stats["ci_low"] is not None else 0)
+            hi.append(stats["ci_high"] - mean if stats["ci_high"] is not None else 0)
+        ax.bar(x + (k - (len(systems) - 1) / 2) * width, means, width, yerr=[lo, hi], capsize=2, label=label(sr.name))
+    ax.set_xticks(x, shown, rotation=30, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("mean over songs (95% CI)")
+    ax.legend()
+    ax.set_title("Objective metrics")
+    return _save(fig, path)
+
+
+def rhyme_confusion(songs: list[dict], scheme: str) -> tuple[list[str], list[str], list[list[int]]]:
+    """Counts of (requested group, produced line-final group) over every line of songs that asked for a rhyme."""
+    from lyrictool.lyrics import parse
+    from lyrictool.phonetics import group_names, line_groups, normalize_rhyme
+
+    names = list(group_names(scheme))
+    cols = names + ["(none)"]
+    counts = [[0] * len(cols) for _ in names]
+    for s in songs:
+        rhyme = (s.get("controls") or {}).get("rhyme")
+        target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
+        if target not in names:
+            continue
+        for g in line_groups(parse(s["lyrics"]).lines, scheme):
+            counts[names.index(target)][cols.index(g) if g in names else len(names)] += 1
+    return names, cols, counts
+
+
+def plot_rhyme_confusion(systems, scheme: str, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    panels = [(sr.name, *rhyme_confusion(sr.songs, scheme)) for sr in systems]
+    panels = [p for p in panels if sum(map(sum, p[3]))]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.6 * len(panels) + 1, 5.6), squeeze=False,
+                             layout="constrained")
+    for ax, (name, rows, cols, counts) in zip(axes[0], panels):
+        m = np.array(counts, dtype=float)
+        keep = m.sum(axis=1) > 0
+        m, row_labels = m[keep], [r for r, k in zip(rows, keep) if k]
+        frac = m / m.sum(axis=1, keepdims=True)
+        im = ax.imshow(frac, vmin=0, vmax=1, cmap="Blues", aspect="auto")
+        ax.set_xticks(range(len(cols)), [label(c) for c in cols], rotation=60, ha="right", fontsize=8)
+        ax.set_yticks(range(len(row_labels)), [label(r) for r in row_labels], fontsize=8)
+        ax.set_xlabel("line ends in group")
+        ax.set_ylabel("requested group")
+        diag = sum(m[i, cols.index(r)] for i, r in enumerate(row_labels))
+        ax.set_title(f"{label(name)}: {diag / m.sum():.0%} of lines in the requested group")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="share of the requested group's lines")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def line_length_errors(songs: list[dict]) -> tuple[list[int], bool]:
+    """Produced minus requested characters per line (requested=True), or produced lengths when none asked."""
+    from lyrictool.lyrics import parse
+    from lyrictool.phonetics import syllable_count
+
+    diffs: list[int] = []
+    lengths: list[int] = []
+    for s in songs:
+        produced = [syllable_count(line) for line in parse(s["lyrics"]).lines]
+        wanted = (s.get("controls") or {}).get("line_lengths")
+        if isinstance(wanted, list):
+            diffs += [a - b for a, b in zip(produced, wanted)]
+        lengths += produced
+    return (diffs, True) if diffs else (lengths, False)
+
+
+def plot_line_lengths(systems, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    data = [(sr.name, *line_length_errors(sr.songs)) for sr in systems]
+    data = [d for d in data if d[1]]
+    if not data:
+        return None
+    requested = any(d[2] for d in data)
+    data = [d for d in data if d[2] == requested]
+    values = [v for d in data for v in d[1]]
+    lo, hi = max(min(values), -15), min(max(values), 30)
+    bins = np.arange(lo - 0.5, hi + 1.5, 1)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, vals, _ in data:
+        ax.hist(np.clip(vals, lo, hi), bins=bins, alpha=0.55, label=label(name), density=True)
+    if requested:
+        ax.axvline(0, color="black", lw=0.8)
+    ax.set_xlabel("produced − requested characters per line" if requested else "characters per line")
+    ax.set_ylabel("share of lines")
+    ax.legend()
+    ax.set_title("Line lengths")
+    return _save(fig, path)
+
+
+def plot_scores(systems, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+
+    data = [(sr.name, [s["score"] for s in sr.songs if s.get("score") is not None]) for sr in systems]
+    data = [d for d in data if d[1]]
+    if not data:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for name, scores in data:
+        ax.hist(scores, bins=20, alpha=0.55, label=f"{label(name)} (mean {sum(scores) / len(scores):.2f})")
+    ax.set_xlabel("scorer score (raw)")
+    ax.set_ylabel("songs")
+    ax.legend()
+    ax.set_title("Scorer score distribution")
+    return _save(fig, path)
+
+
+def plot_mos(mos: dict, path: Path, label) -> Path | None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not mos:
+        return None
+    aspects, systems = mos["aspects"], mos["systems"]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    width = 0.8 / len(systems)
+    x = np.arange(len(aspects))
+    for k, s in enumerate(systems):
+        stats = [mos["mos"][s][a] for a in aspects]
+        means = [m["mean"] if m["mean"] is not None else np.nan for m in stats]
+        err = [[m["mean"] - m["ci_low"] if m["ci_low"] is not None else 0 for m in stats],
+               [m["ci_high"] - m["mean"] if m["ci_high"] is not None else 0 for m in stats]]
+        ax.bar(x + (k - (len(systems) - 1) / 2) * width, means, width, yerr=err, capsize=2, label=label(s))
+    ax.set_xticks(x, aspects)
+    ax.set_ylim(1, 5)
+    ax.set_ylabel("MOS (1-5, 95% CI)")
+    ax.legend()
+    ax.set_title(f"Human ratings ({len(mos['raters'])} raters)")
+    return _save(fig, path)
+
+
+# ---- HTML ------------------------------------------------------------------------------------------------------
+
+_CSS = """body{font-family:system-ui,-apple-system,'Noto Sans CJK SC','PingFang SC',sans-serif;margin:2em auto;
+max-width:1100px;color:#222}table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:4px 8px;
+text-align:right}td:first-child,th:first-child{text-align:left}.good{color:#2e7d32;font-weight:bold}
+.bad{color:#c62828;font-weight:bold}img{max-width:100%;border:1px solid #eee;margin:0.5em 0}
+pre{background:#f7f7f7;padding:8px;white-space:pre-wrap}.verdict{font-size:1.15em;padding:8px;background:#f1f8e9}"""
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}"
+
+
+def _verdict(result: dict) -> str:
+    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+
+    comparison = result.get("comparison") or {}
+    if comparison.get("skipped"):
+        return f"No paired comparison: {html.escape(comparison['skipped'])}."
+    lines = []
+    for pair in comparison.get("pairs", []):
+        better, worse = [], []
+        for metric, m in pair["metrics"].items():
+            if m.get("significant"):
+                good = (m["diff"] < 0) if metric in LOWER_IS_BETTER else (m["diff"] > 0)
+                (better if good else worse).append(f"{metric} ({m['diff']:+.3f})")
+        b, a = html.escape(pair["b"]), html.escape(pair["a"])
+        lines.append(f"<b>{b}</b> vs <b>{a}</b>: significantly better on {', '.join(better) or 'nothing'}; "
+                     f"worse on {', '.join(worse) or 'nothing'} (95% paired bootstrap CIs).")
+    return "<br>".join(lines)
+
+
+def _html(result: dict, systems, images: dict[str, Path]) -> str:
+    from lyrictool.metrics.evaluate import COMPARED_METRICS, LOWER_IS_BETTER
+
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lyrictool eval report</title>"
+             f"<style>{_CSS}</style></head><body><h1>lyrictool eval report</h1>"]
+    sys_results = result.get("systems") or {}
+    if sys_results:
+        parts.append(f"<p>Rhyme scheme: {e(result.get('scheme', ''))}. Systems: "
+                     + ", ".join(f"<b>{e(n)}</b> ({e(str(s['source']))}, {s['n']} songs)" for n, s in
+                                 sys_results.items()) + ".</p>")
+        if result.get("comparison"):
+            parts.append(f"<p class='verdict'>{_verdict(result)}</p>")
+        pairs = {p["b"]: p["metrics"] for p in (result.get("comparison") or {}).get("pairs", [])}
+        base = (result.get("comparison") or {}).get("baseline")
+        head = "".join(f"<th>{e(n)}</th>" for n in sys_results) + "".join(
+            f"<th>{e(n)} − {e(base)} [95% CI]</th>" for n in pairs)
+        rows = []
+        metric_rows = list(COMPARED_METRICS) + (["scorer"] if any(s["scorer"] for s in sys_results.values()) else [])
+        for metric in metric_rows:
+            cells = []
+            for s in sys_results.values():
+                v = (s["scorer"] or {}).get("mean") if metric == "scorer" else s["metrics"].get(metric)
+                cells.append(f"<td>{_num(v)}</td>")
+            for metrics in pairs.values():
+                m = metrics.get(metric) or {}
+                cls = ""
+                if m.get("significant"):
+                    good = (m["diff"] < 0) if metric in LOWER_IS_BETTER else (m["diff"] > 0)
+                    cls = " class='good'" if good else " class='bad'"
+                text = "-" if m.get("diff") is None else \
+                    f"{m['diff']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] (n={m['n']})"
+                cells.append(f"<td{cls}>{text}</td>")
+            rows.append(f"<tr><td>{e(metric)}</td>{''.join(cells)}</tr>")
+        parts.append(f"<h2>Metrics</h2><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>")
+        knowledge = {n: s["knowledge"] for n, s in sys_results.items() if s.get("knowledge")}
+        if knowledge:
+            parts.append("<h2>Knowledge QA</h2><table><tr><th>system</th><th>exact match</th><th>contains</th>"
+                         "<th>questions</th></tr>" + "".join(
+                             f"<tr><td>{e(n)}</td><td>{_num(k['exact_match'])}</td><td>{_num(k['contains'])}</td>"
+                             f"<td>{k['n']}</td></tr>" for n, k in knowledge.items()) + "</table>")
+        wins = (result.get("comparison") or {}).get("win_rates") or []
+        if wins:
+            parts.append("<h2>Scorer win rates</h2><table><tr><th>pair</th><th>win rate</th><th>95% CI</th>"
+                         "<th>wins / ties / losses</th></tr>" + "".join(
+                             f"<tr><td>{e(w['b'])} over {e(w['a'])}</td><td>{_num(w['win_rate'])}</td>"
+                             f"<td>[{_num(w['ci_low'])}, {_num(w['ci_high'])}]</td>"
+                             f"<td>{w['wins']} / {w['ties']} / {w['losses']}</td></tr>" for w in wins) + "</table>")
+    mos = result.get("mos")
+    if mos:
+        head = "".join(f"<th>{e(s)}</th>" for s in mos["systems"])
+        rows = []
+        for aspect in mos["aspects"]:
+            cells = "".join(
+                f"<td>{_num(m['mean'], 2)} [{_num(m['ci_low'], 2)}, {_num(m['ci_high'], 2)}] (items {m['n']})</td>"
+                for m in (mos["mos"][s][aspect] for s in mos["systems"]))
+            a = mos["agreement"][aspect]
+            rows.append(f"<tr><td>{e(aspect)}</td>{cells}<td>{_num(a['krippendorff_alpha_interval'], 2)} / "
+                        f"{_num(a['krippendorff_alpha_ordinal'], 2)}</td></tr>")
+        parts.append(f"<h2>Human ratings (MOS)</h2><p>{len(mos['raters'])} raters, {mos['n_ratings']} ratings of "
+                     f"{mos['n_items']} songs; 1-5 ACR scale; CI = Student t over item means; agreement = "
+                     "Krippendorff's alpha (interval / ordinal).</p>"
+                     f"<table><tr><th>aspect</th>{head}<th>α interval / ordinal</th></tr>{''.join(rows)}</table>")
+    captions = {"differences": "Differences vs the baseline", "metrics": "Metrics per system",
+                "rhyme_confusion": "Requested vs produced rhyme group", "line_lengths": "Line lengths",
+                "scores": "Scorer scores", "mos": "MOS"}
+    if images:
+        parts.append("<h2>Plots</h2>")
+    for key, path in images.items():
+        data = base64.b64encode(path.read_bytes()).decode("ascii")
+        parts.append(f"<h3>{captions.get(key, key)}</h3><img alt='{e(key)}' src='data:image/png;base64,{data}'>")
+    samples = [(sr.name, sr.songs[0]) for sr in systems if sr.songs]
+    if samples:
+        parts.append("<h2>First song of each system</h2>")
+        for name, song in samples:
+            from lyrictool.controls import build_prompt
+
+            parts.append(f"<h3>{e(name)}</h3><p>{e(build_prompt(song.get('controls') or {}))}</p>"
+                         f"<pre>{e(song['lyrics'])}</pre>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def write_report(result: dict, systems, path: Path) -> dict[str, Path]:
+    """Write the PNGs into ``<stem>_plots/`` and the self-contained HTML page at ``path``."""
+    from lyrictool.metrics.evaluate import COMPARED_METRICS
+
+    path = Path(path)
+    plots = path.parent / f"{path.stem}_plots"
+    try:
+        plots.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--report {path}: cannot create {plots} ({e.strerror})") from None
+    label = _Labels(_setup_matplotlib())
+    scheme = result.get("scheme", "shisanzhe")
+    makers = {
+        "differences": lambda p: plot_differences(result, p, label),
+        "metrics": lambda p: plot_metrics(systems, COMPARED_METRICS, p, label),
+        "rhyme_confusion": lambda p: plot_rhyme_confusion(systems, scheme, p, label),
+        "line_lengths": lambda p: plot_line_lengths(systems, p, label),
+        "scores": lambda p: plot_scores(systems, p, label),
+        "mos": lambda p: plot_mos(result.get("mos"), p, label),
+    }
+    images = {}
+    for key, make in makers.items():
+        out = make(plots / f"{key}.png")
+        if out is not None:
+            images[key] = out
+    try:
+        path.write_text(_html(result, systems, images), encoding="utf-8")
+    except OSError as e:
+        raise UserError(f"--report {path}: cannot write ({e.strerror})") from None
+    return {"html": path, "plots_dir": plots, **{f"png_{k}": v for k, v in images.items()}}
