@@ -147,7 +147,8 @@ def _off_topic(song: dict, rng: random.Random, pool: list[dict]) -> str:
     if len(sections) == 1:  # one section: its second half drifts
         tag, lines = sections[0]
         half = len(lines) // 2
-        return _render([(tag, lines[:half] + [donor_lines[k % len(donor_lines)] for k in range(len(lines) - half)])])
+        drift = [donor_lines[k % len(donor_lines)] for k in range(len(lines) - half)]
+        return _render([(tag, lines[:half] + drift)])
     k = 0  # keep the opening section on topic; every later line comes from the donor
     for i in range(1, len(sections)):
         tag, lines = sections[i]
@@ -233,13 +234,14 @@ def make_preferences(songs: list[dict], seed: int = 0, per_song: int = 2) -> lis
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m lyrictool.data.synthetic", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m lyrictool.data.synthetic",
+                                description=__doc__.split("\n\n")[0])
     p.add_argument("--songs", default=str(SONGS_PATH), help="song rows (jsonl)")
     p.add_argument("--ratings", default=str(RATINGS_PATH), help="where to write ratings rows")
     p.add_argument("--preferences", default=str(PREFERENCES_PATH), help="where to write preference rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-song", type=int, default=3, help="damaged copies per song in the ratings rows")
-    p.add_argument("--check", action="store_true", help="only compare with the files on disk; exit 1 if stale")
+    p.add_argument("--check", action="store_true", help="compare with the files on disk; exit 1 if stale")
     args = p.parse_args(argv)
     try:
         songs = load_songs(args.songs)
