@@ -1,0 +1,160 @@
+"""The request queue: concurrent requests gathered into one ``generate`` call.
+
+One worker thread owns the model.  It takes the oldest waiting job, then keeps taking jobs for up to
+``max_wait_ms`` (or until the batch holds ``max_batch_size`` sequences; a job's samples are never split), and runs
+ONE generate call per distinct (temperature, top_p) among them: sampling settings are per batch in
+``transformers``, so jobs that differ run back to back in the same cycle, while jobs that differ only in
+``max_tokens`` or ``n`` share one call (each row stops at its own limit).  The queue is bounded: a full queue
+refuses at once (the HTTP layer answers 429 with Retry-After) instead of letting latency grow without bound.
+A caller that gave up (timeout, disconnect) cancels its future; the worker skips cancelled jobs it has not
+started.  :meth:`BatchQueue.close` stops intake and lets the worker finish everything already accepted.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Callable
+
+from lyrictool.serve.backends import Backend, GenResult, GenRow
+
+log = logging.getLogger("lyrictool")
+
+
+class QueueFull(Exception):
+    """The queue holds max_queue jobs; try again after ``retry_after`` seconds."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(f"queue full; retry after {retry_after}s")
+        self.retry_after = retry_after
+
+
+class QueueClosed(Exception):
+    """The server is shutting down and accepts no new work."""
+
+
+@dataclass
+class Job:
+    rows: list[GenRow]
+    temperature: float
+    top_p: float
+    future: Future = field(default_factory=Future)  # -> list[GenResult], one per row
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class BatchQueue:
+    def __init__(self, backend: Backend, *, max_batch_size: int, max_wait_ms: float, max_queue: int,
+                 on_batch: Callable[[int, float], None] | None = None):
+        self.backend = backend
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_ms / 1000.0
+        self.max_queue = max_queue
+        self.on_batch = on_batch  # (sequences, seconds) after each generate call, for metrics
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._busy = 0  # jobs taken by the worker and not yet answered
+        self._batch_seconds = 0.5  # running estimate of one generate call, for Retry-After
+        self._thread = threading.Thread(target=self._work, name="lyrictool-generate", daemon=True)
+
+    # ---- caller side (event loop thread) ------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def alive(self) -> bool:
+        """The worker thread is running (False before start and after shutdown)."""
+        return self._thread.is_alive()
+
+    def depth(self) -> int:
+        """Jobs waiting (not yet taken by the worker)."""
+        return len(self._jobs)
+
+    def submit(self, job: Job) -> Future:
+        with self._cond:
+            if self._closed:
+                raise QueueClosed()
+            if len(self._jobs) >= self.max_queue:
+                raise QueueFull(self.retry_after())
+            self._jobs.append(job)
+            self._cond.notify()
+        return job.future
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has likely drained enough to take a new job."""
+        batches_ahead = len(self._jobs) / max(1, self.max_batch_size) + 1
+        return max(1, math.ceil(batches_ahead * self._batch_seconds))
+
+    def close(self, timeout: float | None = None) -> bool:
+        """Refuse new jobs, finish accepted ones (for up to ``timeout`` s); True if all finished."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        left = not self._thread.is_alive()
+        if not left:
+            log.warning("shutdown: generation still running after %.0fs; abandoning it", timeout or 0)
+        return left
+
+    # ---- worker side ---------------------------------------------------------------------------------------
+    def _take(self) -> list[Job] | None:
+        """The next batch of live jobs, or None once closed and drained."""
+        with self._cond:
+            while True:
+                while not self._jobs and not self._closed:
+                    self._cond.wait()
+                if not self._jobs:
+                    return None  # closed and drained
+                batch: list[Job] = []
+                size = 0
+                deadline = time.monotonic() + self.max_wait_s
+                while True:
+                    while self._jobs and (not batch or size + len(self._jobs[0].rows) <= self.max_batch_size):
+                        job = self._jobs.popleft()
+                        if job.future.set_running_or_notify_cancel():  # False: the caller gave up already
+                            batch.append(job)
+                            size += len(job.rows)
+                    remaining = deadline - time.monotonic()
+                    if size >= self.max_batch_size or self._jobs or remaining <= 0 or self._closed:
+                        break
+                    self._cond.wait(remaining)
+                if batch:
+                    self._busy += len(batch)
+                    return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            if batch is None:
+                return
+            groups: dict[tuple[float, float], list[Job]] = {}
+            for job in batch:
+                groups.setdefault((job.temperature, job.top_p), []).append(job)
+            for (temperature, top_p), jobs in groups.items():
+                self._run(jobs, temperature, top_p)
+            with self._cond:
+                self._busy -= len(batch)
+
+    def _run(self, jobs: list[Job], temperature: float, top_p: float) -> None:
+        rows = [row for job in jobs for row in job.rows]
+        start = time.monotonic()
+        try:
+            results: list[GenResult] = self.backend.generate(rows, temperature=temperature, top_p=top_p)
+        except Exception as e:  # noqa: BLE001 - reported to each waiting request, the worker lives on
+            log.exception("generation failed for a batch of %d sequences", len(rows))
+            for job in jobs:
+                job.future.set_exception(e)
+            return
+        seconds = time.monotonic() - start
+        self._batch_seconds = 0.8 * self._batch_seconds + 0.2 * seconds
+        if self.on_batch is not None:
+            self.on_batch(len(rows), seconds)
+        at = 0
+        for job in jobs:
+            job.future.set_result(results[at:at + len(job.rows)])
+            at += len(job.rows)
