@@ -96,3 +96,20 @@ def test_progress_bar_path_scores_the_same(write_jsonl):
     with_bar, _ = score_file(str(path), progress=True)
     without, _ = score_file(str(path), progress=False)
     assert with_bar == without and len(with_bar) == 300
+
+
+def test_cli_eval_input_json_and_exit_codes(write_jsonl, tmp_path):
+    from conftest import run_cli
+
+    good = write_jsonl("gen.jsonl", [{"lyrics": SONG, "controls": CONTROLS}, {"lyrics": SONG}])
+    r = run_cli("eval", "--input", str(good), "--format", "json")
+    assert r.returncode == 0, r.stderr
+    metrics = json.loads(r.stdout)["metrics"]
+    assert metrics["n"] == 2 and metrics["structure_accuracy"] == 1.0
+
+    bad = write_jsonl("bad.jsonl", [{"lyrics": SONG}], raw_lines=['{"lyrics": "x", "controls": "AABB"}'])
+    r = run_cli("eval", "--input", str(bad))
+    assert r.returncode == 2
+    assert f"{bad}:2: " in r.stderr and '"controls" must be an object' in r.stderr
+    r = run_cli("eval", "--input", str(bad), "--skip-invalid", "--format", "json")
+    assert r.returncode == 0 and json.loads(r.stdout)["invalid_rows"] == 1
