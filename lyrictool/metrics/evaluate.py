@@ -76,7 +76,7 @@ class EvalRecipe(Strict):
                          "{id, controls}.")
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=64, temperature=0.7),
-        description="Sampling for model systems; num_prompts = the first N prompts of the prompt file.")
+        description="Sampling for model systems; num_prompts = the first N prompts of the prompt file (0 = all).")
     scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
         "shisanzhe", description="Rhyme scheme for the metrics.")
     scorer: str | None = Field(None, description="A trained scorer folder (lyrictool score): adds the mean score "
