@@ -219,9 +219,12 @@ def plot_scores(systems, path: Path, label) -> Path | None:
     data = [d for d in data if d[1]]
     if not data:
         return None
+    import numpy as np
+
+    bins = np.histogram_bin_edges([v for _, scores in data for v in scores], bins=20)
     fig, ax = plt.subplots(figsize=(8, 4))
     for name, scores in data:
-        ax.hist(scores, bins=20, alpha=0.55, label=f"{label(name)} (mean {sum(scores) / len(scores):.2f})")
+        ax.hist(scores, bins=bins, alpha=0.55, label=f"{label(name)} (mean {sum(scores) / len(scores):.2f})")
     ax.set_xlabel("scorer score (raw)")
     ax.set_ylabel("songs")
     ax.legend()
