@@ -44,16 +44,23 @@ def build_datasets(recipe: SFTRecipe):
 
 
 def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None):
-    """Load the model, run SFTTrainer, save. Returns (trainer, loaded model)."""
+              timer: Timer | None = None, loaded=None):
+    """Load the model (unless ``loaded`` is given), run SFTTrainer, save. Returns (trainer, loaded model).
+
+    Rows are conversational prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain
+    language-modelling loss, the memorize stage of ``inject``).
+    """
     from datasets import Dataset
     from trl import SFTTrainer
 
     from lyrictool.modeling import load_model, peft_config
 
     timer = timer or Timer()
-    with timer("load_model"):
-        lm = load_model(recipe.model)
+    if loaded is not None:
+        lm = loaded
+    else:
+        with timer("load_model"):
+            lm = load_model(recipe.model)
     args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
                       eval_strategy="epoch" if eval_rows else "no")
     trainer = SFTTrainer(
