@@ -75,11 +75,14 @@ def canonical_section(tag: str) -> str | None:
     return _SECTION_ALIASES.get(name)
 
 
-def _tag_line(line: str) -> bool:
+def is_tag_line(line: str) -> bool:
     """A line that opens a section: any bracketed tag, or a bare known section name."""
     if _BRACKETED.match(line):
         return True
     return bool(_BARE_TAG.match(line)) and canonical_section(line) is not None
+
+
+_tag_line = is_tag_line  # the name serve/postprocess.py imports
 
 
 @dataclass
@@ -112,7 +115,7 @@ def parse(text: str) -> Lyrics:
         line = raw.strip()
         if not line:
             continue
-        if _tag_line(line):
+        if is_tag_line(line):
             current = Section(name=canonical_section(line), tag=line, lines=[])
             sections.append(current)
         else:
@@ -176,7 +179,7 @@ def add_hints(text: str, mode: str = "line_end", scheme: str = "shisanzhe") -> s
         )
     out: list[str] = []
     for line in text.split("\n"):
-        if not line.strip() or _tag_line(line):
+        if not line.strip() or is_tag_line(line):
             out.append(line)
             continue
         core = engine.sung_core(line)

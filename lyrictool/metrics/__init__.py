@@ -116,7 +116,7 @@ def _structure_accuracy(sections, wanted: list) -> float:
     return correct / slots
 
 
-def _format_issues(text: str, doc, lines: list[str], lengths: list[int], repetition: float) -> list[str]:
+def _format_issues(text: str, lines: list[str], lengths: list[int], repetition: float) -> list[str]:
     from lyrictool.lyrics import HINT_CLOSE, HINT_OPEN, has_hints
 
     issues = []
@@ -181,7 +181,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     unigrams = [t for toks in tokens_per_line for t in toks]
     bigrams = [(a, b) for toks in tokens_per_line for a, b in zip(toks, toks[1:])]
     repetition = (n - len(set(lines))) / n if n else 0.0
-    issues = _format_issues(text, doc, lines, lengths, repetition)
+    issues = _format_issues(text, lines, lengths, repetition)
 
     return {
         "rhyme_accuracy": rhyme_accuracy,
