@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,7 +55,7 @@ def tune_poems(directory: Path = SONGCI) -> dict[str, list[list[str]]]:
 def pairs(lines: list[str], rhyme_at: tuple[int, ...]) -> tuple[list, list]:
     """(meant-to-rhyme pairs, not-meant pairs) of line texts."""
     at = [i - 1 for i in rhyme_at]
-    meant = [(lines[a], lines[b]) for a, b in zip(at, at[1:])]
+    meant = [(lines[a], lines[b]) for a, b in pairwise(at)]
     free = [i for i in range(len(lines)) if i not in at]
     not_meant = [(lines[i], lines[next(j for j in at if j > i)]) for i in free if any(j > i for j in at)]
     return meant, not_meant

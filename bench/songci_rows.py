@@ -22,7 +22,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rhyme_pairs import TUNES  # noqa: E402  (the 词谱 rhyme positions)
+from rhyme_pairs import TUNES  # the 词谱 rhyme positions
 
 SONGCI = ROOT / ".." / "shared" / "data" / "chinese-poetry" / "songci"
 _SPLIT = re.compile(r"[，。、；：？！]+")

@@ -70,7 +70,7 @@ def canonical_section(tag: str) -> str | None:
     for _ in range(2):  # "Verse 2 (x2)"
         name = _NUMBERING.sub("", name).strip()
     name = re.sub(r"[\s\-_]+", "", name)
-    if name.endswith("solo") or name.endswith("独奏"):  # "Guitar Solo", "钢琴独奏"
+    if name.endswith(("solo", "独奏")):  # "Guitar Solo", "钢琴独奏"
         return "interlude"
     return _SECTION_ALIASES.get(name)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from itertools import pairwise
 from typing import Any
 
 #: The per-song values in [0, 1] that :func:`aggregate` averages, in report order.
@@ -129,7 +130,7 @@ def _format_issues(text: str, lines: list[str], lengths: list[int], repetition: 
     if any(n > MAX_LINE_SYLLABLES for n in lengths):
         issues.append("run-on line")
     run = 1
-    for prev, line in zip(lines, lines[1:]):
+    for prev, line in pairwise(lines):
         run = run + 1 if line == prev else 1
         if run > MAX_SAME_LINE_RUN:
             issues.append("line loop")
@@ -179,7 +180,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
 
     tokens_per_line = [_TOKEN.findall(line) for line in lines]
     unigrams = [t for toks in tokens_per_line for t in toks]
-    bigrams = [(a, b) for toks in tokens_per_line for a, b in zip(toks, toks[1:])]
+    bigrams = [(a, b) for toks in tokens_per_line for a, b in pairwise(toks)]
     repetition = (n - len(set(lines))) / n if n else 0.0
     issues = _format_issues(text, lines, lengths, repetition)
 
