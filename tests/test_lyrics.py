@@ -170,3 +170,13 @@ def test_hint_round_trip_on_every_songci_song():
                 assert strip_hints(hinted) == text
             songs += 1
     assert songs > 20000
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(), st.sampled_from(HINT_MODES), st.sampled_from(["shisanzhe", "zhonghua_tongyun", "final"]))
+def test_hint_round_trip_on_any_text(text, mode, scheme):
+    if has_hints(text):
+        with pytest.raises(UserError):
+            add_hints(text, mode, scheme)
+    else:
+        assert strip_hints(add_hints(text, mode, scheme)) == text
