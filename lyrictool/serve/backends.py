@@ -206,4 +206,8 @@ def load_backend(recipe) -> Backend:
     """The backend the recipe names, with its model loaded."""
     if recipe.backend == "vllm":
         return VLLMBackend(recipe.model, seed=recipe.seed)
+    if recipe.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(recipe.cpu_threads)
     return TransformersBackend.load(recipe.model)

@@ -78,6 +78,9 @@ class ServeRecipe(Strict):
     scorer: str | None = Field(
         None, description="A trained scorer folder (lyrictool score) that ranks best_of candidates together with "
         "the rule rewards; without one, candidates are ranked by the rule rewards alone.")
+    cpu_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads when serving on CPU (default: torch's choice). Small models "
+        "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")
     seed: int | None = Field(None, description="Seed the sampler once at start (reproducible single requests).")
 
     def model_id(self) -> str:

@@ -1,0 +1,51 @@
+"""A scripted backend for the serve tests: known outputs, recorded batches, adjustable speed."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from lyrictool.serve.backends import GenResult, GenRow
+
+
+class ScriptedBackend:
+    """Writes the scripted texts (cycled over rows), one character per "token", like a streaming model."""
+
+    max_context = 4096
+
+    def __init__(self, texts: list[str], delay_s: float = 0.0, gate: threading.Event | None = None):
+        self.texts = texts
+        self.delay_s = delay_s
+        self.gate = gate  # when set, generate() waits for it (lets a test hold the worker busy)
+        self.batches: list[int] = []
+        self.temperatures: list[float] = []
+        self.prompts: list[str] = []
+        self._next = 0
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        return "".join(f"<{m['role']}>{m['content']}" for m in messages) + "<assistant>"
+
+    def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
+        if self.gate is not None:
+            self.gate.wait(10)
+        self.batches.append(len(rows))
+        self.temperatures.append(temperature)
+        time.sleep(self.delay_s)
+        out = []
+        for row in rows:
+            self.prompts.append(row.prompt)
+            text = self.texts[self._next % len(self.texts)]
+            self._next += 1
+            written, stopped = "", False
+            for ch in text[:row.max_tokens]:
+                written += ch
+                if row.on_text is not None and row.on_text(ch):
+                    stopped = True
+                    break
+            eos = stopped or len(text) <= row.max_tokens
+            out.append(GenResult(raw=written, new_tokens=len(written) + (1 if eos else 0),
+                                 finish_reason="stop" if eos else "length"))
+        return out

@@ -1,0 +1,118 @@
+"""The real thing: `lyrictool serve` as a uvicorn process on a loopback port, driven by the official openai client."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+openai = pytest.importorskip("openai")
+httpx = pytest.importorskip("httpx")
+
+ROOT = Path(__file__).resolve().parents[1]
+KEY = "test-key-123"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = free_port()
+    env = dict(os.environ)
+    env.setdefault("LYRICTOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
+    log = tmp_path_factory.mktemp("log") / "serve.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(port),
+             "--api-key", KEY, "--set", "limits.max_tokens=32", "--set", "limits.default_max_tokens=16"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"server did not come up:\n{log.read_text()}")
+    yield {"base": base, "proc": proc, "log": log}
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)
+
+
+def client(server, key=KEY):
+    return openai.OpenAI(base_url=server["base"] + "/v1", api_key=key, max_retries=0, timeout=60)
+
+
+def test_openai_client_lists_the_model_and_completes(server):
+    c = client(server)
+    assert [m.id for m in c.models.list()] == ["lyrictool-tiny"]
+    r = c.chat.completions.create(model="lyrictool-tiny", messages=[{"role": "user", "content": "写一首歌"}],
+                                  max_tokens=12)
+    assert r.object == "chat.completion" and r.choices[0].message.role == "assistant"
+    assert r.choices[0].finish_reason in ("stop", "length")
+    assert 1 <= r.usage.completion_tokens <= 12 and r.usage.prompt_tokens > 0
+
+
+def test_openai_client_streams(server):
+    c = client(server)
+    stream = c.chat.completions.create(model="lyrictool-tiny", messages=[{"role": "user", "content": "写一首歌"}],
+                                       max_tokens=16, stream=True, stream_options={"include_usage": True},
+                                       extra_body={"controls": {"topic": "夏天", "rhyme": "江阳"}})
+    chunks = list(stream)
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[0].model_extra["lyrictool"]["expansion"]["topic"] == "夏天"
+    finish = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert finish in (["stop"], ["length"])
+    assert chunks[-1].usage.completion_tokens <= 16
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert "〔" not in text and "<|" not in text
+
+
+def test_auth_errors_and_wrong_model_through_the_client(server):
+    with pytest.raises(openai.AuthenticationError):
+        client(server, key="wrong").models.list()
+    with pytest.raises(openai.NotFoundError) as e:
+        client(server).chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    assert "lyrictool-tiny" in str(e.value)
+    with pytest.raises(openai.UnprocessableEntityError) as e:
+        client(server).chat.completions.create(model="lyrictool-tiny", max_tokens=10_000,
+                                               messages=[{"role": "user", "content": "hi"}])
+    assert "cap of 32" in str(e.value)
+    r = httpx.post(server["base"] + "/v1/lyrics", json={"rhyme": "nope"},
+                   headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 422 and "江阳" in r.json()["error"]["message"]
+
+
+def test_sigterm_lets_the_request_in_flight_finish(server):
+    """Last in this module: it stops the server."""
+    result = {}
+
+    def slow_request():
+        result["r"] = httpx.post(server["base"] + "/v1/lyrics", json={"topic": "雨", "best_of": 4, "max_tokens": 32},
+                                 headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    time.sleep(0.3)
+    server["proc"].send_signal(signal.SIGTERM)
+    t.join(60)
+    assert result["r"].status_code == 200, server["log"].read_text()
+    assert len(result["r"].json()["choices"]) == 1
+    assert server["proc"].wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
