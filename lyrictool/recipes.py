@@ -76,8 +76,8 @@ class ModelSpec(Strict):
         return v
 
 
-CONTROL_NAMES = ("genre", "topic", "rhyme", "scheme", "structure", "line_lengths")
-ControlName = Literal["genre", "topic", "rhyme", "scheme", "structure", "line_lengths"]
+CONTROL_NAMES = ("genre", "topic", "title", "rhyme", "scheme", "structure", "line_lengths")
+ControlName = Literal["genre", "topic", "title", "rhyme", "scheme", "structure", "line_lengths"]
 DERIVABLE_CONTROLS = ("rhyme", "scheme", "structure", "line_lengths")
 DerivableControl = Literal["rhyme", "scheme", "structure", "line_lengths"]
 
