@@ -1,0 +1,235 @@
+"""Load benchmark of `lyrictool serve` with the built-in tiny model on CPU (loopback only, bounded).
+
+1. Throughput: 16 concurrent clients against the same server with batching on (max_batch_size 16) and off
+   (max_batch_size 1); completed requests/s and p50/p99 latency.  Target: batching >= 3x.
+2. Robustness: 1,000 requests at 32 concurrent clients, 10% of them malformed in ten different ways.  Target:
+   zero 5xx, every malformed request a 4xx with an error message, the server healthy afterwards.
+
+    .venv/bin/python bench/serve_load.py [--requests-per-client 8] [--max-tokens 48] [--output result.json]
+
+Each phase starts its own `lyrictool serve recipes/tiny/serve.yaml` process on a free 127.0.0.1 port.  Exit 1 when a
+target is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = "lyrictool-tiny"
+TOPICS = ["夏天", "故乡", "雨", "青春", "城市", "离别", "月亮", "海"]
+RHYMES = ["江阳", "言前", "中东", "一七", "发花", None]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`lyrictool serve` in a subprocess, stopped with SIGTERM (graceful) at the end."""
+
+    def __init__(self, *overrides: str):
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        args = [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(self.port)]
+        for item in overrides:
+            args += ["--set", item]
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     env=dict(os.environ))
+
+    def __enter__(self) -> "Server":
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError("server exited: " + self.proc.stderr.read().decode()[-2000:])
+            try:
+                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.3)
+        self.proc.kill()
+        raise RuntimeError("server did not start within 180 s")
+
+    def __exit__(self, *exc) -> None:
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(60)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def chat_body(rng: random.Random, max_tokens: int) -> dict:
+    return {"model": MODEL, "max_tokens": max_tokens, "temperature": 0.8,
+            "messages": [{"role": "user", "content": f"写一首关于{rng.choice(TOPICS)}的歌"}]}
+
+
+# ---- phase 1: throughput -------------------------------------------------------------------------------------
+async def throughput(base: str, clients: int, per_client: int, max_tokens: int) -> dict:
+    latencies: list[float] = []
+    errors = 0
+
+    async def one_client(seed: int, http: httpx.AsyncClient) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        for _ in range(per_client):
+            start = time.perf_counter()
+            r = await http.post("/v1/chat/completions", json=chat_body(rng, max_tokens))
+            if r.status_code == 200:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+    async with httpx.AsyncClient(base_url=base, timeout=300,
+                                 limits=httpx.Limits(max_connections=clients * 2)) as http:
+        for _ in range(2):  # warm-up: first-call costs out of the measurement
+            await http.post("/v1/chat/completions", json=chat_body(random.Random(0), max_tokens))
+        start = time.perf_counter()
+        await asyncio.gather(*(one_client(i, http) for i in range(clients)))
+        wall = time.perf_counter() - start
+    return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
+            "requests_per_s": round(len(latencies) / wall, 2),
+            "p50_s": round(percentile(latencies, 50), 3), "p99_s": round(percentile(latencies, 99), 3)}
+
+
+# ---- phase 2: robustness -------------------------------------------------------------------------------------
+MALFORMED = [  # (name, path, raw body or json, headers)
+    ("invalid JSON", "/v1/chat/completions", b'{"model": "lyrictool-tiny", "messages": [', None),
+    ("unknown rhyme group", "/v1/lyrics", {"topic": "夏天", "rhyme": "不存在"}, None),
+    ("max_tokens over the cap", "/v1/chat/completions",
+     {"model": MODEL, "max_tokens": 100_000, "messages": [{"role": "user", "content": "hi"}]}, None),
+    ("another model", "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
+     None),
+    ("bad role", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "root", "content": "hi"}]}, None),
+    ("n over the cap", "/v1/lyrics", {"topic": "雨", "n": 99}, None),
+    ("body over the size cap", "/v1/chat/completions", b'{"pad": "' + b"x" * 70_000 + b'"}', None),
+    ("missing messages", "/v1/chat/completions", {"model": MODEL}, None),
+    ("misspelt control", "/v1/lyrics", {"topik": "雨"}, None),
+    ("contradictory controls", "/v1/lyrics", {"scheme": "AABB", "line_lengths": [7, 7, 7]}, None),
+]
+
+
+async def robustness(base: str, total: int, concurrency: int, malformed_share: float, max_tokens: int) -> dict:
+    rng = random.Random(1234)
+    plan = []
+    n_bad = int(total * malformed_share)
+    for i in range(total):
+        if i < n_bad:
+            plan.append(("bad",) + MALFORMED[i % len(MALFORMED)])
+        else:
+            kind = rng.choice(["chat", "chat-stream", "lyrics"])
+            plan.append(("good", kind))
+    rng.shuffle(plan)
+    statuses: dict[str, dict[int, int]] = {"good": {}, "bad": {}}
+    problems: list[str] = []
+    latencies: list[float] = []
+    sem = asyncio.Semaphore(concurrency)
+
+    async def run(item, http: httpx.AsyncClient) -> None:
+        async with sem:
+            start = time.perf_counter()
+            if item[0] == "bad":
+                _, name, path, body, headers = item
+                if isinstance(body, bytes):
+                    r = await http.post(path, content=body, headers={"content-type": "application/json"})
+                else:
+                    r = await http.post(path, json=body)
+                message = ""
+                try:
+                    message = r.json()["error"]["message"]
+                except (ValueError, KeyError, TypeError):
+                    pass
+                if not (400 <= r.status_code < 500) or not message:
+                    problems.append(f"{name}: {r.status_code} {r.text[:200]}")
+            else:
+                kind = item[1]
+                if kind == "lyrics":
+                    body = {"topic": rng.choice(TOPICS), "max_tokens": max_tokens}
+                    if (rhyme := rng.choice(RHYMES)) is not None:
+                        body["rhyme"] = rhyme
+                    r = await http.post("/v1/lyrics", json=body)
+                else:
+                    body = chat_body(rng, max_tokens)
+                    body["stream"] = kind == "chat-stream"
+                    r = await http.post("/v1/chat/completions", json=body)
+                    if body["stream"] and r.status_code == 200 and not r.text.rstrip().endswith("data: [DONE]"):
+                        problems.append(f"stream did not end with [DONE]: {r.text[-200:]}")
+                if r.status_code != 200:
+                    problems.append(f"valid {kind} request: {r.status_code} {r.text[:200]}")
+                latencies.append(time.perf_counter() - start)
+            counts = statuses[item[0]]
+            counts[r.status_code] = counts.get(r.status_code, 0) + 1
+
+    start = time.perf_counter()
+    async with httpx.AsyncClient(base_url=base, timeout=300,
+                                 limits=httpx.Limits(max_connections=concurrency * 2)) as http:
+        await asyncio.gather(*(run(item, http) for item in plan))
+        health = (await http.get("/healthz")).json()
+    wall = time.perf_counter() - start
+    server_errors = sum(n for counts in statuses.values() for code, n in counts.items() if code >= 500)
+    return {"requests": total, "concurrency": concurrency, "malformed": n_bad, "seconds": round(wall, 2),
+            "status_counts": {k: {str(c): n for c, n in sorted(v.items())} for k, v in statuses.items()},
+            "server_errors_5xx": server_errors, "problems": problems[:20], "health_after": health,
+            "valid_p50_s": round(percentile(latencies, 50), 3), "valid_p99_s": round(percentile(latencies, 99), 3)}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests-per-client", type=int, default=8)
+    ap.add_argument("--max-tokens", type=int, default=48, help="max_tokens of the throughput requests")
+    ap.add_argument("--load-requests", type=int, default=1000)
+    ap.add_argument("--load-concurrency", type=int, default=32)
+    ap.add_argument("--load-max-tokens", type=int, default=16)
+    ap.add_argument("--output", type=Path, help="also write the result JSON here")
+    args = ap.parse_args()
+
+    import torch
+
+    result: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
+                                "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}}
+    for name, batch in (("batching", 16), ("no_batching", 1)):
+        with Server(f"batching.max_batch_size={batch}") as server:
+            result[name] = asyncio.run(throughput(server.base, args.clients, args.requests_per_client,
+                                                  args.max_tokens))
+        print(name, json.dumps(result[name]), flush=True)
+    result["speedup"] = round(result["batching"]["requests_per_s"] / result["no_batching"]["requests_per_s"], 2)
+    with Server() as server:
+        result["load"] = asyncio.run(robustness(server.base, args.load_requests, args.load_concurrency, 0.10,
+                                                args.load_max_tokens))
+    print("load", json.dumps(result["load"], ensure_ascii=False), flush=True)
+    result["targets"] = {
+        "batching >= 3x": result["speedup"] >= 3.0,
+        "zero 5xx": result["load"]["server_errors_5xx"] == 0,
+        "every request answered as expected": not result["load"]["problems"],
+        "healthy after": result["load"]["health_after"].get("status") == "ok",
+    }
+    text = json.dumps(result, ensure_ascii=False, indent=2)
+    print(text)
+    if args.output:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    return 0 if all(result["targets"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
