@@ -77,6 +77,13 @@ def _recipe(path: Path, command: str, overrides: list[str] | None):
     return load_recipe(path, command, overrides)
 
 
+def _naming(recipe):
+    """User errors about a recipe key name the recipe file too."""
+    from lyrictool.recipes import errors_name_recipe
+
+    return errors_name_recipe(recipe)
+
+
 # ---- training commands ----------------------------------------------------------------------------------------
 @app.command()
 def sft(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, resume: ResumeOpt = False,
@@ -84,7 +91,9 @@ def sft(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, resu
     """Supervised fine-tuning with control prompts (TRL SFTTrainer, completion-only loss, LoRA/QLoRA)."""
     from lyrictool.train.sft import run_sft
 
-    run_sft(_recipe(recipe, "sft", set_), dry_run=dry_run, resume=resume)
+    rec = _recipe(recipe, "sft", set_)
+    with _naming(rec):
+        run_sft(rec, dry_run=dry_run, resume=resume)
 
 
 @app.command()
@@ -92,7 +101,9 @@ def inject(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, d
     """Three-stage knowledge injection: memorize (continued pre-training) -> understand (QA) -> utilize (task)."""
     from lyrictool.train.inject import run_inject
 
-    run_inject(_recipe(recipe, "inject", set_), dry_run=dry_run)
+    rec = _recipe(recipe, "inject", set_)
+    with _naming(rec):
+        run_inject(rec, dry_run=dry_run)
 
 
 @app.command()
@@ -108,7 +119,9 @@ def score(
     """Train the lyrics scorer (reward model) on ratings or preferences (TRL RewardTrainer), or --predict."""
     from lyrictool.train.score import run_score
 
-    run_score(_recipe(recipe, "score", set_), dry_run=dry_run, predict=predict, output=output)
+    rec = _recipe(recipe, "score", set_)
+    with _naming(rec):
+        run_score(rec, dry_run=dry_run, predict=predict, output=output)
 
 
 @app.command("rejection-sample")
@@ -117,7 +130,9 @@ def rejection_sample(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt 
     """LLaMA-2-style rejection sampling: K samples per prompt, keep the best by scorer + rule rewards, SFT on them."""
     from lyrictool.train.rejection_sample import run_rejection_sample
 
-    run_rejection_sample(_recipe(recipe, "rejection-sample", set_), dry_run=dry_run)
+    rec = _recipe(recipe, "rejection-sample", set_)
+    with _naming(rec):
+        run_rejection_sample(rec, dry_run=dry_run)
 
 
 @app.command()
@@ -125,7 +140,9 @@ def dpo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debu
     """Direct preference optimisation on chosen/rejected lyrics (TRL DPOTrainer)."""
     from lyrictool.train.dpo import run_dpo
 
-    run_dpo(_recipe(recipe, "dpo", set_), dry_run=dry_run)
+    rec = _recipe(recipe, "dpo", set_)
+    with _naming(rec):
+        run_dpo(rec, dry_run=dry_run)
 
 
 @app.command()
@@ -134,7 +151,9 @@ def ppo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debu
     (clipped PPO objective, group-relative advantages, no critic) or RLOOTrainer (algorithm: rloo)."""
     from lyrictool.train.ppo import run_ppo
 
-    run_ppo(_recipe(recipe, "ppo", set_), dry_run=dry_run)
+    rec = _recipe(recipe, "ppo", set_)
+    with _naming(rec):
+        run_ppo(rec, dry_run=dry_run)
 
 
 # ---- evaluation and tools -------------------------------------------------------------------------------------
@@ -162,8 +181,9 @@ def eval_(
     from lyrictool.metrics.evaluate import run_eval
 
     rec = _recipe(recipe, "eval", set_) if recipe is not None else None
-    run_eval(rec, inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
-             mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
+    with _naming(rec):
+        run_eval(rec, inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
+                 mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
 
 
 @app.command()
@@ -182,8 +202,9 @@ def serve(
     """An OpenAI-compatible lyrics server with controls, query expansion, batching and limits."""
     from lyrictool.serve.app import run_serve
 
-    run_serve(_recipe(recipe, "serve", set_) if recipe is not None else None, model=model, host=host, port=port,
-              api_key=api_key)
+    rec = _recipe(recipe, "serve", set_) if recipe is not None else None
+    with _naming(rec):
+        run_serve(rec, model=model, host=host, port=port, api_key=api_key)
 
 
 @app.command()

@@ -307,3 +307,14 @@ def load_model(spec: "ModelSpec", *, kind: str = "causal_lm", num_labels: int = 
 
 def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_model_spec(spec: "ModelSpec") -> dict[str, str]:
+    """What --dry-run can check about the model without loading it: attention, dtype, quantization, LoRA."""
+    dtype = resolve_dtype(spec.dtype)
+    attn = choose_attention(spec.attn, dtype)
+    quantization_config(spec, dtype)
+    peft_config(spec)
+    if spec.name != BUILTIN_TINY:  # the builtin is built on first load; anything else must resolve now
+        resolve_model_path(spec.name)
+    return {"attention": f"{attn.implementation} ({attn.reason})", "dtype": str(dtype).removeprefix("torch.")}

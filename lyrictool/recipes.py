@@ -20,8 +20,9 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -286,11 +287,16 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel]) -
     return f"{key}: {msg}{shown}"
 
 
-def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, extra_reserved: tuple = ()) -> None:
-    """Check `train` against a TRL/transformers config dataclass: names, types, and obvious impossibilities."""
+def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, extra_reserved: tuple = ()
+                        ) -> dict[str, Any]:
+    """Check `train` against a TRL/transformers config dataclass: names, types, and obvious impossibilities.
+
+    Returns the values coerced to the field types (YAML reads ``5e-4`` as a string; the field says float).
+    """
     from pydantic import TypeAdapter
 
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    coerced = dict(train)
     reserved = {"output_dir", "seed", *extra_reserved}
     for key, value in train.items():
         if key in reserved:
@@ -303,7 +309,7 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
         if isinstance(ftype, str):
             continue  # forward reference we cannot resolve cheaply; the config constructor checks it
         try:
-            TypeAdapter(ftype).validate_python(value, strict=False)
+            coerced[key] = TypeAdapter(ftype).validate_python(value, strict=False)
         except ValidationError as e:
             raise UserError(
                 f"train.{key}: {e.errors()[0]['msg']} (got {value!r})", where=where
@@ -312,6 +318,7 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
             continue
     positive = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
                 "gradient_accumulation_steps", "num_train_epochs", "beta", "num_generations")
+    train = coerced
     for key in positive:
         v = train.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (v <= 0 or math.isnan(v)):
@@ -319,6 +326,7 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
     v = train.get("max_steps")
     if isinstance(v, int) and v == 0:
         raise UserError("train.max_steps: must be > 0, or -1 to train by epochs", where=where)
+    return coerced
 
 
 def load_config_class(recipe_cls: type[BaseModel]) -> type:
@@ -343,7 +351,7 @@ def load_recipe(path: str | Path, command: str, overrides: list[str] | None = No
     except ValidationError as e:
         raise UserError(_format_validation_error(e, recipe_cls), where=str(path)) from None
     if check_train and isinstance(recipe, BaseRecipe):
-        validate_train_keys(recipe.train, load_config_class(type(recipe)), where=str(path))
+        recipe.train = validate_train_keys(recipe.train, load_config_class(type(recipe)), where=str(path))
     recipe._source = str(path)
     return recipe
 
@@ -358,3 +366,15 @@ def dump_recipe(recipe: BaseModel) -> str:
 
     return yaml.safe_dump(recipe.model_dump(mode="json"), allow_unicode=True, sort_keys=False)
 
+
+
+@contextmanager
+def errors_name_recipe(recipe: BaseModel | None) -> Iterator[None]:
+    """Give the recipe's file to user errors that name one of its keys ("model.attn: ...") but no file."""
+    try:
+        yield
+    except UserError as e:
+        key = str(e).split(":", 1)[0].split(".", 1)[0]
+        if recipe is not None and e.where is None and key in type(recipe).model_fields:
+            raise UserError(str(e), where=recipe_source(recipe)) from None
+        raise

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, DataSpec, dump_recipe, load_config_class, recipe_source
+from lyrictool.recipes import BaseRecipe, DataSpec, ModelSpec, dump_recipe, load_config_class, recipe_source
 
 log = logging.getLogger("lyrictool")
 console = Console()
@@ -115,7 +115,13 @@ def load_lyrics_examples(data: DataSpec, seed: int, *, check_controls: bool = Tr
 
 
 def print_dry_run(recipe: BaseRecipe, checks: dict[str, Any]) -> None:
+    """Check the model settings (without loading weights) and print the resolved recipe and data checks."""
     from rich.syntax import Syntax
+
+    from lyrictool.modeling import check_model_spec
+
+    if isinstance(getattr(recipe, "model", None), ModelSpec):
+        checks = {**check_model_spec(recipe.model), **checks}
 
     console.print(f"[bold green]recipe OK[/] {recipe_source(recipe)}")
     console.print(Syntax(dump_recipe(recipe), "yaml", theme="ansi_dark", background_color="default"))
@@ -153,7 +159,7 @@ def write_run_files(recipe: BaseRecipe, command: str, summary: dict[str, Any]) -
     out.mkdir(parents=True, exist_ok=True)
     (out / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     full = {"command": command, "recipe": recipe_source(recipe), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "versions": versions(), **summary}
+            "world_size": int(os.environ.get("WORLD_SIZE", "1")), "versions": versions(), **summary}
     tmp = out / "summary.json.tmp"
     tmp.write_text(json.dumps(full, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     tmp.replace(out / "summary.json")
