@@ -1,0 +1,181 @@
+"""`lyrictool dpo`: direct preference optimisation on chosen/rejected lyrics with TRL's DPOTrainer.
+
+Pairs come from one data source, any of these row kinds (mixed is fine); they are built by the scorer's own
+pairing code (:func:`lyrictool.train.score.load_pairs`), so ``score`` and ``dpo`` read a ratings file the same way:
+
+- preference rows ``{"controls" | "prompt", "chosen", "rejected"}`` (e.g. ``builtin:demo-preferences``, or the
+  best-vs-worst rows ``lyrictool rejection-sample`` writes);
+- ratings rows ``{"controls" | "prompt", "lyrics", "ratings": {...}}``: lyrics of the same prompt are paired,
+  the higher weighted rating (recipe ``aspects``) is chosen.
+
+Rows become TRL's conversational preference format: the prompt is the controls through the one prompt template
+(:func:`lyrictool.controls.build_messages`), chosen/rejected are assistant turns (with phonetic hints when
+``data.hints`` asks, so a policy trained with hints is optimised in the form it writes).  The reference model is
+TRL's choice: with LoRA none is loaded (the adapter is disabled to get reference log-probs), otherwise a frozen
+copy of the starting model.
+
+summary.json reports the chosen-minus-rejected log-probability margin on (up to ``margin_pairs``) training pairs
+before and after training, measured by the trainer's own evaluation pass, and TRL's reward accuracies/margins.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import ClassVar
+
+from pydantic import Field, field_validator
+
+from lyrictool.recipes import BaseRecipe
+from lyrictool.train.common import (
+    Timer,
+    callbacks,
+    console,
+    is_main_process,
+    print_dry_run,
+    train_loss_curve,
+    trl_config,
+    write_run_files,
+)
+
+log = logging.getLogger("lyrictool")
+
+
+class DPORecipe(BaseRecipe):
+    """`lyrictool dpo`: TRL DPOTrainer on preference pairs (from preference rows, ratings, or rejection sampling)."""
+
+    trl_config = ("trl", "DPOConfig")
+
+    aspects: dict[str, float] = Field(
+        default_factory=lambda: {"language": 1.0, "genre": 1.0, "content": 1.0},
+        description="Ratings rows only: rated aspects and weights; the higher weighted mean is chosen.",
+    )
+    min_gap: float = Field(0.0, ge=0.0, description="Ratings rows only: pair two lyrics only if their ratings differ "
+                                                    "by more than this.")
+    max_pairs_per_prompt: int | None = Field(None, gt=0, description="Ratings rows only: at most this many pairs per "
+                                                                     "prompt (the largest rating gaps first).")
+    margin_pairs: int = Field(256, ge=0, description="Training pairs on which the log-prob margin is measured before "
+                                                     "and after training (0 = skip).")
+
+    # DPO's loss has no per-pair margin; the shared pairing code reads this attribute, so pin it to 0.
+    margin_scale: ClassVar[float] = 0.0
+
+    @field_validator("aspects")
+    @classmethod
+    def _aspects(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
+        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("aspect weights must be >= 0 with a positive sum")
+        return v
+
+
+def build_datasets(recipe: DPORecipe) -> tuple[list[dict], list[dict], dict]:
+    """Conversational preference rows (train, eval) and pair statistics; every row validated."""
+    from lyrictool.data.lyrics_rows import target_text
+    from lyrictool.train.score import load_pairs
+
+    train_pairs, eval_pairs, stats = load_pairs(recipe)
+
+    def rows(pairs) -> list[dict]:
+        out = []
+        for p in pairs:
+            p.chosen = target_text(p.chosen, recipe.data.hints, recipe.data.scheme)
+            p.rejected = target_text(p.rejected, recipe.data.hints, recipe.data.scheme)
+            out.append(p.as_row(with_margin=False))
+        return out
+
+    return rows(train_pairs), rows(eval_pairs), stats
+
+
+def logprob_margin(trainer, dataset) -> dict[str, float]:
+    """Mean log p(chosen) - log p(rejected) under the current policy, from TRL's own DPO evaluation pass."""
+    m = trainer.evaluate(eval_dataset=dataset, metric_key_prefix="eval")
+    chosen, rejected = m["eval_logps/chosen"], m["eval_logps/rejected"]
+    return {"logp_chosen": chosen, "logp_rejected": rejected, "margin": chosen - rejected,
+            "reward_accuracy": m.get("eval_rewards/accuracies")}
+
+
+def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], *, timer: Timer | None = None):
+    """Load the policy, run DPOTrainer, save; measure the margin before and after. Returns (trainer, lm, margins)."""
+    from datasets import Dataset
+    from trl import DPOTrainer
+
+    from lyrictool.modeling import load_model, peft_config
+
+    timer = timer or Timer()
+    with timer("load_model"):
+        lm = load_model(recipe.model)
+    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype)
+    trainer = DPOTrainer(
+        model=lm.model,
+        ref_model=None,  # TRL: a frozen copy of the policy, or (LoRA) the base with the adapter disabled
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=lm.tokenizer,
+        peft_config=peft_config(recipe.model),
+        callbacks=callbacks(),
+    )
+    margin_set = None
+    if recipe.margin_pairs:
+        n = min(recipe.margin_pairs, len(trainer.train_dataset))
+        margin_set = trainer.train_dataset.shuffle(seed=recipe.seed).select(range(n))
+    margins: dict = {}
+    if margin_set is not None:
+        with timer("margin"):
+            margins["before"] = logprob_margin(trainer, margin_set)
+    with timer("train"):
+        trainer.train()
+    if margin_set is not None:
+        with timer("margin"):
+            margins["after"] = logprob_margin(trainer, margin_set)
+    with timer("save"):
+        trainer.save_model(recipe.output_dir)
+        if is_main_process():
+            lm.tokenizer.save_pretrained(recipe.output_dir)
+    return trainer, lm, margins
+
+
+def _tail_mean(history: list[dict], key: str, n: int = 10) -> float | None:
+    """Mean of the last ``n`` logged values of ``key`` (one step's batch is too noisy to report alone)."""
+    values = [h[key] for h in history if key in h][-n:]
+    return sum(values) / len(values) if values else None
+
+
+def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
+    timer = Timer()
+    with timer("data"):
+        train_rows, eval_rows, stats = build_datasets(recipe)
+    if dry_run:
+        print_dry_run(recipe, {"train pairs": len(train_rows), "eval pairs": len(eval_rows), "pairing": stats,
+                               "hints": recipe.data.hints,
+                               "reference model": "adapter disabled (LoRA)" if recipe.model.lora else
+                               "frozen copy of the starting model"})
+        return {}
+    trainer, lm, margins = train_dpo(recipe, train_rows, eval_rows, timer=timer)
+    history = trainer.state.log_history
+    losses = train_loss_curve(trainer)
+    metrics: dict = {
+        "train_loss_first": losses[0] if losses else None,
+        "train_loss_last": losses[-1] if losses else None,
+        "global_step": trainer.state.global_step,
+        "rewards_accuracy_last10": _tail_mean(history, "rewards/accuracies"),
+        "rewards_margin_last10": _tail_mean(history, "rewards/margins"),
+        "logprob_margin": margins,
+    }
+    if eval_rows:
+        with timer("eval"):
+            m = trainer.evaluate()
+        metrics["eval"] = {k: m.get(f"eval_{k}") for k in ("loss", "rewards/accuracies", "rewards/margins",
+                                                            "logps/chosen", "logps/rejected")}
+    summary = {"metrics": metrics, "timings_s": timer.times, "data": stats,
+               "model": {"attention": lm.attention.implementation, "dtype": str(lm.dtype).removeprefix("torch."),
+                         "lora": recipe.model.lora is not None,
+                         "reference": "adapter disabled" if recipe.model.lora else "frozen copy"}}
+    if is_main_process():
+        path = write_run_files(recipe, "dpo", summary)
+        before, after = margins.get("before", {}).get("margin"), margins.get("after", {}).get("margin")
+        shown = f"log-prob margin {before:.3f} -> {after:.3f}; " if before is not None and after is not None else ""
+        console.print(f"[bold green]dpo done[/]: {shown}{metrics['global_step']} steps; model and {path.name} in "
+                      f"{recipe.output_dir}")
+    return summary
