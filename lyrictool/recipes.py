@@ -329,10 +329,15 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
     return coerced
 
 
-def load_config_class(recipe_cls: type[BaseModel]) -> type:
+def load_config_class(recipe: BaseModel | type[BaseModel]) -> type:
+    """The TRL config dataclass of a recipe class, or of a recipe instance whose values pick its trainer
+    (``ppo``: ``algorithm: grpo|rloo`` -> GRPOConfig or RLOOConfig) through ``trl_config_for()``."""
     import importlib
 
-    module, name = recipe_cls.trl_config  # type: ignore[attr-defined]
+    if not isinstance(recipe, type) and hasattr(recipe, "trl_config_for"):
+        module, name = recipe.trl_config_for()
+    else:
+        module, name = recipe.trl_config  # type: ignore[attr-defined]
     return getattr(importlib.import_module(module), name)
 
 
@@ -351,7 +356,7 @@ def load_recipe(path: str | Path, command: str, overrides: list[str] | None = No
     except ValidationError as e:
         raise UserError(_format_validation_error(e, recipe_cls), where=str(path)) from None
     if check_train and isinstance(recipe, BaseRecipe):
-        recipe.train = validate_train_keys(recipe.train, load_config_class(type(recipe)), where=str(path))
+        recipe.train = validate_train_keys(recipe.train, load_config_class(recipe), where=str(path))
     recipe._source = str(path)
     return recipe
 

@@ -40,7 +40,7 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
     """The command's TRL config: our defaults, overridden by the recipe's ``train`` keys."""
     import torch
 
-    config_cls = load_config_class(type(recipe))
+    config_cls = load_config_class(recipe)
     kwargs: dict[str, Any] = dict(report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
                                   save_only_model=False)
     if dtype is not None and torch.cuda.is_available():
