@@ -100,6 +100,32 @@ def task_rows(films: list[dict], rag: bool) -> list[dict]:
                  TASK_TEXT.format(**f)) for f in films]
 
 
+def small_vocab_base(texts: list[str], out: Path, seed: int) -> str:
+    """The built-in tiny model's architecture and config, with a character vocabulary cut down to the characters
+    this benchmark uses (~300 instead of 6,894): the output layer is then no longer half the compute, which
+    halves the wall time on CPU.  Same chat template, same special tokens."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from lyrictool import modeling
+
+    chars = modeling.SPECIAL_TOKENS + sorted(set(modeling.EXTRA_CHARS + modeling.CHINESE_PUNCT + "".join(
+        chr(i) for i in range(32, 127)) + "".join(texts)))
+    tk = Tokenizer(models.WordLevel(vocab={c: i for i, c in enumerate(chars)}, unk_token="<|unk|>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="<|unk|>", pad_token="<|pad|>",
+                                  eos_token="<|im_end|>", bos_token=None,
+                                  additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+                                  clean_up_tokenization_spaces=False)
+    tok.chat_template = modeling.CHAT_TEMPLATE
+    model = modeling.build_tiny_model(tok, seed=seed)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
 def train_stage(rows: list[dict], start: str, out: Path, steps: int, lr: float, batch: int, seed: int) -> dict:
     """One SFTTrainer run from `start`, saved to `out` (the inject command's stage, without the recipe file)."""
     from lyrictool.recipes import ModelSpec, SFTRecipe
@@ -165,10 +191,18 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "knowledge_injection")
     ap.add_argument("--arms", default="task,mem,memqa,aug,rag", help="comma-separated subset of arms")
+    ap.add_argument("--vocab", choices=("bench", "builtin"), default="bench",
+                    help="bench: builtin:tiny-zh's architecture with only the characters used here (2x faster); "
+                         "builtin: builtin:tiny-zh itself")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: 1 when the machine is busy, else all cores; oversubscribed "
+                         "threads make small-model training several times slower)")
     args = ap.parse_args()
 
     import torch
 
+    busy = os.getloadavg()[0] > (os.cpu_count() or 1) * 0.5
+    torch.set_num_threads(args.threads or (1 if busy else (os.cpu_count() or 1)))
     torch.manual_seed(args.seed)
     films = make_films(args.films, args.seed)
     train_films, test_films = films[: args.films // 2], films[args.films // 2:]
@@ -191,7 +225,10 @@ def main() -> None:
             print(f"   {stages[name]}", flush=True)
         return str(path)
 
-    base = "builtin:tiny-zh"
+    all_text = "".join(r["text"] for r in augmented + plain) + "".join(json.dumps(r, ensure_ascii=False) for r in
+                                                               task_rows(films, rag=True) + qa_rows)
+    all_text += TASK_PROMPT + RAG_PROMPT + "".join(t for qs in QUESTIONS.values() for t in qs)
+    base = small_vocab_base([all_text], out / "base", args.seed) if args.vocab == "bench" else "builtin:tiny-zh"
     task = task_rows(train_films, rag=False)
     results = {}
     arm_defs = {

@@ -86,6 +86,8 @@ def test_three_stages_each_start_from_the_previous_stage(kb, songs_file, write_r
     written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     assert written["command"] == "inject" and written["knowledge"]["questions_held_out"] == 4
     assert (out / "recipe.yaml").exists() and (out / "tokenizer.json").exists()
+    held_out = [json.loads(line) for line in (out / "qa_eval.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(held_out) == 4 and {"question", "answer"} <= set(held_out[0])
 
 
 def test_skipped_and_repeated_stages(kb, songs_file, write_recipe, tmp_path, tiny_model_path):

@@ -6,7 +6,8 @@
 
 Stages run in the recipe's order (skip one with ``skip: true``, repeat one by listing it twice); stage *i*
 loads the model stage *i-1* saved in ``output_dir/stage-<i-1>-<name>`` and saves its own there; the last
-stage's model is also saved in ``output_dir``.  A LoRA adapter is merged after each stage so the next stage
+stage's model is also saved in ``output_dir``, with the knowledge questions (``qa_train.jsonl``, and the
+held-out ``qa_eval.jsonl`` that ``lyrictool eval``'s ``knowledge_qa`` reads).  A LoRA adapter is merged after each stage so the next stage
 starts from full weights.  After each stage the model answers held-out knowledge questions (subjects never
 seen in the understand stage, the out-of-distribution test of "Physics of Language Models 3.1") so the
 summary shows what each stage added and whether the task stage kept it.
@@ -176,6 +177,12 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                 out[split], _ = evaluate_qa(model, tokenizer, rows[: recipe.qa_eval_max])
         return out
 
+    if is_main_process() and ks.qa:  # the questions, for `lyrictool eval` (knowledge_qa: OUTPUT_DIR/qa_eval.jsonl)
+        from lyrictool.data import write_jsonl
+
+        write_jsonl(Path(recipe.output_dir) / "qa_train.jsonl", qa_train)
+        if qa_eval:
+            write_jsonl(Path(recipe.output_dir) / "qa_eval.jsonl", qa_eval)
     model_name = recipe.model.name
     stages_summary = []
     trainer = lm = None
