@@ -99,6 +99,19 @@ def test_best_of_returns_the_candidate_that_meets_the_controls():
     assert backend.batches == [4]  # the candidates were generated in one batch
     assert len(body["choices"]) == 1 and body["choices"][0]["lyrics"] == CLEAN
     assert body["best_of"] == 4
+    assert body["choices"][0]["rewards"] == {"rhyme": 1.0, "structure": 1.0, "line_length": 1.0, "format": 1.0}
+
+
+def test_best_of_ranks_by_the_recipes_rewards_including_the_safety_override(tmp_path):
+    blocklist = tmp_path / "blocklist.txt"
+    blocklist.write_text("# test terms\n故乡\n", encoding="utf-8")
+    safe = "[Verse]\n天上的星星\n地上的人们"
+    backend = ScriptedBackend([SONG, safe])  # SONG rhymes as asked but contains a blocked term
+    rewards = [{"name": "rhyme"}, {"name": "safety", "path": str(blocklist), "override_below": 0.5}]
+    with make_client(backend, rewards=rewards) as client:
+        body = client.post("/v1/lyrics", json={"rhyme": "江阳", "best_of": 2}).json()
+    assert body["choices"][0]["lyrics"] == safe
+    assert body["choices"][0]["rewards"]["safety"] == 1.0
 
 
 @pytest.mark.parametrize("payload,fragment", [

@@ -116,3 +116,15 @@ def test_sigterm_lets_the_request_in_flight_finish(server):
     assert result["r"].status_code == 200, server["log"].read_text()
     assert len(result["r"].json()["choices"]) == 1
     assert server["proc"].wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
+
+
+@pytest.mark.parametrize("args,fragment", [
+    ([], "give a serve recipe"),
+    (["recipes/tiny/serve.yaml", "--set", "batching.max_batch_sise=2"], "did you mean max_batch_size"),
+    (["recipes/tiny/serve.yaml", "--set", "limits.default_max_tokens=999"], "default_max_tokens (999) exceeds"),
+])
+def test_cli_user_errors_are_one_line_exit_2(args, fragment):
+    r = subprocess.run([sys.executable, "-m", "lyrictool", "serve", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert fragment in r.stderr and "Traceback" not in r.stderr

@@ -168,9 +168,11 @@ class LyricsService:
         b = recipe.batching
         self.queue = BatchQueue(backend, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
                                 max_queue=b.max_queue, on_batch=metrics.on_batch)
-        self.scorer = None
-        if recipe.scorer:
-            self.scorer = load_scorer(recipe.scorer)
+        from lyrictool.recipes import recipe_source
+        from lyrictool.rewards import Rewards, check_reward_specs
+
+        check_reward_specs(recipe.rewards, where=recipe_source(recipe))
+        self.rewards = Rewards(list(recipe.rewards), scheme=recipe.scheme)  # loads a scorer model, if listed
 
     # ---- checks -----------------------------------------------------------------------------------------------
     def token_limit(self, requested: int | None, param: str = "max_tokens") -> int:
@@ -269,15 +271,6 @@ def _feeder(out: LineAssembler):
     return on_text
 
 
-def load_scorer(path: str):
-    """The trained scorer that ranks best_of candidates (lyrictool.rewards.Scorer)."""
-    try:
-        from lyrictool.rewards import Scorer
-    except ImportError:
-        raise UserError("scorer: this version has no lyrictool.rewards.Scorer; remove the scorer key") from None
-    return Scorer(path)
-
-
 def _usage(prompt_tokens: int, results: list[GenResult]) -> dict:
     completion = sum(r.new_tokens for r in results)
     return {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
@@ -351,7 +344,7 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
 
     @app.post("/v1/lyrics")
     async def lyrics(req: LyricsRequest):
-        from lyrictool.serve.postprocess import analyze, rule_score
+        from lyrictool.serve.postprocess import analyze
 
         limits = recipe.limits
         service.check_count(req.n, limits.max_n, "n", "max_n")
@@ -368,15 +361,13 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
         outs, results = await service.generate(prompt, best_of, max_tokens, temperature, top_p)
 
         wanted = controls.to_dict()
+        texts = [out.text for out in outs]
+        scored = await asyncio.to_thread(service.rewards.score, [wanted] * len(texts), texts)
         candidates = []
-        for out, result in zip(outs, results):
+        for out, result, reward in zip(outs, results, scored):
             analysis = await asyncio.to_thread(analyze, out.text, wanted, recipe.scheme)
             candidates.append({"lyrics": out.text, "finish_reason": _finish_reason(out, result),
-                               "score": rule_score(analysis["metrics"]), **analysis})
-        if service.scorer is not None:
-            learned = await asyncio.to_thread(service.scorer.score, [controls] * len(outs), [o.text for o in outs])
-            for cand, value in zip(candidates, learned):
-                cand["score"] += float(value)
+                               "score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
         ranked = sorted(candidates, key=lambda c: c["score"], reverse=True) if best_of > req.n else candidates
         choices = [{"index": i, **cand} for i, cand in enumerate(ranked[:req.n])]
         return {"id": f"lyr-{uuid.uuid4().hex[:24]}", "object": "lyrics", "created": int(time.time()),

@@ -10,6 +10,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from lyrictool.recipes import ModelSpec, Strict
+from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
 class BatchingSpec(Strict):
@@ -75,9 +76,10 @@ class ServeRecipe(Strict):
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
     scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
-    scorer: str | None = Field(
-        None, description="A trained scorer folder (lyrictool score) that ranks best_of candidates together with "
-        "the rule rewards; without one, candidates are ranked by the rule rewards alone.")
+    rewards: list[RewardSpec] = Field(
+        default_factory=default_rule_specs,
+        description="How best_of candidates are ranked (lyrictool.rewards, as in rejection sampling): rule rewards, "
+        "a trained scorer ({name: scorer, path: runs/score}), a safety blocklist with the LLaMA-2 override.")
     cpu_threads: int | None = Field(
         None, ge=1, description="torch intra-op threads when serving on CPU (default: torch's choice). Small models "
         "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")

@@ -143,16 +143,3 @@ def analyze(text: str, controls: dict[str, Any], scheme: str = "shisanzhe") -> d
     met["all"] = all(met.values())
     return {"lines": lines, "metrics": metrics, "controls_met": met}
 
-
-def rule_score(metrics: dict[str, Any]) -> float:
-    """Rule reward used to rank best_of candidates: mean of the requested controls' metrics and format validity.
-
-    When no rhyme is asked for, rhyme density stands in for it (a lyric should rhyme somewhere).
-    """
-    parts = [metrics["format_validity"]]
-    rhyme = metrics.get("rhyme_accuracy")
-    parts.append(rhyme if rhyme is not None else metrics["rhyme_density"])
-    for key in ("structure_accuracy", "line_length_accuracy_pm1"):
-        if metrics.get(key) is not None:
-            parts.append(metrics[key])
-    return sum(parts) / len(parts)
