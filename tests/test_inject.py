@@ -90,12 +90,12 @@ def test_three_stages_each_start_from_the_previous_stage(kb, songs_file, write_r
     assert len(held_out) == 4 and {"question", "answer"} <= set(held_out[0])
 
 
-def test_skipped_and_repeated_stages(kb, songs_file, write_recipe, tmp_path, tiny_model_path):
+def test_skipped_and_repeated_stages_and_tensorboard(kb, songs_file, write_recipe, tmp_path, tiny_model_path):
     from lyrictool.train.inject import run_inject
 
     stages = """
   - name: memorize
-    train: {max_steps: 1, per_device_train_batch_size: 4, gradient_checkpointing: false}
+    train: {max_steps: 1, per_device_train_batch_size: 4, gradient_checkpointing: false, report_to: tensorboard}
   - name: understand
     skip: true
   - name: memorize
@@ -106,6 +106,7 @@ def test_skipped_and_repeated_stages(kb, songs_file, write_recipe, tmp_path, tin
     assert [(s["index"], s["name"]) for s in summary["stages"]] == [(0, "memorize"), (2, "memorize")]
     assert summary["stages"][1]["started_from"] == str(out / "stage-0-memorize")
     assert not (out / "stage-1-understand").exists()
+    assert list((out / "stage-0-memorize" / "runs").glob("*/events.out.tfevents.*"))  # train.report_to honoured
 
 
 def test_dry_run_checks_everything_without_a_model(kb, songs_file, write_recipe, tmp_path, capsys):
