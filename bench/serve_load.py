@@ -84,6 +84,17 @@ def chat_body(rng: random.Random, max_tokens: int) -> dict:
             "messages": [{"role": "user", "content": f"写一首关于{rng.choice(TOPICS)}的歌"}]}
 
 
+async def batch_stats(http: httpx.AsyncClient) -> tuple[float, float]:
+    """(sequences generated, generate calls) so far, from the server's Prometheus metrics."""
+    text = (await http.get("/metrics")).text
+    values = {}
+    for line in text.splitlines():
+        if line.startswith(("lyrictool_batch_sequences_sum ", "lyrictool_batch_sequences_count ")):
+            name, value = line.split()
+            values[name] = float(value)
+    return values.get("lyrictool_batch_sequences_sum", 0.0), values.get("lyrictool_batch_sequences_count", 0.0)
+
+
 # ---- phase 1: throughput -------------------------------------------------------------------------------------
 async def throughput(base: str, clients: int, per_client: int, max_tokens: int) -> dict:
     latencies: list[float] = []
@@ -105,9 +116,13 @@ async def throughput(base: str, clients: int, per_client: int, max_tokens: int) 
         for _ in range(2):  # warm-up: first-call costs out of the measurement
             await http.post("/v1/chat/completions", json=chat_body(random.Random(0), max_tokens))
         start = time.perf_counter()
+        before = await batch_stats(http)
         await asyncio.gather(*(one_client(i, http) for i in range(clients)))
         wall = time.perf_counter() - start
+        after = await batch_stats(http)
+    calls = after[1] - before[1]
     return {"clients": clients, "requests": len(latencies), "errors": errors, "seconds": round(wall, 2),
+            "generate_calls": int(calls), "mean_batch": round((after[0] - before[0]) / calls, 2) if calls else None,
             "requests_per_s": round(len(latencies) / wall, 2),
             "p50_s": round(percentile(latencies, 50), 3), "p99_s": round(percentile(latencies, 99), 3)}
 
@@ -198,6 +213,7 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=48, help="max_tokens of the throughput requests")
+    ap.add_argument("--max-wait-ms", type=float, default=None, help="override batching.max_wait_ms")
     ap.add_argument("--load-requests", type=int, default=1000)
     ap.add_argument("--load-concurrency", type=int, default=32)
     ap.add_argument("--load-max-tokens", type=int, default=16)
@@ -208,8 +224,9 @@ def main() -> int:
 
     result: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
                                 "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}}
+    extra = [f"batching.max_wait_ms={args.max_wait_ms}"] if args.max_wait_ms is not None else []
     for name, batch in (("batching", 16), ("no_batching", 1)):
-        with Server(f"batching.max_batch_size={batch}") as server:
+        with Server(f"batching.max_batch_size={batch}", *extra) as server:
             result[name] = asyncio.run(throughput(server.base, args.clients, args.requests_per_client,
                                                   args.max_tokens))
         print(name, json.dumps(result[name]), flush=True)
