@@ -69,7 +69,9 @@ def _default(field) -> str:
         return f"`{value}`" if value else '`""`'
     import json
 
-    return f"`{json.dumps(value, ensure_ascii=False)}`"
+    from pydantic_core import to_jsonable_python
+
+    return f"`{json.dumps(to_jsonable_python(value, exclude_none=True), ensure_ascii=False)}`"
 
 
 def _cell(text: str) -> str:
