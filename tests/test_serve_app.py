@@ -219,6 +219,15 @@ def test_slow_generation_times_out_with_504_and_the_server_stays_healthy():
         assert client.get("/healthz").json()["status"] == "ok"
 
 
+def test_a_stream_that_times_out_ends_with_an_error_event():
+    backend = ScriptedBackend([SONG], delay_s=1.5)
+    with make_client(backend, limits={"request_timeout_s": 0.3}) as client:
+        r = chat(client, stream=True)
+    assert r.status_code == 200  # the status line went out before the timeout
+    last = [line for line in r.text.split("\n\n") if line.startswith("data: ")][-1]
+    assert json.loads(last.removeprefix("data: "))["error"]["code"] == "timeout"
+
+
 def test_metrics_count_requests_tokens_and_batches():
     with make_client() as client:
         chat(client)

@@ -460,7 +460,10 @@ def _stream(service: LyricsService, completion_id: str, created: int, prompt: st
                 yield chunk([{"index": index, "delta": {"content": piece}, "finish_reason": None}])
             try:
                 results = done.result()
-            except ApiError as e:
+            except Exception as e:  # noqa: BLE001 - the status line is sent already: report in-band
+                if not isinstance(e, ApiError):
+                    log.error("generation failed during a stream: %s: %s", type(e).__name__, e)
+                    e = ApiError(500, f"internal error: {type(e).__name__}", type="server_error")
                 yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
                 return
             for i, (out, result) in enumerate(zip(outputs, results)):
