@@ -25,7 +25,8 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from lyrictool.recipes import BaseRecipe
+from lyrictool.errors import UserError
+from lyrictool.recipes import BaseRecipe, recipe_source
 from lyrictool.train.common import (
     Timer,
     callbacks,
@@ -79,12 +80,20 @@ def build_datasets(recipe: DPORecipe) -> tuple[list[dict], list[dict], dict]:
     def rows(pairs) -> list[dict]:
         out = []
         for p in pairs:
+            if p.chosen.strip() == p.rejected.strip():
+                # e.g. a rejection-sampling prompt whose candidates all tied: nothing to prefer
+                stats["identical_pairs_dropped"] = stats.get("identical_pairs_dropped", 0) + 1
+                continue
             p.chosen = target_text(p.chosen, recipe.data.hints, recipe.data.scheme)
             p.rejected = target_text(p.rejected, recipe.data.hints, recipe.data.scheme)
             out.append(p.as_row(with_margin=False))
         return out
 
-    return rows(train_pairs), rows(eval_pairs), stats
+    train_rows, eval_rows = rows(train_pairs), rows(eval_pairs)
+    if not train_rows:
+        raise UserError(f"data.train: every pair in {recipe.data.train} has identical chosen and rejected lyrics; "
+                        "nothing to prefer", where=recipe_source(recipe))
+    return train_rows, eval_rows, stats
 
 
 def logprob_margin(trainer, dataset) -> dict[str, float]:
