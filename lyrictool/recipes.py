@@ -317,12 +317,15 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
         except Exception:  # noqa: BLE001 - a type pydantic cannot build; the config constructor checks it
             continue
     positive = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
-                "gradient_accumulation_steps", "num_train_epochs", "beta", "num_generations")
+                "gradient_accumulation_steps", "num_train_epochs", "num_generations")
     train = coerced
     for key in positive:
         v = train.get(key)
         if isinstance(v, (int, float)) and not isinstance(v, bool) and (v <= 0 or math.isnan(v)):
             raise UserError(f"train.{key}: must be > 0 (got {v})", where=where)
+    v = train.get("beta")  # 0 is meaningful for GRPO/RLOO (no KL, no reference model); dpo requires > 0 itself
+    if isinstance(v, (int, float)) and not isinstance(v, bool) and (v < 0 or math.isnan(v)):
+        raise UserError(f"train.beta: must be >= 0 (got {v})", where=where)
     v = train.get("max_steps")
     if isinstance(v, int) and v == 0:
         raise UserError("train.max_steps: must be > 0, or -1 to train by epochs", where=where)

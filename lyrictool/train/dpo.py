@@ -60,6 +60,14 @@ class DPORecipe(BaseRecipe):
     # DPO's loss has no per-pair margin; the shared pairing code reads this attribute, so pin it to 0.
     margin_scale: ClassVar[float] = 0.0
 
+    @field_validator("train")
+    @classmethod
+    def _beta_positive(cls, v: dict) -> dict:
+        beta = v.get("beta")
+        if isinstance(beta, (int, float)) and not isinstance(beta, bool) and not beta > 0:
+            raise ValueError(f"beta: must be > 0; it scales the log-ratio and 0 leaves nothing to learn (got {beta})")
+        return v
+
     @field_validator("aspects")
     @classmethod
     def _aspects(cls, v: dict[str, float]) -> dict[str, float]:

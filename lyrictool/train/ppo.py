@@ -74,6 +74,10 @@ class PPORecipe(BaseRecipe):
         if "reward_weights" in v:
             raise ValueError("reward_weights: give each reward its weight in the rewards list instead, e.g. "
                              "rewards: [{name: rhyme, weight: 0.5}]")
+        n = v.get("num_generations")
+        if isinstance(n, int) and not isinstance(n, bool) and n < 2:
+            raise ValueError(f"num_generations: needs at least 2 samples per prompt, since advantages compare each "
+                             f"sample with the rest of its group (got {n})")
         return v
 
     def trl_config_for(self) -> tuple[str, str]:
@@ -193,9 +197,6 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     trainer_cls = getattr(importlib.import_module(module), trainer_name)
     args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
                       beta=0.01, reward_weights=reward_weights)
-    if args.num_generations and args.num_generations < 2:
-        raise UserError("train.num_generations: needs at least 2 samples per prompt (advantages compare a sample "
-                        "with the rest of its group)", where=recipe_source(recipe))
     held = eval_rows or train_rows
     evals: dict = {}
     if is_main_process() and recipe.eval_generation.num_prompts:
