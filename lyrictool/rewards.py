@@ -86,6 +86,16 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
             raise UserError(f"{key}: reward {name} listed twice; give it one entry with one weight", where=where)
     if all(s.weight == 0 for s in specs):
         raise UserError(f"{key}: every weight is 0, so every candidate would tie", where=where)
+    for i, s in enumerate(specs):  # the files, without loading any model (for --dry-run)
+        if s.path is None:
+            continue
+        p = Path(s.path).expanduser()
+        if s.name == "scorer" and not is_model_folder(p):
+            why = "no such folder" if not p.exists() else "no config.json"
+            raise UserError(f"{key}[{i}].path: {s.path} is not a trained scorer ({why}); train one with "
+                            "`lyrictool score RECIPE` and point here at its output_dir", where=where)
+        if s.name == "safety" and not is_model_folder(p):
+            load_blocklist(p, key=f"{key}[{i}].path")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -166,6 +176,17 @@ class Blocklist:
 # The learned scorer
 
 
+def prompt_messages(prompt: Any) -> list[dict]:
+    """The user turn(s) a scorer sees: chat messages as given, else controls through the one prompt template."""
+    from lyrictool.controls import build_messages
+
+    if isinstance(prompt, list):
+        return list(prompt)
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return build_messages(_controls_dict(prompt) or None)["prompt"]
+
+
 def is_model_folder(path: str | Path) -> bool:
     p = Path(path).expanduser()
     return p.is_dir() and (p / "config.json").exists()
@@ -217,25 +238,27 @@ class Scorer:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         return model.to(device), tokenizer
 
-    def encode(self, controls: Any, lyrics: str) -> list[int]:
-        from lyrictool.controls import build_messages
-
-        row = build_messages(_controls_dict(controls) or None, lyrics)
-        out = self.tokenizer.apply_chat_template(row["prompt"] + row["completion"], tokenize=True, return_dict=True)
+    def encode(self, prompt: Any, lyrics: str) -> list[int]:
+        """Token ids of one (prompt, lyrics) pair; ``prompt`` is controls or a list of chat messages."""
+        out = self.tokenizer.apply_chat_template(prompt_messages(prompt) + [{"role": "assistant", "content": lyrics}],
+                                                 tokenize=True, return_dict=True)
         return list(out["input_ids"])
 
-    def score(self, controls: Sequence[Any], lyrics: Sequence[str], *, progress: Callable[[int], None] | None = None
+    def score(self, prompts: Sequence[Any], lyrics: Sequence[str], *, progress: Callable[[int], None] | None = None
               ) -> list[float]:
-        """Raw scores (the head's logit), one per pair; ``progress(n_done_in_batch)`` after each batch."""
+        """Raw scores (the head's logit), one per pair; ``prompts`` are controls (or chat messages).
+
+        ``progress(n)`` is called after each batch of ``n`` pairs.
+        """
         import torch
 
-        if len(controls) != len(lyrics):
-            raise ValueError("controls and lyrics must have the same length")
+        if len(prompts) != len(lyrics):
+            raise ValueError("prompts and lyrics must have the same length")
         device = next(self.model.parameters()).device
         limit = getattr(self.tokenizer, "model_max_length", None) or 10**9
         scores: list[float] = []
         for start in range(0, len(lyrics), self.batch_size):
-            ids = [self.encode(c, t)[:limit] for c, t in zip(controls[start:start + self.batch_size],
+            ids = [self.encode(c, t)[:limit] for c, t in zip(prompts[start:start + self.batch_size],
                                                              lyrics[start:start + self.batch_size])]
             enc = self.tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt", padding_side="right")
             with torch.inference_mode():
@@ -314,7 +337,7 @@ class Rewards:
         rules = [n for n in self.names if n in RULE_REWARDS]
         out = [rule_rewards(t, c, self.scheme, rules) for c, t in zip(controls, lyrics)]
         for name, scorer in self._scorers.items():
-            for row, raw in zip(out, scorer.score(list(controls), list(lyrics))):
+            for row, raw in zip(out, scorer.score([_controls_dict(c) for c in controls], list(lyrics))):
                 row[name] = sigmoid(raw)
         if self._blocklist is not None:
             for row, text in zip(out, lyrics):

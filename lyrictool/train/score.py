@@ -1,0 +1,330 @@
+"""`lyrictool score`: train the lyrics scorer (a reward model) with TRL's RewardTrainer, or score a file with it.
+
+Data, either kind of row (both may be mixed in one file):
+
+- ratings rows ``{"controls" | "prompt", "lyrics", "ratings": {"language": 1-5, "genre": 1-5, "content": 1-5}}``.
+  Each row's rating is the weighted mean of the recipe's ``aspects``; rows of the same prompt are paired
+  (higher rating = chosen) when their ratings differ by more than ``min_gap``, and the gap times ``margin_scale``
+  becomes the pair's loss margin, LLaMA 2's ``-log σ(r_chosen - r_rejected - m)`` (TRL's ``margin`` column);
+- preference rows ``{"controls" | "prompt", "chosen", "rejected"}`` (an optional numeric ``margin`` is used as
+  given, else 0), e.g. the ``samples.jsonl`` of ``lyrictool rejection-sample``.
+
+The held-out split is by prompt (no prompt has pairs on both sides).  Pairwise accuracy on it, before and after
+training, is computed with :class:`lyrictool.rewards.Scorer`, the same wrapper rejection sampling and RL use, so
+the number also checks that inference formats inputs exactly as training did.  The scorer is saved as a plain
+sequence-classification model (a LoRA adapter is merged first), ready for ``rewards: [{name: scorer, path: ...}]``.
+
+``--predict FILE --output FILE`` (or a ``predict`` section, run after training) adds ``score`` to every row of a
+lyrics file, batched, with a progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from lyrictool.errors import UserError
+from lyrictool.recipes import BaseRecipe, Strict, recipe_source
+from lyrictool.train.common import (
+    Timer,
+    callbacks,
+    console,
+    is_main_process,
+    print_dry_run,
+    split_records,
+    train_loss_curve,
+    trl_config,
+    write_run_files,
+)
+
+log = logging.getLogger("lyrictool")
+
+
+class PredictSpec(Strict):
+    """Score a lyrics file with a trained scorer (after training, or alone with ``--predict``)."""
+
+    input: str = Field(..., description="Lyrics rows {lyrics, controls | prompt} (jsonl/json/csv/parquet).")
+    output: str = Field(..., description="JSONL written with every input row plus its 'score'.")
+    model: str | None = Field(None, description="Scorer folder; default: this recipe's output_dir.")
+    batch_size: int = Field(16, gt=0, description="Sequences per forward pass.")
+
+
+class ScoreRecipe(BaseRecipe):
+    """`lyrictool score`: the lyrics scorer (reward model) on ratings or preference rows."""
+
+    trl_config = ("trl", "RewardConfig")
+
+    aspects: dict[str, float] = Field(
+        default_factory=lambda: {"language": 1.0, "genre": 1.0, "content": 1.0},
+        description="Rated aspects and their weights; a row's rating is the weighted mean of these.",
+    )
+    margin_scale: float = Field(1.0, ge=0.0, description="Loss margin = this x rating gap (0 = no margin).")
+    min_gap: float = Field(0.0, ge=0.0, description="Pair two ratings of one prompt only if they differ by more.")
+    max_pairs_per_prompt: int | None = Field(None, gt=0, description="Keep at most this many pairs per prompt "
+                                                                     "(the largest gaps first).")
+    predict: PredictSpec | None = Field(None, description="After training, score this lyrics file.")
+
+    @field_validator("aspects")
+    @classmethod
+    def _aspects(cls, v: dict[str, float]) -> dict[str, float]:
+        if not v:
+            raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
+        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+            raise ValueError("aspect weights must be >= 0 with a positive sum")
+        return v
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rows -> pairs
+
+
+@dataclass
+class Pair:
+    where: str
+    prompt: list[dict]   # the user turn(s)
+    chosen: str
+    rejected: str
+    margin: float
+
+    def as_row(self, with_margin: bool) -> dict[str, Any]:
+        row = {"prompt": self.prompt, "chosen": [{"role": "assistant", "content": self.chosen}],
+               "rejected": [{"role": "assistant", "content": self.rejected}]}
+        if with_margin:
+            row["margin"] = self.margin
+        return row
+
+
+def row_prompt(d: dict, where: str) -> list[dict]:
+    """The user turn of a row: its controls through the one prompt template, or its own prompt."""
+    from lyrictool.controls import build_messages, parse_controls
+
+    prompt = d.get("prompt")
+    if "controls" in d or prompt is None:
+        return build_messages(parse_controls(d.get("controls"), where=where))["prompt"]
+    if isinstance(prompt, str) and prompt.strip():
+        return [{"role": "user", "content": prompt}]
+    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt):
+        return prompt
+    raise UserError("'prompt' must be text or a list of chat messages", where=where)
+
+
+def _text(d: dict, key: str, where: str) -> str:
+    v = d.get(key)
+    if not isinstance(v, str) or not v.strip():
+        raise UserError(f"'{key}' must be non-empty lyrics text, got {type(v).__name__ if v is not None else 'none'}",
+                        where=where)
+    return v
+
+
+def row_rating(ratings: Any, aspects: dict[str, float], where: str) -> float:
+    if not isinstance(ratings, dict):
+        raise UserError(f"'ratings' must be a mapping like {{language: 4, genre: 5}}, got {type(ratings).__name__}",
+                        where=where)
+    total = 0.0
+    for aspect, weight in aspects.items():
+        if aspect not in ratings:
+            raise UserError(f"ratings has no '{aspect}' (has {', '.join(map(str, ratings)) or 'none'}); rate it, "
+                            "or set the recipe's aspects to the rated ones", where=where)
+        v = ratings[aspect]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
+            raise UserError(f"ratings.{aspect} must be a number, got {v!r}", where=where)
+        total += weight * v
+    return total / sum(aspects.values())
+
+
+def build_pairs(records: list, recipe: ScoreRecipe) -> tuple[list[list[Pair]], int]:
+    """Pairs grouped by prompt (so splits never share a prompt), and how many rows were ratings rows."""
+    groups: dict[str, list[Pair]] = {}
+    rated: dict[str, list[tuple[float, str, str, list[dict]]]] = {}
+    n_ratings = 0
+    for rec in records:
+        d, where = rec.data, rec.where
+        prompt = row_prompt(d, where)
+        key = json.dumps(prompt, ensure_ascii=False, sort_keys=True)
+        if "chosen" in d or "rejected" in d:
+            m = d.get("margin", 0.0)
+            m = m if isinstance(m, (int, float)) and not isinstance(m, bool) else 0.0
+            groups.setdefault(key, []).append(Pair(where, prompt, _text(d, "chosen", where),
+                                                   _text(d, "rejected", where), float(m)))
+        elif "lyrics" in d:
+            if d.get("ratings") is None:
+                raise UserError("ratings row without 'ratings' (e.g. {language: 4, genre: 5, content: 3}); add "
+                                "them, or give preference rows {chosen, rejected}", where=where)
+            n_ratings += 1
+            rated.setdefault(key, []).append((row_rating(d["ratings"], recipe.aspects, where),
+                                              _text(d, "lyrics", where), where, prompt))
+        else:
+            raise UserError(f"neither a ratings row (lyrics + ratings) nor a preference row (chosen + rejected); "
+                            f"fields present: {', '.join(map(str, d)) or 'none'} (map yours with data.fields)",
+                            where=where)
+    for key, rows in rated.items():
+        pairs = []
+        for i, (ri, ti, wi, prompt) in enumerate(rows):
+            for rj, tj, _, _ in rows[i + 1:]:
+                if abs(ri - rj) > recipe.min_gap and ti != tj:
+                    hi, lo = ((ti, tj) if ri > rj else (tj, ti))
+                    pairs.append(Pair(wi, prompt, hi, lo, recipe.margin_scale * abs(ri - rj)))
+        pairs.sort(key=lambda p: -p.margin)
+        groups.setdefault(key, []).extend(pairs[: recipe.max_pairs_per_prompt])
+    return [g for g in groups.values() if g], n_ratings
+
+
+def load_pairs(recipe: ScoreRecipe) -> tuple[list[Pair], list[Pair], dict[str, int]]:
+    from lyrictool.data import load_records
+
+    data = recipe.data
+    records = load_records(data.train, split=data.split, fields=data.fields, what="data.train")
+    groups, n_ratings = build_pairs(records, recipe)
+    if not groups:
+        raise UserError(f"data.train: no pairs in {data.train}: no two ratings of the same prompt differ by more "
+                        f"than min_gap ({recipe.min_gap}); rate several lyrics per prompt", where=recipe_source(recipe))
+    if data.max_rows:
+        import random
+
+        groups = random.Random(recipe.seed).sample(groups, min(data.max_rows, len(groups)))
+    if data.eval:
+        eval_groups, _ = build_pairs(load_records(data.eval, split=data.split, fields=data.fields, what="data.eval"),
+                                     recipe)
+        train_groups = groups
+    else:
+        train_groups, eval_groups = split_records(groups, data.eval_fraction, recipe.seed)
+    train = [p for g in train_groups for p in g]
+    held = [p for g in eval_groups for p in g]
+    stats = {"rows": len(records), "ratings_rows": n_ratings, "prompts_train": len(train_groups),
+             "prompts_eval": len(eval_groups), "pairs_train": len(train), "pairs_eval": len(held)}
+    return train, held, stats
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Accuracy, training, prediction
+
+
+def pairwise_accuracy(scorer, pairs: list[Pair]) -> float | None:
+    """Share of pairs the scorer orders right (chosen strictly above rejected); each text scored once."""
+    if not pairs:
+        return None
+    keys, prompts, texts = {}, [], []
+    for p in pairs:
+        for t in (p.chosen, p.rejected):
+            k = (json.dumps(p.prompt, ensure_ascii=False), t)
+            if k not in keys:
+                keys[k] = len(texts)
+                prompts.append(p.prompt)
+                texts.append(t)
+    scores = scorer.score(prompts, texts)
+    right = 0
+    for p in pairs:
+        key = json.dumps(p.prompt, ensure_ascii=False)
+        right += scores[keys[(key, p.chosen)]] > scores[keys[(key, p.rejected)]]
+    return right / len(pairs)
+
+
+def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer: Timer):
+    """RewardTrainer on the pairs; returns (trainer, tokenizer, saved scorer model, accuracy before training)."""
+    from datasets import Dataset
+    from trl import RewardTrainer
+
+    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.rewards import Scorer
+
+    with timer("load_model"):
+        lm = load_model(recipe.model, kind="seq_cls", num_labels=1)
+    batch = 16
+    with timer("accuracy_before"):
+        before = pairwise_accuracy(Scorer("(in memory)", model=lm.model, tokenizer=lm.tokenizer, batch_size=batch),
+                                   held)
+    with_margin = recipe.margin_scale > 0 or any(p.margin for p in train)
+    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype)
+    trainer = RewardTrainer(
+        model=lm.model,
+        args=args,
+        train_dataset=Dataset.from_list([p.as_row(with_margin) for p in train]),
+        processing_class=lm.tokenizer,
+        peft_config=peft_config(recipe.model, "SEQ_CLS"),
+        callbacks=callbacks(),
+    )
+    with timer("train"):
+        trainer.train()
+    model = trainer.model
+    if recipe.model.lora is not None:  # a plain model folder is what every consumer of a scorer loads
+        model = model.merge_and_unload()
+    with timer("save"):
+        if is_main_process():
+            model.save_pretrained(recipe.output_dir)
+            lm.tokenizer.save_pretrained(recipe.output_dir)
+    return trainer, lm.tokenizer, model, before
+
+
+def predict_file(spec: PredictSpec, default_model: str, *, key: str = "predict", scorer=None) -> dict[str, Any]:
+    """Add ``score`` to every row of a lyrics file (batched, with a progress bar); returns a small summary."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from lyrictool.data import load_records, write_jsonl
+    from lyrictool.rewards import Scorer
+
+    records = load_records(spec.input, what=f"{key}.input")
+    prompts, texts = [], []
+    for rec in records:
+        prompts.append(row_prompt(rec.data, rec.where))
+        texts.append(_text(rec.data, "lyrics", rec.where))
+    if scorer is None:
+        scorer = Scorer(spec.model or default_model, key=f"{key}.model" if spec.model else "output_dir",
+                        batch_size=spec.batch_size)
+    with Progress(TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True) as bar:
+        task = bar.add_task("score", total=len(texts))
+        scores = scorer.score(prompts, texts, progress=lambda n: bar.advance(task, n))
+    write_jsonl(spec.output, [{**rec.data, "score": round(s, 6)} for rec, s in zip(records, scores)])
+    console.print(f"[bold green]scored[/] {len(scores)} rows -> {spec.output}")
+    return {"rows": len(scores), "output": spec.output, "mean_score": sum(scores) / len(scores)}
+
+
+def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | None = None,
+              output: Path | None = None) -> dict:
+    if output is not None and predict is None:
+        raise UserError("--output goes with --predict FILE (the lyrics file to score)")
+    if predict is not None:  # score a file with an already trained scorer; no training
+        if output is None and recipe.predict is None:
+            raise UserError("--predict needs --output FILE (where the scored rows go)")
+        base = recipe.predict or PredictSpec(input=str(predict), output=str(output))
+        spec = base.model_copy(update={"input": str(predict), **({"output": str(output)} if output else {})})
+        if dry_run:
+            print_dry_run(recipe, {"predict": spec.input, "output": spec.output,
+                                   "scorer": spec.model or recipe.output_dir})
+            return {}
+        return predict_file(spec, recipe.output_dir, key="--predict")
+
+    timer = Timer()
+    with timer("data"):
+        train, held, stats = load_pairs(recipe)
+    if dry_run:
+        print_dry_run(recipe, {**stats, "aspects": recipe.aspects, "margin_scale": recipe.margin_scale})
+        return {}
+    from lyrictool.rewards import Scorer
+
+    trainer, tokenizer, model, before = train_scorer(recipe, train, held, timer)
+    with timer("accuracy"):
+        scorer = Scorer(recipe.output_dir, model=model, tokenizer=tokenizer, batch_size=16)
+        after = pairwise_accuracy(scorer, held)
+        on_train = pairwise_accuracy(scorer, train[:512])
+    losses = train_loss_curve(trainer)
+    metrics = {"pairwise_accuracy": after, "pairwise_accuracy_before": before,
+               "train_pairwise_accuracy": on_train, "train_loss_first": losses[0] if losses else None,
+               "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
+    summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times,
+                               "aspects": recipe.aspects, "margin_scale": recipe.margin_scale}
+    if recipe.predict is not None and is_main_process():
+        with timer("predict"):
+            summary["predict"] = predict_file(recipe.predict, recipe.output_dir, scorer=scorer)
+    if is_main_process():
+        path = write_run_files(recipe, "score", summary)
+        held_txt = f"{after:.3f} (before {before:.3f})" if after is not None else "n/a (no held-out prompts)"
+        console.print(f"[bold green]score done[/]: held-out pairwise accuracy {held_txt} on {len(held)} pairs; "
+                      f"scorer and {path.name} in {recipe.output_dir}")
+    return summary
