@@ -43,9 +43,9 @@ def demo_recipes(out: Path) -> dict:
             "augment": {"paraphrases": 2, "permute": True},
             "qa_eval_max": 32,
             "stages": [
-                {"name": "memorize", "train": {"max_steps": 40, "learning_rate": 3.0e-3,
+                {"name": "memorize", "train": {"max_steps": 40, "learning_rate": 3.0e-3, "logging_steps": 20,
                                                "per_device_train_batch_size": 32, "warmup_steps": 4}},
-                {"name": "understand", "train": {"max_steps": 30, "learning_rate": 2.0e-3,
+                {"name": "understand", "train": {"max_steps": 30, "learning_rate": 2.0e-3, "logging_steps": 15,
                                                  "per_device_train_batch_size": 32}},
             ],
             "output_dir": str(out / "inject"), "seed": 42}),
@@ -117,6 +117,11 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     from lyrictool.train.score import run_score
     from lyrictool.train.sft import run_sft
 
+    import datasets
+    import transformers
+
+    datasets.disable_progress_bars()  # the demo prints one line per step instead
+    transformers.utils.logging.disable_progress_bar()
     console = Console(highlight=False)
     if not EVAL_PROMPTS.is_file():
         raise UserError(f"the demo needs {EVAL_PROMPTS} (the eval prompts); run it from a source checkout")

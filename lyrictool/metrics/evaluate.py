@@ -210,6 +210,10 @@ def generate_system(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, 
 
         knowledge, _ = evaluate_qa(lm.model, lm.tokenizer, qa, batch_size=gen.batch_size)
     del lm
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()  # the next system loads into the memory this one held
     return songs, knowledge
 
 
