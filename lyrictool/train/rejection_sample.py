@@ -1,0 +1,302 @@
+"""`lyrictool rejection-sample`: LLaMA-2-style rejection sampling (arXiv 2307.09288).
+
+For every prompt, sample K candidates from the policy (prompts batched, K per prompt via
+``num_return_sequences``, KV cache), score each with the recipe's rewards (learned scorer, rule rewards,
+harmlessness; :mod:`lyrictool.rewards`), keep the best and the worst.  Hints are stripped from what is kept.
+
+Each prompt's result is appended as one JSON line to ``output_dir/samples.jsonl`` as soon as it is scored::
+
+    {"id", "round", "controls", "prompt", "candidates": [{"lyrics", "reward", "rewards", "new_tokens"}],
+     "best", "worst", "chosen", "rejected", "reward_gap"}
+
+``chosen``/``rejected`` are the best and worst candidates, so the file is also a preference file for
+``lyrictool dpo`` and ``lyrictool score``.  A re-run of the same recipe skips the (round, prompt) pairs already in
+the file and repairs a line torn by a kill: nothing is duplicated, nothing lost.
+
+``finetune: true`` then runs SFT on the winners (the same SFTTrainer path as ``lyrictool sft``); ``rounds: N``
+repeats sample -> select -> SFT, each round sampling from the previous round's model and fine-tuning on the best
+candidate per prompt seen in ANY round so far (LLaMA 2 found that keeping only the latest round's winners
+regressed).  Intermediate models go to ``output_dir/round-R``, the last one to ``output_dir`` itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from lyrictool.errors import UserError
+from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, recipe_source
+from lyrictool.rewards import RewardSpec, default_rule_specs
+from lyrictool.train.common import Timer, console, is_main_process, print_dry_run, write_run_files
+
+log = logging.getLogger("lyrictool")
+
+SAMPLES_FILE = "samples.jsonl"
+
+
+class SamplingSpec(Strict):
+    """How candidates are sampled from the policy."""
+
+    k: int = Field(4, ge=1, description="Candidates per prompt (LLaMA 2 studied 1..100; gains grow with K).")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature (LLaMA 2's best drifted to ~1.2).")
+    top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+    max_new_tokens: int = Field(160, gt=0, description="Maximum new tokens per candidate.")
+    batch_size: int = Field(8, gt=0, description="Prompts per generate() call (each with k candidates).")
+
+
+class RejectionSampleRecipe(BaseRecipe):
+    """`lyrictool rejection-sample`: K candidates per prompt, keep the best by the rewards, optionally SFT on them."""
+
+    trl_config = ("trl", "SFTConfig")  # `train` configures the SFT on the winners
+
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="K, temperature, top-p, lengths.")
+    rewards: list[RewardSpec] = Field(default_factory=default_rule_specs,
+                                      description="Weighted rewards that rank the candidates (lyrictool.rewards).")
+    finetune: bool = Field(False, description="SFT the policy on the best candidates after sampling.")
+    rounds: int = Field(1, ge=1, description="Repeat sample -> select -> SFT; needs finetune: true when > 1.")
+
+    @model_validator(mode="after")
+    def _rounds_need_finetune(self) -> "RejectionSampleRecipe":
+        if self.rounds > 1 and not self.finetune:
+            raise ValueError(f"rounds: {self.rounds} needs finetune: true (each round samples from the model the "
+                             "previous round fine-tuned)")
+        return self
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Prompts and the resumable samples file
+
+
+@dataclass
+class Prompt:
+    id: str
+    where: str
+    controls: dict
+
+
+def load_prompts(recipe: RejectionSampleRecipe) -> list[Prompt]:
+    """Prompt rows {id?, controls?, lyrics?}: stated controls, plus those the recipe derives from lyrics."""
+    from lyrictool.controls import parse_controls
+    from lyrictool.data import load_records
+    from lyrictool.data.lyrics_rows import LyricsExample, lyrics_example, prompt_controls
+
+    data = recipe.data.model_copy(update={"control_dropout": 0.0})
+    records = load_records(data.train, split=data.split, fields=data.fields, what="data.train")
+    if data.max_rows:
+        records = random.Random(recipe.seed).sample(records, min(data.max_rows, len(records)))
+    rng = random.Random(recipe.seed)
+    prompts: list[Prompt] = []
+    seen: dict[str, str] = {}
+    for rec in records:
+        d = rec.data
+        ex = lyrics_example(rec) if "lyrics" in d else \
+            LyricsExample(rec.where, "", parse_controls(d.get("controls"), where=rec.where))
+        pid = str(d["id"]) if d.get("id") is not None else rec.where
+        if pid in seen:
+            raise UserError(f"duplicate id {pid!r} (first at {seen[pid]}); ids name prompts in samples.jsonl",
+                            where=rec.where)
+        seen[pid] = rec.where
+        prompts.append(Prompt(pid, rec.where, prompt_controls(ex, data, rng).to_dict()))
+    return prompts
+
+
+def read_samples(path: Path) -> list[dict]:
+    """The rows already written; a last line torn by a kill is cut off so appending continues cleanly."""
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    good_end = raw.rfind(b"\n") + 1
+    rows = []
+    for i, line in enumerate(raw[:good_end].decode("utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            raise UserError(f"not valid JSON; it is not a line this command wrote (move the file away to start "
+                            "over)", where=f"{path}:{i}") from None
+    if good_end < len(raw):
+        log.warning("%s: dropping a torn last line (interrupted write); that prompt is sampled again", path)
+        with path.open("r+b") as f:
+            f.truncate(good_end)
+    return rows
+
+
+def scored_row(prompt: Prompt, round_: int, user_text: str, samples: list, scored: list) -> dict[str, Any]:
+    cands = [{"lyrics": s.text, **sc.as_dict(), "new_tokens": s.new_tokens} for s, sc in zip(samples, scored)]
+    totals = [sc.total for sc in scored]
+    best = max(range(len(totals)), key=lambda i: totals[i])   # first of equals
+    worst = min(range(len(totals)), key=lambda i: totals[i])
+    return {"id": prompt.id, "round": round_, "controls": prompt.controls, "prompt": user_text,
+            "candidates": cands, "best": best, "worst": worst, "chosen": cands[best]["lyrics"],
+            "rejected": cands[worst]["lyrics"], "reward_gap": round(totals[best] - totals[worst], 6)}
+
+
+def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Prompt], round_: int, rewards,
+                 out_file: Path, timer: Timer) -> dict[str, Any]:
+    """Sample, score and append one row per prompt; returns throughput numbers."""
+    from lyrictool.controls import build_prompt
+    from lyrictool.generation import generate_lyrics
+    from lyrictool.modeling import load_model
+
+    s = recipe.sampling
+    with timer("load_policy"):
+        lm = load_model(recipe.model.model_copy(update={"name": policy, "lora": None, "quantization": "none"})
+                        if policy != recipe.model.name else recipe.model, for_training=False)
+    n_cands = n_tokens = 0
+    t0 = time.perf_counter()
+    with out_file.open("a", encoding="utf-8") as f:
+        for start in range(0, len(prompts), s.batch_size):
+            chunk = prompts[start:start + s.batch_size]
+            with timer("generate"):
+                outs = generate_lyrics(lm.model, lm.tokenizer, [p.controls for p in chunk], n=s.k,
+                                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
+                                       batch_size=s.batch_size, seed=recipe.seed + 100_003 * round_ + start)
+            with timer("score"):
+                scored = rewards.score([p.controls for p in chunk for _ in range(s.k)],
+                                       [x.text for samples in outs for x in samples])
+            for i, (p, samples) in enumerate(zip(chunk, outs)):
+                row = scored_row(p, round_, build_prompt(p.controls), samples, scored[i * s.k:(i + 1) * s.k])
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
+                f.flush()  # one complete line per prompt: a kill loses at most the line being written
+                n_cands += len(samples)
+                n_tokens += sum(x.new_tokens for x in samples)
+            console.print(f"  round {round_}: {min(start + s.batch_size, len(prompts))}/{len(prompts)} prompts")
+    elapsed = time.perf_counter() - t0
+    return {"prompts": len(prompts), "candidates": n_cands, "seconds": round(elapsed, 3),
+            "candidates_per_s": round(n_cands / elapsed, 3) if elapsed else None, "new_tokens": n_tokens}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selection and fine-tuning
+
+
+def best_across_rounds(rows: list[dict], upto: int) -> dict[str, dict]:
+    """Per prompt id, the best candidate of rounds 1..upto (with its row's controls)."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["round"] > upto:
+            continue
+        cand = row["candidates"][row["best"]]
+        if row["id"] not in best or cand["reward"] > best[row["id"]]["reward"]:
+            best[row["id"]] = {**cand, "controls": row["controls"], "round": row["round"]}
+    return best
+
+
+def round_model_dir(recipe: RejectionSampleRecipe, round_: int) -> Path:
+    out = Path(recipe.output_dir)
+    return out if round_ == recipe.rounds else out / f"round-{round_}"
+
+
+def has_model(path: Path) -> bool:
+    return (path / "config.json").exists() and any(path.glob("*.safetensors"))
+
+
+def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dict[str, dict], model_dir: Path,
+                        timer: Timer) -> dict[str, Any]:
+    """SFT (the `lyrictool sft` trainer) from the current policy on the pooled winners; a full model in model_dir."""
+    from lyrictool.controls import build_messages
+    from lyrictool.data.lyrics_rows import target_text
+    from lyrictool.train.common import train_loss_curve
+    from lyrictool.train.sft import train_sft
+
+    rows = [build_messages(w["controls"], target_text(w["lyrics"], recipe.data.hints, recipe.data.scheme))
+            for w in winners.values() if w["lyrics"].strip()]
+    if not rows:
+        raise UserError("no non-empty winner to fine-tune on; raise sampling.max_new_tokens or sampling.k",
+                        where=recipe_source(recipe))
+    model = recipe.model if policy == recipe.model.name else \
+        recipe.model.model_copy(update={"name": policy, "quantization": "none"})
+    sft = SFTRecipe.model_construct(model=model, data=recipe.data, train=recipe.train, output_dir=str(model_dir),
+                                    seed=recipe.seed)
+    sft._source = recipe_source(recipe)
+    trainer, lm = train_sft(sft, rows, [], timer=timer)
+    if recipe.model.lora is not None and is_main_process():  # next round and users load a plain model folder
+        trainer.model.merge_and_unload().save_pretrained(model_dir)
+        for name in ("adapter_config.json", "adapter_model.safetensors"):
+            (model_dir / name).unlink(missing_ok=True)
+    losses = train_loss_curve(trainer)
+    return {"rows": len(rows), "train_loss_first": losses[0] if losses else None,
+            "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
+
+
+def _mean(xs: list[float]) -> float | None:
+    return round(sum(xs) / len(xs), 6) if xs else None
+
+
+def round_stats(rows: list[dict], round_: int) -> dict[str, Any]:
+    mine = [r for r in rows if r["round"] == round_]
+    best = [r["candidates"][r["best"]] for r in mine]
+    comps = sorted({k for b in best for k in b["rewards"]})
+    return {"prompts": len(mine),
+            "best_reward_mean": _mean([b["reward"] for b in best]),
+            "worst_reward_mean": _mean([r["candidates"][r["worst"]]["reward"] for r in mine]),
+            "candidate_reward_mean": _mean([c["reward"] for r in mine for c in r["candidates"]]),
+            "best_components_mean": {k: _mean([b["rewards"][k] for b in best]) for k in comps}}
+
+
+def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False) -> dict:
+    from lyrictool.rewards import Rewards, check_reward_specs
+
+    timer = Timer()
+    where = recipe_source(recipe)
+    check_reward_specs(recipe.rewards, where=where)
+    with timer("data"):
+        prompts = load_prompts(recipe)
+    out = Path(recipe.output_dir)
+    samples_path = out / SAMPLES_FILE
+    if dry_run:
+        done = len(read_samples(samples_path)) if samples_path.exists() else 0
+        print_dry_run(recipe, {"prompts": len(prompts), "candidates per round": len(prompts) * recipe.sampling.k,
+                               "rewards": ", ".join(f"{s.name}x{s.weight}" for s in recipe.rewards),
+                               "rows already in samples.jsonl": done})
+        return {}
+    out.mkdir(parents=True, exist_ok=True)
+    rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme)
+    rows = read_samples(samples_path)
+    policy = recipe.model.name
+    per_round = []
+    for r in range(1, recipe.rounds + 1):
+        done = {row["id"] for row in rows if row.get("round") == r}
+        todo = [p for p in prompts if p.id not in done]
+        info: dict[str, Any] = {"round": r, "policy": policy, "resumed_rows": len(prompts) - len(todo)}
+        if todo:
+            console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
+                          f"({len(prompts) - len(todo)} already done) from {policy}")
+            info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
+            rows = read_samples(samples_path)
+        ids = {p.id for p in prompts}
+        info.update(round_stats([row for row in rows if row["id"] in ids], r))
+        if recipe.finetune:
+            model_dir = round_model_dir(recipe, r)
+            winners = {k: v for k, v in best_across_rounds(rows, r).items() if k in ids}
+            info["pooled_best_reward_mean"] = _mean([w["reward"] for w in winners.values()])
+            if has_model(model_dir):
+                console.print(f"round {r}: model already in {model_dir}; skipping its SFT")
+            else:
+                with timer(f"finetune_round_{r}"):
+                    info["finetune"] = finetune_on_winners(recipe, policy, winners, model_dir, timer)
+            policy = str(model_dir)
+        per_round.append(info)
+    last = per_round[-1]
+    summary = {"metrics": {"best_reward_mean": last["best_reward_mean"],
+                           "candidate_reward_mean": last["candidate_reward_mean"],
+                           "pooled_best_reward_mean": last.get("pooled_best_reward_mean"),
+                           "rounds": per_round},
+               "samples": str(samples_path), "prompts": len(prompts), "k": recipe.sampling.k,
+               "model": policy if recipe.finetune else None, "timings_s": timer.times}
+    if is_main_process():
+        path = write_run_files(recipe, "rejection-sample", summary)
+        console.print(f"[bold green]rejection-sample done[/]: best reward {last['best_reward_mean']} vs mean "
+                      f"candidate {last['candidate_reward_mean']} over {len(prompts)} prompts x K="
+                      f"{recipe.sampling.k}; {SAMPLES_FILE}{' and model' if recipe.finetune else ''} and "
+                      f"{path.name} in {out}")
+    return summary
+
