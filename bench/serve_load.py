@@ -23,6 +23,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -49,14 +50,18 @@ class Server:
         args = [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(self.port)]
         for item in overrides:
             args += ["--set", item]
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     env=dict(os.environ))
+        # A file, not a pipe: a pipe nobody reads fills up and blocks the server's next log line.
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
+
+    def log_text(self) -> str:
+        return Path(self.log.name).read_text(encoding="utf-8", errors="replace")
 
     def __enter__(self) -> "Server":
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError("server exited: " + self.proc.stderr.read().decode()[-2000:])
+                raise RuntimeError("server exited: " + self.log_text()[-2000:])
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
                     return self
@@ -234,10 +239,13 @@ def main() -> int:
     with Server() as server:
         result["load"] = asyncio.run(robustness(server.base, args.load_requests, args.load_concurrency, 0.10,
                                                 args.load_max_tokens))
+    log = server.log_text()
+    result["load"]["server_log_errors"] = log.count("Traceback") + log.count("ERROR")
     print("load", json.dumps(result["load"], ensure_ascii=False), flush=True)
     result["targets"] = {
         "batching >= 3x": result["speedup"] >= 3.0,
         "zero 5xx": result["load"]["server_errors_5xx"] == 0,
+        "no error in the server log": result["load"]["server_log_errors"] == 0,
         "every request answered as expected": not result["load"]["problems"],
         "healthy after": result["load"]["health_after"].get("status") == "ok",
     }

@@ -265,3 +265,25 @@ def test_real_tiny_model_in_process(tiny_backend):
         for choice in body["choices"]:
             assert "〔" not in choice["lyrics"] and choice["finish_reason"] in ("stop", "length")
         assert body["usage"]["prompt_tokens"] > 10
+
+
+def test_counting_prompt_tokens_during_generation_never_corrupts_the_batch(tiny_backend):
+    """Regression: request threads and the worker once shared one fast tokenizer, whose padding state is global."""
+    from lyrictool.serve.backends import GenRow
+
+    prompts = [tiny_backend.chat_prompt([{"role": "user", "content": "写" * k}]) for k in (1, 40, 5, 80)]
+    stop = threading.Event()
+
+    def count_in_a_loop():
+        while not stop.is_set():
+            tiny_backend.count_tokens("请写一首中文歌词。")
+
+    counter = threading.Thread(target=count_in_a_loop)
+    counter.start()
+    try:
+        for _ in range(30):
+            results = tiny_backend.generate([GenRow(p, 2) for p in prompts], temperature=0.8, top_p=0.95)
+            assert len(results) == 4
+    finally:
+        stop.set()
+        counter.join()

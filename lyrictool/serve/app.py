@@ -157,7 +157,7 @@ class Guard:
 
 # ---- the app --------------------------------------------------------------------------------------------------
 class LyricsService:
-    """Everything a request needs besides HTTP: the recipe's limits, the backend, the queue, the scorer."""
+    """Everything a request needs besides HTTP: the recipe's limits, the backend, the queue, the rewards."""
 
     def __init__(self, recipe: ServeRecipe, backend: Backend, metrics: Metrics):
         self.recipe = recipe

@@ -120,8 +120,14 @@ class TransformersBackend:
     """``model.generate`` over left-padded batches, through :func:`lyrictool.generation.generate_texts`."""
 
     def __init__(self, model, tokenizer):
+        import copy
+
         self.model = model
-        self.tokenizer = tokenizer
+        self.tokenizer = tokenizer  # the worker thread's: generation and detokenisation
+        # Request handlers (chat template, token counts) use their own copy: a fast tokenizer keeps its padding
+        # settings on the shared Rust object, so an unpadded call from another thread can strip the padding off a
+        # batch being encoded for generate() (seen under load: "expected sequence of length 72 at dim 1 (got 28)").
+        self._request_tokenizer = copy.deepcopy(tokenizer)
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
 
     @classmethod
@@ -137,11 +143,11 @@ class TransformersBackend:
         return cls(loaded.model, loaded.tokenizer)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self._request_tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if getattr(self._request_tokenizer, "chat_template", None):
+            return self._request_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
@@ -177,7 +183,9 @@ class VLLMBackend:
         dtype = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[spec.dtype]
         self.llm = LLM(model=resolve_model_path(spec.name), dtype=dtype, seed=seed or 0,
                        trust_remote_code=spec.trust_remote_code)
-        self.tokenizer = self.llm.get_tokenizer()
+        import copy
+
+        self.tokenizer = copy.deepcopy(self.llm.get_tokenizer())  # request threads' own (see TransformersBackend)
         self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
 
     def count_tokens(self, text: str) -> int:
