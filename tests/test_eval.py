@@ -129,12 +129,23 @@ def test_models_generate_on_the_same_prompts_and_are_compared(tmp_path, tiny_mod
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text("".join(json.dumps({"id": f"p{i}", "controls": {"rhyme": "江阳", "structure": [
         {"section": "verse", "lines": 2}]}}, ensure_ascii=False) + "\n" for i in range(6)), encoding="utf-8")
+    # an untrained scorer head on the tiny model: enough to check the scorer and QA plumbing
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    scorer = tmp_path / "scorer"
+    AutoModelForSequenceClassification.from_pretrained(tiny_model_path, num_labels=1).save_pretrained(scorer)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(scorer)
+    qa = tmp_path / "qa.jsonl"
+    qa.write_text('{"question": "香押什么辙？", "answer": "江阳"}\n{"question": "花押什么辙？", "answer": "发花"}\n',
+                  encoding="utf-8")
     p = _recipe(tmp_path, f"""
 systems:
   - {{name: base, model: builtin:tiny-zh}}
   - {{name: again, model: {{name: builtin:tiny-zh, dtype: fp32}}}}
 prompts: {prompts}
 generation: {{num_prompts: 4, max_new_tokens: 24, batch_size: 4}}
+scorer: {scorer}
+knowledge_qa: {qa}
 bootstrap_resamples: 200
 output_dir: {tmp_path / 'out'}
 """)
@@ -150,4 +161,9 @@ output_dir: {tmp_path / 'out'}
     assert [g["lyrics"] for g in gens] == [g["lyrics"] for g in again]
     (pair,) = result["comparison"]["pairs"]
     assert not any(m["significant"] for m in pair["metrics"].values())
+    assert result["systems"]["base"]["scorer"]["n"] == 4 and "score" in gens[0]
+    (wins,) = result["comparison"]["win_rates"]
+    assert wins["ties"] == 4 and wins["win_rate"] == 0.5  # same songs, same scores
+    assert result["systems"]["base"]["knowledge"]["n"] == 2
+    assert 0.0 <= result["systems"]["base"]["knowledge"]["exact_match"] <= 1.0
     assert report.is_file()
