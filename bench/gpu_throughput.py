@@ -107,7 +107,7 @@ def run_one(config: dict, attn: str, packing: bool, args, device, dtype) -> dict
                     pos[i, :sum(r)] = torch.cat([torch.arange(n, device=device) for n in r])
                     labels[i, :sum(r)] = ids[i, :sum(r)]
                     pos[i, sum(r):] = torch.arange(width - sum(r), device=device)  # the row's unused tail
-                yield dict(input_ids=ids, position_ids=pos, labels=labels), [n for r in rows for n in r]
+                yield {"input_ids": ids, "position_ids": pos, "labels": labels}, [n for r in rows for n in r]
         else:
             for chunk, width in padded_batches(lengths, args.batch):
                 ids = torch.randint(0, vocab, (len(chunk), width), device=device)
@@ -115,7 +115,7 @@ def run_one(config: dict, attn: str, packing: bool, args, device, dtype) -> dict
                 for i, n in enumerate(chunk):
                     mask[i, :n] = 1
                 labels = ids.masked_fill(mask == 0, -100)
-                yield dict(input_ids=ids, attention_mask=mask, labels=labels), chunk
+                yield {"input_ids": ids, "attention_mask": mask, "labels": labels}, chunk
 
     def sync():
         if device.type == "cuda":
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
             r["mfu"] = r["tflops"] / peak if peak else None
             results.append(r)
             mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
-            print(f"{attn:>18} packing={str(packing):5}  {r['tokens_per_s']:>12,.0f} tok/s  {r['tflops']:8.1f} "
+            print(f"{attn:>18} packing={packing!s:5}  {r['tokens_per_s']:>12,.0f} tok/s  {r['tflops']:8.1f} "
                   f"TFLOP/s  MFU {mfu:>6}  ({r['steps']} steps, {r['seconds']:.1f} s)", flush=True)
     base = {p: next(r for r in results if r["attention"] == results[0]["attention"] and r["packing"] == p)
             for p in (False, True)}

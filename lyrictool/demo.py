@@ -107,6 +107,8 @@ def sample_song_table(lyrics: str):
 
 
 def run_demo(output_dir: Path | str = "runs/demo") -> dict:
+    import datasets
+    import transformers
     from rich.console import Console
     from rich.rule import Rule
 
@@ -116,9 +118,6 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     from lyrictool.train.rejection_sample import run_rejection_sample
     from lyrictool.train.score import run_score
     from lyrictool.train.sft import run_sft
-
-    import datasets
-    import transformers
 
     datasets.disable_progress_bars()  # the demo prints one line per step instead
     transformers.utils.logging.disable_progress_bar()

@@ -6,13 +6,12 @@ import json
 import random
 
 import pytest
+from conftest import REPO, run_cli
 from typer.testing import CliRunner
 
 from lyrictool.cli import app
 from lyrictool.errors import UserError
 from lyrictool.recipes import load_recipe
-
-from conftest import REPO, run_cli
 
 DEMO = REPO / "lyrictool" / "data" / "demo" / "songs.jsonl"
 

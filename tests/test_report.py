@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import re
 
+from conftest import REPO
+
 from lyrictool.metrics.compare import compare_systems
 from lyrictool.metrics.evaluate import COMPARED_METRICS, SystemResult, score_songs
 from lyrictool.metrics.mos import mos_summary
 from lyrictool.metrics.report import line_length_errors, rhyme_confusion, write_report
-
-from conftest import REPO
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -12,7 +12,8 @@ half, with the same paired bootstrap interval.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 DEFAULT_RESAMPLES = 2000
 CONFIDENCE = 0.95

@@ -58,7 +58,7 @@ class SystemSpec(Strict):
         return {"name": v} if isinstance(v, str) else v
 
     @model_validator(mode="after")
-    def _one_source(self) -> "SystemSpec":
+    def _one_source(self) -> SystemSpec:
         if (self.model is None) == (self.generations is None):
             raise ValueError(f"system {self.name!r}: give exactly one of model (generate) or generations (a file)")
         if self.generations is not None and not Path(self.generations).expanduser().is_file():
@@ -95,7 +95,7 @@ class EvalRecipe(Strict):
         return v
 
     @model_validator(mode="after")
-    def _names(self) -> "EvalRecipe":
+    def _names(self) -> EvalRecipe:
         names = [s.name for s in self.systems]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:

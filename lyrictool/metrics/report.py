@@ -292,8 +292,8 @@ def _html(result: dict, systems, images: dict[str, Path]) -> str:
     from lyrictool.metrics.evaluate import COMPARED_METRICS, LOWER_IS_BETTER
 
     e = html.escape
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>lyrictool eval report</title>"
-             f"<style>{_CSS}</style></head><body><h1>lyrictool eval report</h1>"]
+    parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>lyrictool eval report</title>"
+              f"<style>{_CSS}</style></head><body><h1>lyrictool eval report</h1>")]
     sys_results = result.get("systems") or {}
     if sys_results:
         parts.append(f"<p>Rhyme scheme: {e(result.get('scheme', ''))}. Systems: "
