@@ -27,6 +27,20 @@ def _percentile_interval(samples, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
+def bootstrap_means(values, resamples: int, seed: int):
+    """Means of ``resamples`` resamples (with replacement) of ``values``; chunked so memory stays ~40 MB."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    chunk = max(1, 5_000_000 // max(n, 1))
+    out = np.empty(resamples)
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        out[start:start + k] = values[rng.integers(0, n, size=(k, n))].mean(axis=1)
+    return out
+
+
 def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, resamples: int = DEFAULT_RESAMPLES,
                      confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
     """Mean of ``b - a`` over prompts where both apply, with its paired bootstrap interval.
@@ -44,10 +58,7 @@ def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, re
     xa = np.array([p[0] for p in pairs], dtype=float)
     xb = np.array([p[1] for p in pairs], dtype=float)
     d = xb - xa
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(d), size=(resamples, len(d)))
-    means = d[idx].mean(axis=1)
-    lo, hi = _percentile_interval(means, confidence)
+    lo, hi = _percentile_interval(bootstrap_means(d, resamples, seed), confidence)
     return {"a": float(xa.mean()), "b": float(xb.mean()), "diff": float(d.mean()), "ci_low": lo, "ci_high": hi,
             "significant": bool(lo > 0 or hi < 0), "n": len(d)}
 
@@ -64,9 +75,7 @@ def win_rate(a: Sequence[float | None], b: Sequence[float | None], *, resamples:
     if not pairs:
         return {"win_rate": None, "ci_low": None, "ci_high": None, "wins": 0, "ties": 0, "losses": 0, "n": 0}
     outcome = np.array([1.0 if y > x else 0.5 if y == x else 0.0 for x, y in pairs])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(outcome), size=(resamples, len(outcome)))
-    lo, hi = _percentile_interval(outcome[idx].mean(axis=1), confidence)
+    lo, hi = _percentile_interval(bootstrap_means(outcome, resamples, seed), confidence)
     return {"win_rate": float(outcome.mean()), "ci_low": lo, "ci_high": hi,
             "wins": int((outcome == 1.0).sum()), "ties": int((outcome == 0.5).sum()),
             "losses": int((outcome == 0.0).sum()), "n": len(outcome)}
