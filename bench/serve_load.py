@@ -20,7 +20,6 @@ import os
 import random
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -51,13 +50,13 @@ class Server:
         for item in overrides:
             args += ["--set", item]
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's next log line.
-        self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)
+        self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)  # noqa: SIM115 - closed in __exit__
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
 
     def log_text(self) -> str:
         return Path(self.log.name).read_text(encoding="utf-8", errors="replace")
 
-    def __enter__(self) -> "Server":
+    def __enter__(self):
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -77,6 +76,7 @@ class Server:
             self.proc.wait(60)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -133,19 +133,18 @@ async def throughput(base: str, clients: int, per_client: int, max_tokens: int) 
 
 
 # ---- phase 2: robustness -------------------------------------------------------------------------------------
-MALFORMED = [  # (name, path, raw body or json, headers)
-    ("invalid JSON", "/v1/chat/completions", b'{"model": "lyrictool-tiny", "messages": [', None),
-    ("unknown rhyme group", "/v1/lyrics", {"topic": "夏天", "rhyme": "不存在"}, None),
+MALFORMED = [  # (name, path, raw body or JSON)
+    ("invalid JSON", "/v1/chat/completions", b'{"model": "lyrictool-tiny", "messages": ['),
+    ("unknown rhyme group", "/v1/lyrics", {"topic": "夏天", "rhyme": "不存在"}),
     ("max_tokens over the cap", "/v1/chat/completions",
-     {"model": MODEL, "max_tokens": 100_000, "messages": [{"role": "user", "content": "hi"}]}, None),
-    ("another model", "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]},
-     None),
-    ("bad role", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "root", "content": "hi"}]}, None),
-    ("n over the cap", "/v1/lyrics", {"topic": "雨", "n": 99}, None),
-    ("body over the size cap", "/v1/chat/completions", b'{"pad": "' + b"x" * 70_000 + b'"}', None),
-    ("missing messages", "/v1/chat/completions", {"model": MODEL}, None),
-    ("misspelt control", "/v1/lyrics", {"topik": "雨"}, None),
-    ("contradictory controls", "/v1/lyrics", {"scheme": "AABB", "line_lengths": [7, 7, 7]}, None),
+     {"model": MODEL, "max_tokens": 100_000, "messages": [{"role": "user", "content": "hi"}]}),
+    ("another model", "/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}),
+    ("bad role", "/v1/chat/completions", {"model": MODEL, "messages": [{"role": "root", "content": "hi"}]}),
+    ("n over the cap", "/v1/lyrics", {"topic": "雨", "n": 99}),
+    ("body over the size cap", "/v1/chat/completions", b'{"pad": "' + b"x" * 70_000 + b'"}'),
+    ("missing messages", "/v1/chat/completions", {"model": MODEL}),
+    ("misspelt control", "/v1/lyrics", {"topik": "雨"}),
+    ("contradictory controls", "/v1/lyrics", {"scheme": "AABB", "line_lengths": [7, 7, 7]}),
 ]
 
 
@@ -169,7 +168,7 @@ async def robustness(base: str, total: int, concurrency: int, malformed_share: f
         async with sem:
             start = time.perf_counter()
             if item[0] == "bad":
-                _, name, path, body, headers = item
+                _, name, path, body = item
                 if isinstance(body, bytes):
                     r = await http.post(path, content=body, headers={"content-type": "application/json"})
                 else:

@@ -10,11 +10,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 pytest.importorskip("fastapi")
-from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import ScriptedBackend  # noqa: E402
+from fastapi.testclient import TestClient
+from serve_helpers import ScriptedBackend
 
-from lyrictool.serve.app import create_app  # noqa: E402
-from lyrictool.serve.config import ServeRecipe  # noqa: E402
+from lyrictool.serve.app import create_app
+from lyrictool.serve.config import ServeRecipe
 
 SONG = "[Verse]\n月亮照在大〔江阳〕江上\n风吹麦浪好风〔江阳〕光\n[Chorus]\n我们一起〔江阳〕唱,\n回到故〔江阳〕乡"
 CLEAN = "[Verse]\n月亮照在大江上\n风吹麦浪好风光\n\n[Chorus]\n我们一起唱\n回到故乡"
@@ -25,10 +25,10 @@ MODEL = "lyrictool-tiny"
 def tiny_backend(tmp_path_factory):
     import os
 
+    import torch
+
     from lyrictool.recipes import ModelSpec
     from lyrictool.serve.backends import TransformersBackend
-
-    import torch
 
     os.environ.setdefault("LYRICTOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
     threads = torch.get_num_threads()
@@ -197,15 +197,15 @@ def test_stop_strings_and_controls_in_chat():
 def test_full_queue_answers_429_with_retry_after():
     gate = threading.Event()
     backend = ScriptedBackend([SONG], gate=gate)
-    with make_client(backend, batching={"max_batch_size": 1, "max_wait_ms": 0, "max_queue": 1}) as client:
-        with ThreadPoolExecutor(4) as pool:
-            busy = pool.submit(chat, client)  # taken by the worker, held at the gate
-            time.sleep(0.3)
-            queued = pool.submit(chat, client)  # fills the queue
-            time.sleep(0.3)
-            refused = chat(client)
-            gate.set()
-            assert busy.result().status_code == 200 and queued.result().status_code == 200
+    with make_client(backend, batching={"max_batch_size": 1, "max_wait_ms": 0, "max_queue": 1}) as client, \
+            ThreadPoolExecutor(4) as pool:
+        busy = pool.submit(chat, client)  # taken by the worker, held at the gate
+        time.sleep(0.3)
+        queued = pool.submit(chat, client)  # fills the queue
+        time.sleep(0.3)
+        refused = chat(client)
+        gate.set()
+        assert busy.result().status_code == 200 and queued.result().status_code == 200
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) >= 1
     assert refused.json()["error"]["code"] == "queue_full"
@@ -244,11 +244,10 @@ def test_metrics_count_requests_tokens_and_batches():
 def test_shutdown_finishes_the_requests_in_flight():
     backend = ScriptedBackend([SONG], delay_s=0.5)
     client = make_client(backend, batching={"max_batch_size": 1, "max_wait_ms": 0})
-    with client:
-        with ThreadPoolExecutor(3) as pool:
-            futures = [pool.submit(chat, client) for _ in range(3)]
-            time.sleep(0.2)
-            results = [f.result() for f in futures]
+    with client, ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(chat, client) for _ in range(3)]
+        time.sleep(0.2)
+        results = [f.result() for f in futures]
     assert [r.status_code for r in results] == [200, 200, 200]
     service = client.app.app.state.service
     assert not service.queue.alive()

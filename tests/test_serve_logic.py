@@ -6,12 +6,12 @@ import threading
 import time
 
 import pytest
+from serve_helpers import ScriptedBackend
 
 from lyrictool.serve.backends import GenRow
 from lyrictool.serve.batching import BatchQueue, Job, QueueClosed, QueueFull
 from lyrictool.serve.expansion import expand_by_rules, is_thin, parse_model_imagery
 from lyrictool.serve.postprocess import LineAssembler, analyze, clean_lyrics
-from serve_helpers import ScriptedBackend
 
 
 # ---- post-processing -----------------------------------------------------------------------------------------
@@ -36,7 +36,7 @@ def test_streamed_lines_equal_the_whole_text_for_any_split():
 def test_stop_string_cuts_the_text_even_when_split_across_pieces():
     asm = LineAssembler(stop=["END"])
     asm.feed("第一行\n第二E")
-    pieces, stopped = asm.feed("ND之后的字")
+    _, stopped = asm.feed("ND之后的字")
     assert stopped and asm.stopped
     asm.finish()
     assert asm.text == "第一行\n第二"

@@ -16,14 +16,16 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
-from typing import Any
 
 from lyrictool.errors import UserError
 from lyrictool.serve.backends import Backend, GenResult, GenRow
 from lyrictool.serve.batching import BatchQueue, Job, QueueClosed, QueueFull
 from lyrictool.serve.config import ServeRecipe
 from lyrictool.serve.postprocess import LineAssembler
-from lyrictool.serve.schemas import ChatCompletionRequest, LyricsRequest  # module level: FastAPI reads annotations
+from lyrictool.serve.schemas import (  # module level: FastAPI reads annotations
+    ChatCompletionRequest,
+    LyricsRequest,
+)
 
 log = logging.getLogger("lyrictool")
 

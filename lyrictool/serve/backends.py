@@ -7,8 +7,9 @@ batching worker thread calls :meth:`generate`, so a backend needs no locking.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 log = logging.getLogger("lyrictool")
 
@@ -131,7 +132,7 @@ class TransformersBackend:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
 
     @classmethod
-    def load(cls, spec) -> "TransformersBackend":
+    def load(cls, spec) -> TransformersBackend:
         from lyrictool.modeling import load_model
 
         loaded = load_model(spec, for_training=False)

@@ -17,9 +17,9 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Callable
 
 from lyrictool.serve.backends import Backend, GenResult, GenRow
 
@@ -145,7 +145,7 @@ class BatchQueue:
         start = time.monotonic()
         try:
             results: list[GenResult] = self.backend.generate(rows, temperature=temperature, top_p=top_p)
-        except Exception as e:  # noqa: BLE001 - reported to each waiting request, the worker lives on
+        except Exception as e:
             log.exception("generation failed for a batch of %d sequences", len(rows))
             for job in jobs:
                 job.future.set_exception(e)

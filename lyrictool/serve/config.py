@@ -36,7 +36,7 @@ class LimitsSpec(Strict):
     shutdown_timeout_s: float = Field(30.0, ge=0.0, description="On shutdown, how long in-flight requests may finish.")
 
     @model_validator(mode="after")
-    def _default_within_cap(self) -> "LimitsSpec":
+    def _default_within_cap(self) -> LimitsSpec:
         if self.default_max_tokens > self.max_tokens:
             raise ValueError(f"default_max_tokens ({self.default_max_tokens}) exceeds max_tokens "
                              f"({self.max_tokens})")
