@@ -121,6 +121,7 @@ def test_best_of_ranks_by_the_recipes_rewards_including_the_safety_override(tmp_
     ({"structure": [{"section": "solo-guitar-x", "lines": 2}]}, "unknown section"),
     ({"n": 2, "best_of": 1}, "best_of (1) must be at least n (2)"),
     ({"temperature": -1}, "temperature"),
+    ({"stream": True}, "stream from /v1/chat/completions"),
 ])
 def test_invalid_controls_are_422_with_a_clear_message(payload, fragment):
     with make_client() as client:
@@ -181,6 +182,21 @@ def test_chat_completion_streaming_equals_non_streaming_and_comes_line_by_line()
     assert len(pieces) == 6 and "".join(pieces) == CLEAN  # 4 lines + 2 tags, each its own chunk
     assert [e["choices"][0]["finish_reason"] for e in events if e["choices"]][-1] == "stop"
     assert events[-1]["usage"]["completion_tokens"] == len(SONG) + 1 and events[-1]["choices"] == []
+
+
+def test_streaming_several_choices_keeps_each_on_its_index():
+    other = "[Verse]\n天上的星〔中东〕星\n地上的人们"
+    with make_client(ScriptedBackend([SONG, other])) as client:
+        r = chat(client, stream=True, n=2)
+    text = {0: "", 1: ""}
+    finished = {}
+    for event in sse_events(r.text):
+        for choice in event["choices"]:
+            text[choice["index"]] += choice["delta"].get("content") or ""
+            if choice["finish_reason"]:
+                finished[choice["index"]] = choice["finish_reason"]
+    assert text == {0: CLEAN, 1: "[Verse]\n天上的星星\n地上的人们"}
+    assert finished == {0: "stop", 1: "stop"}
 
 
 def test_stop_strings_and_controls_in_chat():

@@ -159,3 +159,12 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_lives_on():
         bad.result(5)
     assert q.submit(_job()).result(5)[0].raw == "甲"
     q.close(5)
+
+
+def test_served_model_id():
+    from lyrictool.recipes import ModelSpec
+    from lyrictool.serve.config import ServeRecipe
+
+    assert ServeRecipe().model_id() == "lyrictool-tiny"
+    assert ServeRecipe(model=ModelSpec(name="runs/sft-tiny/")).model_id() == "sft-tiny"
+    assert ServeRecipe(served_model_name="lyrics-v2").model_id() == "lyrics-v2"

@@ -122,6 +122,7 @@ def test_sigterm_lets_the_request_in_flight_finish(server):
     ([], "give a serve recipe"),
     (["recipes/tiny/serve.yaml", "--set", "batching.max_batch_sise=2"], "did you mean max_batch_size"),
     (["recipes/tiny/serve.yaml", "--set", "limits.default_max_tokens=999"], "default_max_tokens (999) exceeds"),
+    (["--model", "./no/such/run"], "no such model folder: ./no/such/run"),
 ])
 def test_cli_user_errors_are_one_line_exit_2(args, fragment):
     r = subprocess.run([sys.executable, "-m", "lyrictool", "serve", *args], cwd=ROOT, capture_output=True,

@@ -31,7 +31,15 @@ class LyricsRequest(Controls, SamplingFields):
     best_of: int | None = Field(None, ge=1, description="Candidates generated and ranked; the best n are "
                                 "returned (default n).")
     expand: bool | None = Field(None, description="Expand a thin topic into imagery (default: the server's mode).")
-    stream: Literal[False] = Field(False, description="Not supported here; use /v1/chat/completions to stream.")
+    stream: bool = Field(False, description="Not supported here; use /v1/chat/completions to stream.")
+
+    @field_validator("stream")
+    @classmethod
+    def _no_stream(cls, v: bool) -> bool:
+        if v:
+            raise ValueError("/v1/lyrics answers in one piece; stream from /v1/chat/completions with "
+                             "{\"controls\": {...}, \"stream\": true}")
+        return v
 
     def controls(self) -> Controls:
         return Controls.model_validate(self.model_dump(include=set(Controls.model_fields)))
