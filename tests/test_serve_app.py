@@ -152,6 +152,9 @@ def test_body_size_cap_is_413_and_malformed_json_is_422():
         big = client.post("/v1/chat/completions", content=b"{" + b" " * 5000 + b"}",
                           headers={"content-type": "application/json"})
         assert big.status_code == 413 and "2048 bytes" in big.json()["error"]["message"]
+        chunked = client.post("/v1/chat/completions", content=iter([b"{" + b" " * 1500] * 3),  # no Content-Length
+                              headers={"content-type": "application/json"})
+        assert chunked.status_code == 413
         bad = client.post("/v1/chat/completions", content=b"{nope", headers={"content-type": "application/json"})
         assert bad.status_code == 422 and "not valid JSON" in bad.json()["error"]["message"]
         assert client.post("/v1/lyrics", json=[1, 2]).status_code == 422
