@@ -180,17 +180,18 @@ def qa_accuracy(model_dir: Path, films: list[dict]) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--films", type=int, default=60, help="films in the knowledge base (half trained, half tested)")
+    ap.add_argument("--films", type=int, default=40, help="films in the knowledge base (half trained, half tested)")
     ap.add_argument("--paraphrases", type=int, default=5, help="rewrites per film in the augmented arm")
-    ap.add_argument("--mem-steps", type=int, default=300)
-    ap.add_argument("--qa-steps", type=int, default=100)
-    ap.add_argument("--task-steps", type=int, default=80)
+    ap.add_argument("--mem-steps", type=int, default=500)
+    ap.add_argument("--qa-steps", type=int, default=60)
+    ap.add_argument("--task-steps", type=int, default=100)
     ap.add_argument("--batch", type=int, default=32)
-    ap.add_argument("--mem-lr", type=float, default=3e-3)
-    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate of the QA and task stages")
+    ap.add_argument("--mem-lr", type=float, default=5e-3)
+    ap.add_argument("--lr", type=float, default=5e-4, help="learning rate of the QA and task stages")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "knowledge_injection")
     ap.add_argument("--arms", default="task,mem,memqa,aug,rag", help="comma-separated subset of arms")
+    ap.add_argument("--reuse", action="store_true", help="keep stage models already in --out (to vary later stages)")
     ap.add_argument("--vocab", choices=("bench", "builtin"), default="bench",
                     help="bench: builtin:tiny-zh's architecture with only the characters used here (2x faster); "
                          "builtin: builtin:tiny-zh itself")
@@ -219,6 +220,8 @@ def main() -> None:
 
     def stage(name: str, rows, start: str, steps: int, lr: float) -> str:
         path = out / name
+        if args.reuse and (path / "model.safetensors").exists():
+            stages.setdefault(name, {"reused": str(path)})
         if name not in stages:
             print(f"== {name}: {len(rows)} rows, {steps} steps from {Path(start).name}", flush=True)
             stages[name] = train_stage(rows, start, path, steps, lr, args.batch, args.seed)
@@ -228,7 +231,12 @@ def main() -> None:
     all_text = "".join(r["text"] for r in augmented + plain) + "".join(json.dumps(r, ensure_ascii=False) for r in
                                                                task_rows(films, rag=True) + qa_rows)
     all_text += TASK_PROMPT + RAG_PROMPT + "".join(t for qs in QUESTIONS.values() for t in qs)
-    base = small_vocab_base([all_text], out / "base", args.seed) if args.vocab == "bench" else "builtin:tiny-zh"
+    if args.vocab == "builtin":
+        base = "builtin:tiny-zh"
+    elif args.reuse and (out / "base" / "model.safetensors").exists():
+        base = str(out / "base")
+    else:
+        base = small_vocab_base([all_text], out / "base", args.seed)
     task = task_rows(train_films, rag=False)
     results = {}
     arm_defs = {

@@ -169,7 +169,7 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     from lyrictool.train.sft import train_sft
 
     def knowledge_scores(model, tokenizer) -> dict:
-        if not recipe.qa_eval_max or not ks.qa:
+        if not recipe.qa_eval_max or not ks.qa or not is_main_process():
             return {}
         out = {}
         for split, rows in (("held_out", qa_eval), ("seen", qa_train)):
