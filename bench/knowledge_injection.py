@@ -170,6 +170,20 @@ def task_accuracy(model_dir: Path, films: list[dict], rag: bool) -> dict:
     return {"n": scores["n"], "accuracy": scores["contains"], "example": texts[0]}
 
 
+def recall_accuracy(model_dir: Path, films: list[dict]) -> float:
+    """Memorization probe on a memorize-stage model: complete each fact's first-template prefix
+    ("《X》的导演是" -> 陈明), plain text, no chat template."""
+    from lyrictool.generation import generate_texts
+    from lyrictool.modeling import load_model
+    from lyrictool.recipes import ModelSpec
+
+    lm = load_model(ModelSpec(name=str(model_dir)), announce=False)
+    pairs = [(TEMPLATES[r][0].split("{o}")[0].format(s=f["s"]), f[r]) for f in films for r in RELATIONS]
+    outs = generate_texts(lm.model, lm.tokenizer, [p for p, _ in pairs], max_new_tokens=8, temperature=0.0,
+                          batch_size=64)
+    return sum(o[0].raw.startswith(a) for (_, a), o in zip(pairs, outs)) / len(pairs)
+
+
 def qa_accuracy(model_dir: Path, films: list[dict]) -> dict:
     from lyrictool.knowledge.evaluate import score_answers
 
@@ -259,6 +273,9 @@ def main() -> None:
         res = task_accuracy(model_dir, test_films, rag)
         if qa_stage:
             res["qa_held_out"] = qa_accuracy(out / qa_stage, test_films)
+        mem_stage = {"mem": "mem", "memqa": "mem", "aug": "aug"}.get(key)
+        if mem_stage:
+            res["memorized_held_out"] = recall_accuracy(out / mem_stage, test_films)
         res["train_films_task"] = task_accuracy(model_dir, train_films[:10], rag)["accuracy"]
         results[label] = res
         print(f"-> {label}: held-out fact accuracy {res['accuracy']:.3f} (n={res['n']}); e.g. {res['example']}",
@@ -269,13 +286,18 @@ def main() -> None:
                "films": len(films), "test_films": len(test_films), "stages": stages, "arms": results,
                "total_time_s": round(total, 1), "threads": torch.get_num_threads()}
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
-    print("\n| arm | held-out fact accuracy (task text) | n | held-out QA exact match | train-film task accuracy |")
-    print("|---|---|---|---|---|")
+    chance = sum(1 / len({f[r] for f in films}) for r in RELATIONS) / len(RELATIONS)
+    summary["chance"] = chance
+    (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2), encoding="utf-8")
+    print("\n| arm | held-out fact accuracy (task text) | n | held-out QA exact match | memorized (held-out, "
+          "completion) | train-film task accuracy |")
+    print("|---|---|---|---|---|---|")
+    print(f"| chance (a value drawn from each attribute's pool) | {chance:.3f} | | | | |")
     for label, r in results.items():
         qa = r.get("qa_held_out")
-        print(f"| {label} | {r['accuracy']:.3f} | {r['n']} | {qa['exact_match']:.3f} (n={qa['n']})"
-              if qa else f"| {label} | {r['accuracy']:.3f} | {r['n']} | - ", end="")
-        print(f" | {r['train_films_task']:.2f} |")
+        mem = r.get("memorized_held_out")
+        print(f"| {label} | {r['accuracy']:.3f} | {r['n']} | " + (f"{qa['exact_match']:.3f}" if qa else "-")
+              + " | " + (f"{mem:.3f}" if mem is not None else "-") + f" | {r['train_films_task']:.2f} |")
     first = results.get("task-only", {}).get("accuracy")
     aug_key = next((k for k in results if k.startswith("augmented")), None)
     if first is not None and aug_key:
