@@ -158,3 +158,22 @@ def test_tiny_recipe_is_valid(capsys):
     recipe = load_recipe(Path(__file__).resolve().parents[1] / "recipes" / "tiny" / "inject.yaml", "inject")
     assert [s.name for s in recipe.stages] == ["memorize", "understand", "utilize"]
     assert recipe.knowledge[0].builtin == "phonetic"
+
+
+def test_lora_adapters_are_merged_between_stages(kb, songs_file, write_recipe, tmp_path, tiny_model_path):
+    from lyrictool.train.inject import run_inject
+
+    stages = """
+  - name: memorize
+    train: {max_steps: 1, learning_rate: 1.0e-2, per_device_train_batch_size: 4, gradient_checkpointing: false}
+  - name: understand
+    train: {max_steps: 1, learning_rate: 1.0e-2, per_device_train_batch_size: 4, gradient_checkpointing: false}"""
+    out = tmp_path / "run"
+    text = recipe_text(kb, songs_file, out, stages, "qa_eval_max: 0").replace(
+        "model: {name: builtin:tiny-zh}", "model: {name: builtin:tiny-zh, lora: {r: 4, alpha: 8}}")
+    summary = run_inject(load_recipe(write_recipe(text), "inject"))
+    first, second = summary["stages"]
+    # plain weights in every stage folder (no adapter left to stack), and the second stage started from them
+    assert not (out / "stage-0-memorize" / "adapter_config.json").exists()
+    assert (out / "stage-0-memorize" / "model.safetensors").exists() and (out / "model.safetensors").exists()
+    assert second["start_fingerprint"] == first["end_fingerprint"] != first["start_fingerprint"]
