@@ -42,11 +42,13 @@ def preferences(write_jsonl):
     return write_jsonl("prefs.jsonl", rows + [{"prompt": "写一首关于月亮的歌", "chosen": GOOD[0], "rejected": BAD[1]}])
 
 
-def test_dpo_raises_chosen_minus_rejected_margin(preferences, write_recipe, tmp_path):
+@pytest.mark.parametrize("precompute", [False, True], ids=["frozen-copy", "precomputed-reference"])
+def test_dpo_raises_chosen_minus_rejected_margin(preferences, write_recipe, tmp_path, precompute):
     from lyrictool.train.dpo import run_dpo
 
     out = tmp_path / "dpo"
-    recipe = load_recipe(write_recipe(recipe_text(str(preferences), out)), "dpo")
+    recipe = load_recipe(write_recipe(recipe_text(str(preferences), out)), "dpo",
+                         [f"train.precompute_ref_log_probs={str(precompute).lower()}", "data.eval_fraction=0.2"])
     summary = run_dpo(recipe)
     margin = summary["metrics"]["logprob_margin"]
     assert margin["after"]["margin"] > margin["before"]["margin"] + 1.0
@@ -55,7 +57,8 @@ def test_dpo_raises_chosen_minus_rejected_margin(preferences, write_recipe, tmp_
     assert written["command"] == "dpo" and written["metrics"]["logprob_margin"]["after"]["margin"] == \
         pytest.approx(margin["after"]["margin"])
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
-    assert written["model"]["reference"] == "frozen copy"
+    assert written["model"]["reference"] == ("precomputed from the starting model" if precompute else "frozen copy")
+    assert written["data"]["pairs_eval"] == 1 and written["metrics"]["eval"]["loss"] is not None
 
 
 def test_dpo_with_lora_uses_the_disabled_adapter_as_reference(preferences, write_recipe, tmp_path):

@@ -104,9 +104,18 @@ def build_datasets(recipe: DPORecipe) -> tuple[list[dict], list[dict], dict]:
     return train_rows, eval_rows, stats
 
 
-def logprob_margin(trainer, dataset) -> dict[str, float]:
+def reference_kind(recipe: DPORecipe) -> str:
+    """How TRL gets the reference log-probs for this recipe (its choice, reported in the summary)."""
+    if recipe.model.lora is not None:
+        return "adapter disabled"
+    if recipe.train.get("precompute_ref_log_probs"):
+        return "precomputed from the starting model"
+    return "frozen copy"
+
+
+def logprob_margin(trainer, split: str) -> dict[str, float]:
     """Mean log p(chosen) - log p(rejected) under the current policy, from TRL's own DPO evaluation pass."""
-    m = trainer.evaluate(eval_dataset=dataset, metric_key_prefix="eval")
+    m = trainer.evaluate(eval_dataset=split, metric_key_prefix="eval")
     chosen, rejected = m["eval_logps/chosen"], m["eval_logps/rejected"]
     return {"logp_chosen": chosen, "logp_rejected": rejected, "margin": chosen - rejected,
             "reward_accuracy": m.get("eval_rewards/accuracies")}
@@ -114,6 +123,8 @@ def logprob_margin(trainer, dataset) -> dict[str, float]:
 
 def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], *, timer: Timer | None = None):
     """Load the policy, run DPOTrainer, save; measure the margin before and after. Returns (trainer, lm, margins)."""
+    import random
+
     from datasets import Dataset
     from trl import DPOTrainer
 
@@ -123,29 +134,33 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("load_model"):
         lm = load_model(recipe.model)
     args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype)
+    # Both measured sets are handed to TRL up front, so it prepares them (and, with precompute_ref_log_probs,
+    # their reference log-probs) before training, when the reference is still the starting policy.
+    eval_sets = {}
+    if recipe.margin_pairs:
+        margin_rows = random.Random(recipe.seed).sample(train_rows, min(recipe.margin_pairs, len(train_rows)))
+        eval_sets["train_pairs"] = Dataset.from_list(margin_rows)
+    if eval_rows:
+        eval_sets["heldout"] = Dataset.from_list(eval_rows)
     trainer = DPOTrainer(
         model=lm.model,
         ref_model=None,  # TRL: a frozen copy of the policy, or (LoRA) the base with the adapter disabled
         args=args,
         train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        eval_dataset=eval_sets or None,
         processing_class=lm.tokenizer,
         peft_config=peft_config(recipe.model),
         callbacks=callbacks(),
     )
-    margin_set = None
-    if recipe.margin_pairs:
-        n = min(recipe.margin_pairs, len(trainer.train_dataset))
-        margin_set = trainer.train_dataset.shuffle(seed=recipe.seed).select(range(n))
     margins: dict = {}
-    if margin_set is not None:
+    if recipe.margin_pairs:
         with timer("margin"):
-            margins["before"] = logprob_margin(trainer, margin_set)
+            margins["before"] = logprob_margin(trainer, "train_pairs")
     with timer("train"):
         trainer.train()
-    if margin_set is not None:
+    if recipe.margin_pairs:
         with timer("margin"):
-            margins["after"] = logprob_margin(trainer, margin_set)
+            margins["after"] = logprob_margin(trainer, "train_pairs")
     with timer("save"):
         trainer.save_model(recipe.output_dir)
         if is_main_process():
@@ -166,8 +181,7 @@ def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
     if dry_run:
         print_dry_run(recipe, {"train pairs": len(train_rows), "eval pairs": len(eval_rows), "pairing": stats,
                                "hints": recipe.data.hints,
-                               "reference model": "adapter disabled (LoRA)" if recipe.model.lora else
-                               "frozen copy of the starting model"})
+                               "reference model": reference_kind(recipe)})
         return {}
     trainer, lm, margins = train_dpo(recipe, train_rows, eval_rows, timer=timer)
     history = trainer.state.log_history
@@ -182,13 +196,13 @@ def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
     }
     if eval_rows:
         with timer("eval"):
-            m = trainer.evaluate()
+            m = trainer.evaluate(eval_dataset="heldout", metric_key_prefix="eval")
         metrics["eval"] = {k: m.get(f"eval_{k}") for k in ("loss", "rewards/accuracies", "rewards/margins",
                                                             "logps/chosen", "logps/rejected")}
     summary = {"metrics": metrics, "timings_s": timer.times, "data": stats,
                "model": {"attention": lm.attention.implementation, "dtype": str(lm.dtype).removeprefix("torch."),
                          "lora": recipe.model.lora is not None,
-                         "reference": "adapter disabled" if recipe.model.lora else "frozen copy"}}
+                         "reference": reference_kind(recipe)}}
     if is_main_process():
         path = write_run_files(recipe, "dpo", summary)
         before, after = margins.get("before", {}).get("margin"), margins.get("after", {}).get("margin")
