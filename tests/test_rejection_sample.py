@@ -110,6 +110,7 @@ def test_killed_midway_then_rerun_has_each_prompt_exactly_once(write_jsonl, writ
         time.sleep(0.05)
     proc.wait()
     before = rows_of(samples)
+    print(f"killed with {len(before)} of {len(ids)} rows written")
     if len(before) == len(ids):  # finished before we could kill it: cut the file back to an interrupted state
         before = before[:3]
         samples.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in before), encoding="utf-8")

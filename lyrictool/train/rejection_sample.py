@@ -107,8 +107,8 @@ def load_prompts(recipe: RejectionSampleRecipe) -> list[Prompt]:
     return prompts
 
 
-def read_samples(path: Path) -> list[dict]:
-    """The rows already written; a last line torn by a kill is cut off so appending continues cleanly."""
+def read_samples(path: Path, *, repair: bool = True) -> list[dict]:
+    """The rows already written; a last line torn by a kill is cut off (``repair``) so appending continues cleanly."""
     if not path.exists():
         return []
     raw = path.read_bytes()
@@ -122,7 +122,7 @@ def read_samples(path: Path) -> list[dict]:
         except json.JSONDecodeError:
             raise UserError(f"not valid JSON; it is not a line this command wrote (move the file away to start "
                             "over)", where=f"{path}:{i}") from None
-    if good_end < len(raw):
+    if good_end < len(raw) and repair:
         log.warning("%s: dropping a torn last line (interrupted write); that prompt is sampled again", path)
         with path.open("r+b") as f:
             f.truncate(good_end)
@@ -253,7 +253,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
     out = Path(recipe.output_dir)
     samples_path = out / SAMPLES_FILE
     if dry_run:
-        done = len(read_samples(samples_path)) if samples_path.exists() else 0
+        done = len(read_samples(samples_path, repair=False))
         print_dry_run(recipe, {"prompts": len(prompts), "candidates per round": len(prompts) * recipe.sampling.k,
                                "rewards": ", ".join(f"{s.name}x{s.weight}" for s in recipe.rewards),
                                "rows already in samples.jsonl": done})
