@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from conftest import run_cli
+
 from lyrictool.errors import UserError
 from lyrictool.recipes import load_recipe
 

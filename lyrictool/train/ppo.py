@@ -165,7 +165,7 @@ def _to_accelerator(model) -> None:
     import torch
 
     if torch.cuda.is_available() and getattr(model, "hf_device_map", None) is None:  # quantized: already placed
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}")
+        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
 
 
 def reward_curves(history: list[dict], names: list[str]) -> dict[str, list[float]]:
