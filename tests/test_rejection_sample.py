@@ -183,3 +183,22 @@ def test_scorer_reward_ranks_candidates(prompts, write_recipe, tmp_path, tiny_mo
         [RewardSpec(name=n, weight=w) for n, w in (("rhyme", 1.0), ("line_length", 0.5), ("format", 2.0))]
     assert row["candidates"][0]["reward"] == pytest.approx(combine(row["candidates"][0]["rewards"], specs)[0],
                                                            abs=1e-5)
+
+
+def test_lora_adapter_policy_is_merged_and_rounds_save_full_models(prompts, write_recipe, tmp_path, tiny_model_path):
+    """A LoRA `lyrictool sft` output as the policy: merged once, and LoRA SFT on winners saves a plain model."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lyrictool.train.rejection_sample import run_rejection_sample
+
+    adapter = tmp_path / "sft-lora"
+    get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_path),
+                   LoraConfig(r=2, lora_alpha=4, target_modules="all-linear")).save_pretrained(adapter)
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(adapter)
+    out = tmp_path / "rs"
+    text = recipe_text(prompts, out, k=2, extra=f"finetune: true\nmodel: {{name: {adapter}, lora: {{r: 2, alpha: 4}}}}")
+    summary = run_rejection_sample(load_recipe(write_recipe(text), "rejection-sample"))
+    assert summary["metrics"]["rounds"][0]["policy"] == str(out / "policy-merged")
+    assert (out / "config.json").exists() and not (out / "adapter_config.json").exists()
+    AutoModelForCausalLM.from_pretrained(out)  # loads as a plain model

@@ -227,6 +227,25 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
             "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
 
 
+def full_model_policy(recipe: RejectionSampleRecipe) -> str:
+    """The starting policy as a full model: a LoRA adapter folder (e.g. a LoRA `lyrictool sft` output) is merged
+    once into output_dir/policy-merged, so every round loads, samples and fine-tunes one plain model."""
+    src = Path(recipe.model.name).expanduser()
+    if not (src / "adapter_config.json").exists():
+        return recipe.model.name
+    target = Path(recipe.output_dir) / "policy-merged"
+    if not has_model(target) and is_main_process():
+        from peft import AutoPeftModelForCausalLM
+
+        from lyrictool.modeling import load_tokenizer, resolve_dtype
+
+        console.print(f"merging the LoRA adapter {src} into {target}")
+        merged = AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype))
+        merged.merge_and_unload().save_pretrained(target)
+        load_tokenizer(str(src)).save_pretrained(target)
+    return str(target)
+
+
 def _mean(xs: list[float]) -> float | None:
     return round(sum(xs) / len(xs), 6) if xs else None
 
@@ -261,7 +280,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
     out.mkdir(parents=True, exist_ok=True)
     rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme)
     rows = read_samples(samples_path)
-    policy = recipe.model.name
+    policy = full_model_policy(recipe)
     per_round = []
     for r in range(1, recipe.rounds + 1):
         done = {row["id"] for row in rows if row.get("round") == r}
