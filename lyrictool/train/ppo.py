@@ -135,14 +135,13 @@ def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
 
 def sample_and_score(model, tokenizer, prompts: list[dict], rewards, recipe: PPORecipe) -> dict:
     """One sample per held-out prompt; mean of every reward component and of the objective metrics."""
+    from lyrictool.generation import chat_prompt, generate_texts
     from lyrictool.metrics import aggregate, song_metrics
 
     spec = recipe.eval_generation
     prompts = prompts[: spec.num_prompts]
     if not prompts:
         return {}
-    from lyrictool.generation import chat_prompt, generate_texts
-
     texts = [chat_prompt(tokenizer, p["prompt"][0]["content"]) for p in prompts]
     outs = generate_texts(model, tokenizer, texts, n=1, max_new_tokens=spec.max_new_tokens,
                           temperature=spec.temperature, top_p=spec.top_p, batch_size=spec.batch_size,
