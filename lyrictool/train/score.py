@@ -233,6 +233,9 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
     from lyrictool.modeling import load_model, peft_config
     from lyrictool.rewards import Scorer
 
+    from transformers import set_seed
+
+    set_seed(recipe.seed)  # the new score head is initialised at load: same recipe, same scorer
     with timer("load_model"):
         lm = load_model(recipe.model, kind="seq_cls", num_labels=1)
     batch = 16
