@@ -206,3 +206,16 @@ def generation_metrics(model, tokenizer, controls_list: list, spec, *, seed: int
         cd = c.to_dict() if hasattr(c, "to_dict") else dict(c or {})
         samples.append({"controls": cd, "lyrics": s.text, "metrics": song_metrics(s.text, cd, scheme)})
     return aggregate([s["metrics"] for s in samples]), samples
+
+
+def generates_here(trainer) -> bool:
+    """Whether this process should run after-training generation.
+
+    With sharded parameters (FSDP, DeepSpeed ZeRO-3) every forward pass is collective, so every rank must
+    generate (a main-process-only generate would hang); otherwise only the main process does.
+    """
+    sharded = getattr(trainer, "is_fsdp_enabled", False) or (
+        getattr(trainer, "is_deepspeed_enabled", False)
+        and getattr(getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
+    )
+    return bool(sharded) or is_main_process()

@@ -37,6 +37,7 @@ from lyrictool.train.common import (
     Timer,
     callbacks,
     console,
+    generates_here,
     is_main_process,
     print_dry_run,
     split_records,
@@ -226,7 +227,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
         trainer.save_model(recipe.output_dir)
         if is_main_process():
             lm.tokenizer.save_pretrained(recipe.output_dir)
-    if is_main_process() and recipe.eval_generation.num_prompts:
+    if generates_here(trainer) and recipe.eval_generation.num_prompts:
         with timer("eval_generation"):
             evals["after"] = sample_and_score(trainer.model, lm.tokenizer, held, rewards, recipe)
     return trainer, lm, rewards, evals

@@ -16,6 +16,7 @@ from lyrictool.train.common import (
     Timer,
     callbacks,
     console,
+    generates_here,
     generation_metrics,
     is_main_process,
     load_lyrics_examples,
@@ -99,7 +100,7 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
         with timer("eval_loss"):
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
     samples = []
-    if is_main_process() and eval_controls and recipe.eval_generation.num_prompts:
+    if generates_here(trainer) and eval_controls and recipe.eval_generation.num_prompts:
         with timer("eval_generation"):
             gen_metrics, samples = generation_metrics(trainer.model, lm.tokenizer, eval_controls,
                                                       recipe.eval_generation, seed=recipe.seed,
