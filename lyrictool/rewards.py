@@ -23,7 +23,7 @@ so no helpfulness can buy back unsafe lyrics.
 - ``safety``: 1 if the lyrics contain no term of a blocklist (one term per line,
   ``#`` comments), else 0; or, when ``path`` is a model folder, ``sigmoid`` of a safety scorer's score.
 
-No torch at import: the scorer loads it when first used.
+No torch at import: it is imported when a scorer model is loaded.
 """
 
 from __future__ import annotations
