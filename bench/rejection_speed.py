@@ -50,7 +50,7 @@ def main() -> None:
     controls = [songs[i * step]["controls"] for i in range(args.prompts)]
     lm = load_model(ModelSpec(name="builtin:tiny-zh", dtype="fp32"), for_training=False, announce=False)
     rewards = Rewards(default_rule_specs())
-    gen = dict(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=0.95)
+    gen = {"max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_p": 0.95}
 
     def batched() -> tuple[int, int]:
         outs = generate_lyrics(lm.model, lm.tokenizer, controls, n=args.k, batch_size=args.batch_size, seed=0, **gen)

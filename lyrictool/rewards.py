@@ -29,9 +29,10 @@ No torch at import: it is imported when a scorer model is loaded.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -60,7 +61,7 @@ class RewardSpec(Strict):
     batch_size: int = Field(16, gt=0, description="scorer/safety model: sequences per forward pass.")
 
     @model_validator(mode="after")
-    def _check(self) -> "RewardSpec":
+    def _check(self) -> RewardSpec:
         if self.name in ("scorer", "safety") and not self.path:
             what = "a trained scorer folder (lyrictool score)" if self.name == "scorer" else \
                 "a blocklist .txt such as recipes/safety/blocklist.txt, or a safety scorer folder"
@@ -324,7 +325,7 @@ class Rewards:
 
     @classmethod
     def from_specs(cls, specs: Sequence[RewardSpec] | Sequence[dict], *, scheme: str = "shisanzhe",
-                   key: str = "rewards") -> "Rewards":
+                   key: str = "rewards") -> Rewards:
         return cls([s if isinstance(s, RewardSpec) else RewardSpec.model_validate(s) for s in specs],
                    scheme=scheme, key=key)
 

@@ -18,8 +18,8 @@ SONGS = [json.loads(line) for line in (REPO / "lyrictool/data/demo/songs.jsonl")
 
 def recipe_text(train: str, out: Path, **extra: str) -> str:
     lines = [f"data: {{train: {train}, eval_fraction: 0.25}}", f"output_dir: {out}",
-             "train: {max_steps: 30, learning_rate: 2.0e-3, per_device_train_batch_size: 8, max_length: 256, "
-             "activation_checkpointing: false}"]
+             ("train: {max_steps: 30, learning_rate: 2.0e-3, per_device_train_batch_size: 8, max_length: 256, "
+              "activation_checkpointing: false}")]
     lines += [f"{k}: {v}" for k, v in extra.items()]
     return "\n".join(lines) + "\n"
 
@@ -53,7 +53,7 @@ def test_pairs_within_a_prompt_with_rating_gap_margins(write_recipe, tmp_path):
     pairs = [p for g in groups for p in g]
     rated = [p for p in pairs if p.chosen == "甲"]
     assert len(rated) == 1 and rated[0].rejected == "乙" and rated[0].margin == pytest.approx(0.5 * 2.0)
-    pref = [p for p in pairs if p.chosen == "丁"][0]
+    pref = next(p for p in pairs if p.chosen == "丁")
     assert pref.margin == 0.0 and pref.prompt == [{"role": "user", "content": "写海"}]
     assert not any(p.chosen == "丙" or p.rejected == "丙" for p in pairs)  # a prompt with one rating has no pair
     assert rated[0].as_row(True)["margin"] == pytest.approx(1.0)
@@ -115,12 +115,12 @@ def test_cli_errors_name_the_key(write_recipe, write_jsonl, tmp_path):
     data = write_jsonl("r.jsonl", separable_ratings(2))
     recipe = write_recipe(recipe_text(str(data), tmp_path / "never-trained"))
     res = subprocess.run([sys.executable, "-m", "lyrictool", "score", str(recipe), "--predict", str(data),
-                          "--output", str(tmp_path / "x.jsonl")], capture_output=True, text=True, cwd=REPO)
+                          "--output", str(tmp_path / "x.jsonl")], capture_output=True, text=True, cwd=REPO, check=False)
     assert res.returncode == 2
     assert "output_dir: " in res.stderr and "is not a trained scorer (no such folder)" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
     res = subprocess.run([sys.executable, "-m", "lyrictool", "score", str(recipe), "--set", "aspects={}",
-                          "--dry-run"], capture_output=True, text=True, cwd=REPO)
+                          "--dry-run"], capture_output=True, text=True, cwd=REPO, check=False)
     assert res.returncode == 2 and "aspects: name at least one rated aspect" in res.stderr
 
 

@@ -63,7 +63,7 @@ class RejectionSampleRecipe(BaseRecipe):
     rounds: int = Field(1, ge=1, description="Repeat sample -> select -> SFT; needs finetune: true when > 1.")
 
     @model_validator(mode="after")
-    def _rounds_need_finetune(self) -> "RejectionSampleRecipe":
+    def _rounds_need_finetune(self) -> RejectionSampleRecipe:
         if self.rounds > 1 and not self.finetune:
             raise ValueError(f"rounds: {self.rounds} needs finetune: true (each round samples from the model the "
                              "previous round fine-tuned)")
@@ -120,7 +120,7 @@ def read_samples(path: Path, *, repair: bool = True) -> list[dict]:
         try:
             rows.append(json.loads(line))
         except json.JSONDecodeError:
-            raise UserError(f"not valid JSON; it is not a line this command wrote (move the file away to start "
+            raise UserError("not valid JSON; it is not a line this command wrote (move the file away to start "
                             "over)", where=f"{path}:{i}") from None
     if good_end < len(raw) and repair:
         log.warning("%s: dropping a torn last line (interrupted write); that prompt is sampled again", path)
@@ -217,7 +217,7 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     sft = SFTRecipe.model_construct(model=model, data=recipe.data, train=recipe.train, output_dir=str(model_dir),
                                     seed=recipe.seed)
     sft._source = recipe_source(recipe)
-    trainer, lm = train_sft(sft, rows, [], timer=timer)
+    trainer, _ = train_sft(sft, rows, [], timer=timer)
     if recipe.model.lora is not None and is_main_process():  # next round and users load a plain model folder
         trainer.model.merge_and_unload().save_pretrained(model_dir)
         for name in ("adapter_config.json", "adapter_model.safetensors"):

@@ -228,12 +228,11 @@ def pairwise_accuracy(scorer, pairs: list[Pair]) -> float | None:
 def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer: Timer):
     """RewardTrainer on the pairs; returns (trainer, tokenizer, saved scorer model, accuracy before training)."""
     from datasets import Dataset
+    from transformers import set_seed
     from trl import RewardTrainer
 
     from lyrictool.modeling import load_model, peft_config
     from lyrictool.rewards import Scorer
-
-    from transformers import set_seed
 
     set_seed(recipe.seed)  # the new score head is initialised at load: same recipe, same scorer
     with timer("load_model"):
