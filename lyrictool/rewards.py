@@ -96,7 +96,10 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
             raise UserError(f"{key}[{i}].path: {s.path} is not a trained scorer ({why}); train one with "
                             "`lyrictool score RECIPE` and point here at its output_dir", where=where)
         if s.name == "safety" and not is_model_folder(p):
-            load_blocklist(p, key=f"{key}[{i}].path")
+            try:
+                load_blocklist(p, key=f"{key}[{i}].path")
+            except UserError as e:
+                raise UserError(str(e), where=where) from None
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -141,6 +141,9 @@ def test_bad_inputs_are_one_line_errors(prompts, write_jsonl, write_recipe, tmp_
     recipe = load_recipe(write_recipe(text), "rejection-sample")
     with pytest.raises(UserError, match=r"recipe.yaml: rewards\[0\].path: .*empty is not a trained scorer"):
         run_rejection_sample(recipe, dry_run=True)
+    text = recipe_text(prompts, out).replace("rewards:\n", "rewards:\n  - {name: safety, path: no/such.txt}\n")
+    with pytest.raises(UserError, match=r"recipe.yaml: rewards\[0\].path: blocklist not found: no/such.txt"):
+        run_rejection_sample(load_recipe(write_recipe(text), "rejection-sample"), dry_run=True)
     dup = write_jsonl("dup.jsonl", [{"id": "x", "controls": {}}, {"id": "x", "controls": {}}])
     recipe = load_recipe(write_recipe(recipe_text(dup, out)), "rejection-sample")
     with pytest.raises(UserError, match=r"dup.jsonl:2: duplicate id 'x' \(first at .*dup.jsonl:1\)"):
