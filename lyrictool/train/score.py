@@ -114,8 +114,11 @@ def row_prompt(d: dict, where: str) -> list[dict]:
     raise UserError("'prompt' must be text or a list of chat messages", where=where)
 
 
-def _text(d: dict, key: str, where: str) -> str:
+def _text(d: dict, key: str, where: str, hint: str = "; map yours with data.fields") -> str:
     v = d.get(key)
+    if v is None:
+        raise UserError(f"missing field '{key}' (fields present: {', '.join(map(str, d)) or 'none'}{hint})",
+                        where=where)
     if not isinstance(v, str) or not v.strip():
         raise UserError(f"'{key}' must be non-empty lyrics text, got {type(v).__name__ if v is not None else 'none'}",
                         where=where)
@@ -274,7 +277,7 @@ def predict_file(spec: PredictSpec, default_model: str, *, key: str = "predict",
     prompts, texts = [], []
     for rec in records:
         prompts.append(row_prompt(rec.data, rec.where))
-        texts.append(_text(rec.data, "lyrics", rec.where))
+        texts.append(_text(rec.data, "lyrics", rec.where, hint=""))
     if scorer is None:
         scorer = Scorer(spec.model or default_model, key=f"{key}.model" if spec.model else "output_dir",
                         batch_size=spec.batch_size)
