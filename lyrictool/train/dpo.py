@@ -37,6 +37,7 @@ from lyrictool.train.common import (
     trl_config,
     write_run_files,
 )
+from lyrictool.train.score import AspectWeights
 
 log = logging.getLogger("lyrictool")
 
@@ -46,7 +47,7 @@ class DPORecipe(BaseRecipe):
 
     trl_config = ("trl", "DPOConfig")
 
-    aspects: dict[str, float] = Field(
+    aspects: AspectWeights = Field(
         default_factory=lambda: {"language": 1.0, "genre": 1.0, "content": 1.0},
         description="Ratings rows only: rated aspects and weights; the higher weighted mean is chosen.",
     )
@@ -68,14 +69,6 @@ class DPORecipe(BaseRecipe):
             raise ValueError(f"beta: must be > 0; it scales the log-ratio and 0 leaves nothing to learn (got {beta})")
         return v
 
-    @field_validator("aspects")
-    @classmethod
-    def _aspects(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v:
-            raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
-        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
-            raise ValueError("aspect weights must be >= 0 with a positive sum")
-        return v
 
 
 def build_datasets(recipe: DPORecipe) -> tuple[list[dict], list[dict], dict]:

@@ -25,9 +25,9 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, Strict, recipe_source
@@ -55,12 +55,24 @@ class PredictSpec(Strict):
     batch_size: int = Field(16, gt=0, description="Sequences per forward pass.")
 
 
+def check_aspect_weights(v: dict[str, float]) -> dict[str, float]:
+    """Rated aspects and their weights (ratings rows -> one weighted rating); shared by score and dpo."""
+    if not v:
+        raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
+    if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+        raise ValueError("aspect weights must be >= 0 with a positive sum")
+    return v
+
+
+AspectWeights = Annotated[dict[str, float], AfterValidator(check_aspect_weights)]
+
+
 class ScoreRecipe(BaseRecipe):
     """`lyrictool score`: the lyrics scorer (reward model) on ratings or preference rows."""
 
     trl_config = ("trl", "RewardConfig")
 
-    aspects: dict[str, float] = Field(
+    aspects: AspectWeights = Field(
         default_factory=lambda: {"language": 1.0, "genre": 1.0, "content": 1.0},
         description="Rated aspects and their weights; a row's rating is the weighted mean of these.",
     )
@@ -70,14 +82,6 @@ class ScoreRecipe(BaseRecipe):
                                                                      "(the largest gaps first).")
     predict: PredictSpec | None = Field(None, description="After training, score this lyrics file.")
 
-    @field_validator("aspects")
-    @classmethod
-    def _aspects(cls, v: dict[str, float]) -> dict[str, float]:
-        if not v:
-            raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
-        if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
-            raise ValueError("aspect weights must be >= 0 with a positive sum")
-        return v
 
 
 # --------------------------------------------------------------------------------------------------------------
