@@ -10,6 +10,8 @@ Arms, all `lyrictool inject` runs of the built-in tiny model with the same SFT (
   SFT + hints           utilize only, targets carry 〔group〕 before each line's last character
   phonetic + SFT+hints  memorize + understand builtin:phonetic (the characters of the training songs),
                         then the same SFT with hints
+  SFT + hints, matched  (--arms hints_matched) SFT with hints for as many steps as the three stages above
+                        together: is it the knowledge, or just more training?
 
 Metric: rhyme accuracy = share of generated lines whose last sung syllable is in the requested group
 (lyrictool.metrics.song_metrics), one sample per held-out prompt.  Floor: the requested group's base rate
@@ -55,6 +57,29 @@ def load_songs(data: Path, max_lines: int, max_chars: int) -> list[dict]:
     return songs
 
 
+def hint_diagnostics(raw_texts: list[str], requested: list[str]) -> dict:
+    """For models that write hints: how often the hint names the requested group, and how often the character
+    after a hint really is in the hinted group (commit to a group, then find a character of it)."""
+    import re
+
+    from lyrictool.lyrics import strip_hints
+    from lyrictool.phonetics import rhyme_group
+
+    hint = re.compile(r"〔([^〔〕]+)〕")
+    lines = asked = agree = 0
+    for text, want in zip(raw_texts, requested):
+        for line in text.split("\n"):
+            m = hint.search(line)
+            if not m:
+                continue
+            lines += 1
+            asked += m.group(1) == want
+            agree += rhyme_group(strip_hints(line)) == m.group(1)
+    if not lines:
+        return {}
+    return {"hinted_lines": lines, "hint_is_requested_group": asked / lines, "char_matches_its_hint": agree / lines}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chinese-poetry" / "songci")
@@ -73,6 +98,7 @@ def main() -> None:
     ap.add_argument("--arms", default="plain,hints,phonetic")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: 1 when the machine is busy)")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "rhyme_control")
+    ap.add_argument("--reuse", action="store_true", help="re-evaluate arms already trained in --out")
     args = ap.parse_args()
 
     import torch
@@ -108,14 +134,17 @@ def main() -> None:
                  "warmup_steps": 0.05, "dataloader_pin_memory": False}
     knowledge_train = dict(sft_train, per_device_train_batch_size=32)
 
-    def utilize(hints: str) -> dict:
-        return {"name": "utilize", "train": sft_train, "eval_generation": {"num_prompts": 0},
+    def utilize(hints: str, steps: int | None = None) -> dict:
+        train = dict(sft_train, max_steps=steps or args.sft_steps)
+        return {"name": "utilize", "train": train, "eval_generation": {"num_prompts": 0},
                 "data": {"train": str(train_path), "controls": ["title", "rhyme"], "derive": ["rhyme"],
                          "hints": hints}}
 
     arm_stages = {
         "plain": ("plain SFT", [], [utilize("none")]),
         "hints": ("SFT + hints", [], [utilize("line_end")]),
+        "hints_matched": ("SFT + hints, as many steps as the injection arm's three stages", [],
+                          [utilize("line_end", args.sft_steps + args.mem_steps + args.qa_steps)]),
         "phonetic": ("phonetic injection + SFT + hints",
                      [{"builtin": "phonetic", "chars_from": str(train_path), "max_chars": args.chars}],
                      [{"name": "memorize", "train": dict(knowledge_train, max_steps=args.mem_steps)},
@@ -131,14 +160,16 @@ def main() -> None:
             "output_dir": str(out / key), "seed": args.seed})
         recipe._source = "bench/rhyme_control.py"
         print(f"== {label}", flush=True)
-        summary = run_inject(recipe)
+        done = out / key / "summary.json"
+        summary = json.loads(done.read_text(encoding="utf-8")) if args.reuse and done.exists() else run_inject(recipe)
         lm = load_model(ModelSpec(name=str(out / key)), announce=False)
         controls = [s["controls"] for s in test]
         samples = generate_lyrics(lm.model, lm.tokenizer, controls, n=1, max_new_tokens=160,
                                   temperature=args.temperature, top_p=0.95, batch_size=32, seed=args.seed)
         scores = [song_metrics(s[0].text, c)["rhyme_accuracy"] for s, c in zip(samples, controls)]
+        hinted = hint_diagnostics([s[0].raw for s in samples], [c["rhyme"] for c in controls])
         res = {"rhyme_accuracy": sum(scores) / len(scores), "n_prompts": len(scores),
-               "songs_mostly_in_group": sum(x >= 0.5 for x in scores) / len(scores),
+               "songs_mostly_in_group": sum(x >= 0.5 for x in scores) / len(scores), **hinted,
                "stages": [{k: s.get(k) for k in ("name", "steps", "train_loss_first", "train_loss_last", "time_s",
                                                  "knowledge_qa")} for s in summary["stages"]],
                "examples": [{"controls": c, "lyrics": s[0].text} for s, c in list(zip(samples, controls))[:3]]}
@@ -155,7 +186,9 @@ def main() -> None:
     print("|---|---|---|---|")
     print(f"| floor: requested group's base rate | {floor:.3f} | - | {len(test)} |")
     for label, r in results.items():
-        print(f"| {label} | {r['rhyme_accuracy']:.3f} | {r['songs_mostly_in_group']:.3f} | {r['n_prompts']} |")
+        diag = (f" (hints name the requested group on {r['hint_is_requested_group']:.0%} of lines; the character "
+                f"after a hint is in its group on {r['char_matches_its_hint']:.0%})" if "hinted_lines" in r else "")
+        print(f"| {label}{diag} | {r['rhyme_accuracy']:.3f} | {r['songs_mostly_in_group']:.3f} | {r['n_prompts']} |")
     print(f"| reference: the held-out songs themselves | {reference:.3f} | - | {len(test)} |")
     print(f"\ntotal {total_s / 60:.1f} min ({torch.get_num_threads()} threads); results: {out / 'results.json'}")
 

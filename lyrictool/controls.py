@@ -183,7 +183,10 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
         if "rhyme" in wanted and scheme == "shisanzhe":
             known = [g for g in groups if g]
             if known:
-                top = max(set(known), key=known.count)
+                # ties go to the group of the later line (songs end on their rhyme); never to set order,
+                # which changes from one process to the next
+                best = max(map(known.count, known))
+                top = next(g for g in reversed(known) if known.count(g) == best)
                 if known.count(top) * 2 >= len(lines):
                     out["rhyme"] = top
         if "scheme" in wanted:

@@ -96,3 +96,15 @@ def test_training_targets_with_hints_strip_back_to_the_songci_songs(hints):
         hinted += has_hints(target)
         assert row["prompt"][0]["content"].startswith("请写一首中文歌词。\n标题：")
     assert hinted == len(rows)
+
+
+def test_derived_rhyme_breaks_ties_the_same_way_in_every_process():
+    import subprocess
+    import sys
+
+    song = "月亮圆\n星星亮\n又一年\n来日长"  # 言前 2, 江阳 2: a tie
+    code = ("from lyrictool.controls import derive_controls; "
+            f"print(derive_controls({song!r}, ['rhyme']).get('rhyme'))")
+    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in range(6)}
+    assert seen == {"江阳"}
