@@ -41,7 +41,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from lyrictool.knowledge import Augmentation, Fact, fact_qa, subject_texts  # noqa: E402
+from lyrictool.knowledge import Augmentation, Fact, fact_qa, subject_texts
 
 SURNAMES = "陈李张王刘杨黄赵周吴徐孙朱马胡郭林何高罗"
 GIVEN = "明华伟芳军丽强静磊敏洋艳勇杰涛超秀霞平刚桂英兰云峰雪玲辉鹏"

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+from conftest import SHARED_DATA
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA
 from lyrictool.cli import app, main
+from lyrictool.data import load_records
 from lyrictool.data.convert import convert_chinese_poetry, iter_chinese_poetry
 from lyrictool.data.lyrics_rows import lyrics_example
 from lyrictool.errors import UserError
-from lyrictool.data import load_records
 from lyrictool.lyrics import parse
 
 SONGCI = SHARED_DATA / "songci" / "ci.song.0.json"

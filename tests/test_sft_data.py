@@ -5,8 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from lyrictool.controls import Controls, build_messages, build_prompt, derive_controls
 from lyrictool.data import Record
 from lyrictool.data.lyrics_rows import RowStats, lyrics_example, prompt_controls, sft_rows
@@ -105,6 +105,6 @@ def test_derived_rhyme_breaks_ties_the_same_way_in_every_process():
     song = "月亮圆\n星星亮\n又一年\n来日长"  # 言前 2, 江阳 2: a tie
     code = ("from lyrictool.controls import derive_controls; "
             f"print(derive_controls({song!r}, ['rhyme']).get('rhyme'))")
-    seen = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    seen = {subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True,
                            env={"PYTHONHASHSEED": str(seed), "PATH": ""}).stdout.strip() for seed in range(6)}
     assert seen == {"江阳"}

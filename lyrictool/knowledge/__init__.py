@@ -60,7 +60,7 @@ class KnowledgeSet:
     qa: list[dict[str, str]] = field(default_factory=list)
     facts: list[Fact] = field(default_factory=list)
 
-    def extend(self, other: "KnowledgeSet") -> None:
+    def extend(self, other: KnowledgeSet) -> None:
         self.texts += other.texts
         self.qa += other.qa
         self.facts += other.facts
@@ -95,7 +95,7 @@ class KnowledgeSource(Strict):
         return v
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "KnowledgeSource":
+    def _exactly_one(self) -> KnowledgeSource:
         given = [k for k in ("builtin", "triples", "documents") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of builtin, triples, documents per knowledge source"
@@ -156,7 +156,7 @@ def split_qa_by_subject(qa: list[dict[str, str]], eval_fraction: float, seed: in
         return qa, []
     subjects = sorted({r.get("subject", r["question"]) for r in qa})
     random.Random(seed).shuffle(subjects)
-    held = set(subjects[: max(1, int(round(len(subjects) * eval_fraction)))])
+    held = set(subjects[: max(1, round(len(subjects) * eval_fraction))])
     return ([r for r in qa if r.get("subject", r["question"]) not in held],
             [r for r in qa if r.get("subject", r["question"]) in held])
 

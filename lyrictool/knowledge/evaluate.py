@@ -9,7 +9,8 @@ letters, so 「江阳辙。」 and 江阳辙 are the same answer.
 from __future__ import annotations
 
 import unicodedata
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 
 def normalize_answer(text: str) -> str:

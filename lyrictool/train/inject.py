@@ -41,7 +41,7 @@ class InjectStage(Strict):
         description="utilize only: generate for this many eval prompts at the end and score them.")
 
     @model_validator(mode="after")
-    def _data_matches_stage(self) -> "InjectStage":
+    def _data_matches_stage(self) -> InjectStage:
         if self.name == "utilize" and self.data is None:
             raise ValueError("the utilize stage needs data: (lyrics rows, as in the sft recipe)")
         if self.name != "utilize" and self.data is not None:
@@ -68,7 +68,7 @@ class InjectRecipe(Strict):
     trl_config: ClassVar[tuple[str, str]] = ("trl", "SFTConfig")
 
     @model_validator(mode="after")
-    def _knowledge_for_knowledge_stages(self) -> "InjectRecipe":
+    def _knowledge_for_knowledge_stages(self) -> InjectRecipe:
         needs = [s.name for s in self.stages if not s.skip and s.name != "utilize"]
         if needs and not self.knowledge:
             raise ValueError(f"stages {', '.join(needs)} train on knowledge, but knowledge: is empty; add e.g. "
