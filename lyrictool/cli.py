@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -29,7 +29,7 @@ app = typer.Typer(
 # ---- shared options -------------------------------------------------------------------------------------------
 RecipeArg = Annotated[Path, typer.Argument(help="YAML recipe (see recipes/ and docs/recipes.md).", show_default=False)]
 SetOpt = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a recipe key, YAML-typed: --set train.learning_rate=1e-4 (repeatable).",
                  show_default=False),
 ]
@@ -111,9 +111,9 @@ def score(
     recipe: RecipeArg,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
-    predict: Annotated[Optional[Path], typer.Option("--predict", help="Score every row of this lyrics JSONL "
+    predict: Annotated[Path | None, typer.Option("--predict", help="Score every row of this lyrics JSONL "
                                                     "with the trained scorer instead of training.")] = None,
-    output: Annotated[Optional[Path], typer.Option("--output", help="Where --predict writes scored rows.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Where --predict writes scored rows.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Train the lyrics scorer (reward model) on ratings or preferences (TRL RewardTrainer), or --predict."""
@@ -159,20 +159,20 @@ def ppo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debu
 # ---- evaluation and tools -------------------------------------------------------------------------------------
 @app.command("eval")
 def eval_(
-    recipe: Annotated[Optional[Path], typer.Argument(help="Eval recipe: generate from models, then score.",
+    recipe: Annotated[Path | None, typer.Argument(help="Eval recipe: generate from models, then score.",
                                                      show_default=False)] = None,
-    input: Annotated[Optional[list[Path]], typer.Option("--input", help="Score existing lyrics JSONL instead "
+    input: Annotated[list[Path] | None, typer.Option("--input", help="Score existing lyrics JSONL instead "
                                                         "(rows {lyrics, controls}); repeat to compare systems.")] = None,
     fmt: FormatOpt = "table",
-    output: Annotated[Optional[Path], typer.Option("--output", help="Write the JSON result here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", help="Write the JSON result here.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip malformed rows (counted) "
                                                "instead of stopping.")] = False,
     scheme: SchemeOpt = "shisanzhe",
-    mos_sheet: Annotated[Optional[Path], typer.Option("--mos-sheet", help="Export a blinded MOS rating sheet "
+    mos_sheet: Annotated[Path | None, typer.Option("--mos-sheet", help="Export a blinded MOS rating sheet "
                                                       "(CSV).")] = None,
-    mos_ratings: Annotated[Optional[list[Path]], typer.Option("--mos-ratings", help="Filled MOS sheets to "
+    mos_ratings: Annotated[list[Path] | None, typer.Option("--mos-ratings", help="Filled MOS sheets to "
                                                               "aggregate (repeatable).")] = None,
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write a self-contained HTML report.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
     debug: DebugOpt = False,
@@ -188,13 +188,13 @@ def eval_(
 
 @app.command()
 def serve(
-    recipe: Annotated[Optional[Path], typer.Argument(help="Serve recipe (recipes/tiny/serve.yaml).",
+    recipe: Annotated[Path | None, typer.Argument(help="Serve recipe (recipes/tiny/serve.yaml).",
                                                      show_default=False)] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Serve this model folder instead of a "
+    model: Annotated[str | None, typer.Option("--model", help="Serve this model folder instead of a "
                                                  "recipe.")] = None,
-    host: Annotated[Optional[str], typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
-    port: Annotated[Optional[int], typer.Option("--port", help="Port (default 8000).")] = None,
-    api_key: Annotated[Optional[str], typer.Option("--api-key", envvar="LYRICTOOL_API_KEY",
+    host: Annotated[str | None, typer.Option("--host", help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option("--port", help="Port (default 8000).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", envvar="LYRICTOOL_API_KEY",
                                                    help="Require Authorization: Bearer KEY.")] = None,
     set_: SetOpt = None,
     debug: DebugOpt = False,
@@ -209,9 +209,9 @@ def serve(
 
 @app.command()
 def rhyme(
-    text: Annotated[Optional[str], typer.Argument(help="Lyrics text (lines separated by newlines or '/').",
+    text: Annotated[str | None, typer.Argument(help="Lyrics text (lines separated by newlines or '/').",
                                                   show_default=False)] = None,
-    file: Annotated[Optional[Path], typer.Option("--file", "-f", help="Read lyrics from this file ('-' = stdin).")]
+    file: Annotated[Path | None, typer.Option("--file", "-f", help="Read lyrics from this file ('-' = stdin).")]
     = None,
     scheme: SchemeOpt = "shisanzhe",
     fmt: FormatOpt = "table",
@@ -245,7 +245,7 @@ def data_chinese_poetry(
     source: Annotated[Path, typer.Argument(help="A chinese-poetry JSON file or folder (宋词 ci.song.*.json, "
                                            "元曲 yuanqu.json).", show_default=False)],
     output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL of lyrics rows.")],
-    limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many rows.")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="At most this many rows.")] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Convert the chinese-poetry JSON format (tune name / title becomes a control; lines kept)."""
@@ -302,7 +302,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except SystemExit:
         raise
-    except Exception as e:  # noqa: BLE001 - the one place internal errors are turned into exit 1
+    except Exception as e:
         if debug:
             raise
         _err_console().print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the "

@@ -101,7 +101,7 @@ class Controls(BaseModel):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Controls":
+    def _consistent(self) -> Controls:
         counts = {}
         if self.structure:
             counts["structure"] = sum(s.lines for s in self.structure)

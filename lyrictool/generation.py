@@ -7,8 +7,9 @@ of prompts is left-padded and sampled in one ``generate`` call with the KV cache
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from lyrictool.controls import Controls, build_prompt
 
@@ -53,9 +54,9 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-            gen_kwargs: dict[str, Any] = dict(max_new_tokens=max_new_tokens, num_return_sequences=n,
-                                              pad_token_id=tokenizer.pad_token_id,
-                                              eos_token_id=tokenizer.eos_token_id, use_cache=True)
+            gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
+                                              "pad_token_id": tokenizer.pad_token_id,
+                                              "eos_token_id": tokenizer.eos_token_id, "use_cache": True}
             if temperature > 0:
                 gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
             else:

@@ -45,16 +45,16 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-TINY_CONFIG = dict(
-    hidden_size=128,
-    intermediate_size=352,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    max_position_embeddings=1024,
-    tie_word_embeddings=True,
-    rms_norm_eps=1e-6,
-)
+TINY_CONFIG = {
+    "hidden_size": 128,
+    "intermediate_size": 352,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-6,
+}
 
 
 def cache_dir() -> Path:
@@ -112,6 +112,7 @@ def build_tiny_tokenizer():
 
 def build_tiny_model(tokenizer, seed: int = 0):
     import torch
+
     # Llama, not Qwen2: transformers 5 forces Qwen2's BPE tokenizer class onto any qwen2 checkpoint, which
     # would silently break a character tokenizer loaded through AutoTokenizer.
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -223,7 +224,7 @@ def choose_attention(requested: str, dtype) -> AttentionChoice:
     return AttentionChoice("eager", f"{why}; no SDPA in this PyTorch")
 
 
-def quantization_config(spec: "ModelSpec", dtype):
+def quantization_config(spec: ModelSpec, dtype):
     if spec.quantization == "none":
         return None
     if not cuda_available():
@@ -239,7 +240,7 @@ def quantization_config(spec: "ModelSpec", dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def peft_config(spec: "ModelSpec", task_type: str = "CAUSAL_LM"):
+def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM"):
     """The peft LoraConfig for the recipe, or None (TRL trainers take it as ``peft_config``)."""
     if spec.lora is None:
         if spec.quantization != "none":
@@ -273,7 +274,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
-def load_model(spec: "ModelSpec", *, kind: str = "causal_lm", num_labels: int = 1, for_training: bool = True,
+def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1, for_training: bool = True,
                announce: bool = True) -> LoadedModel:
     """Load model + tokenizer as the recipe says. ``kind``: causal_lm or seq_cls (a scorer head)."""
     import torch  # noqa: F401
@@ -284,11 +285,11 @@ def load_model(spec: "ModelSpec", *, kind: str = "causal_lm", num_labels: int = 
     attn = choose_attention(spec.attn, dtype)
     qconf = quantization_config(spec, dtype)
     tok = load_tokenizer(spec.name, spec.trust_remote_code)
-    kwargs: dict[str, Any] = dict(dtype=dtype, attn_implementation=attn.implementation,
-                                  trust_remote_code=spec.trust_remote_code)
+    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn.implementation,
+                                  "trust_remote_code": spec.trust_remote_code}
     if qconf is not None:
         kwargs["quantization_config"] = qconf
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", 0))}
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     cls = AutoModelForCausalLM if kind == "causal_lm" else AutoModelForSequenceClassification
     if kind != "causal_lm":
         kwargs["num_labels"] = num_labels
@@ -309,7 +310,7 @@ def count_parameters(model) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def check_model_spec(spec: "ModelSpec") -> dict[str, str]:
+def check_model_spec(spec: ModelSpec) -> dict[str, str]:
     """What --dry-run can check about the model without loading it: attention, dtype, quantization, LoRA."""
     dtype = resolve_dtype(spec.dtype)
     attn = choose_attention(spec.attn, dtype)

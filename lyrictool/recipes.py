@@ -20,9 +20,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
 
@@ -314,7 +315,7 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
             raise UserError(
                 f"train.{key}: {e.errors()[0]['msg']} (got {value!r})", where=where
             ) from None
-        except Exception:  # noqa: BLE001 - a type pydantic cannot build; the config constructor checks it
+        except Exception:  # noqa: BLE001, S112 - a type pydantic cannot build; the config constructor checks it
             continue
     positive = ("learning_rate", "per_device_train_batch_size", "per_device_eval_batch_size",
                 "gradient_accumulation_steps", "num_train_epochs", "num_generations")

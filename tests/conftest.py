@@ -58,7 +58,7 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
     """Run `python -m lyrictool ARGS` in a subprocess (real exit codes, real stderr)."""
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "lyrictool", *args], cwd=cwd or REPO, env=full_env,
-                          capture_output=True, text=True, timeout=timeout)
+                          capture_output=True, text=True, timeout=timeout, check=False)
 
 
 SONGS = [

@@ -89,5 +89,5 @@ def test_bitsandbytes_not_imported_without_quantization():
 
     code = ("import sys\nfrom lyrictool.modeling import check_model_spec\nfrom lyrictool.recipes import ModelSpec\n"
             "check_model_spec(ModelSpec())\nprint('BNB', 'bitsandbytes' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False).stdout
     assert "BNB False" in out

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from lyrictool.cli import main
 from lyrictool.recipes import RECIPES, load_recipe
 

@@ -67,7 +67,7 @@ class RowStats:
         return {"rows": self.rows, "controls_stated": dict(self.stated), "controls_missing": dict(self.missing)}
 
 
-def prompt_controls(ex: LyricsExample, spec: "DataSpec", rng: random.Random, stats: RowStats | None = None
+def prompt_controls(ex: LyricsExample, spec: DataSpec, rng: random.Random, stats: RowStats | None = None
                     ) -> Controls:
     """The controls this row's prompt states: given ones, plus derived ones, minus dropped ones."""
     given = ex.controls.to_dict()
@@ -97,7 +97,7 @@ def target_text(lyrics: str, hints: str, scheme: str = "shisanzhe") -> str:
     return add_hints(lyrics.strip(), mode=hints, scheme=scheme)
 
 
-def sft_rows(examples: list[LyricsExample], spec: "DataSpec", seed: int = 0,
+def sft_rows(examples: list[LyricsExample], spec: DataSpec, seed: int = 0,
              stats: RowStats | None = None) -> list[dict]:
     """Conversational prompt/completion rows for TRL's SFTTrainer (loss on the completion only)."""
     rng = random.Random(seed)

@@ -41,8 +41,8 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
     import torch
 
     config_cls = load_config_class(recipe)
-    kwargs: dict[str, Any] = dict(report_to="none", logging_steps=1, save_strategy="no", disable_tqdm=True,
-                                  save_only_model=False)
+    kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
+                                  "save_only_model": False}
     if dtype is not None and torch.cuda.is_available():
         kwargs["bf16"] = dtype == torch.bfloat16
         kwargs["fp16"] = dtype == torch.float16
@@ -77,7 +77,7 @@ def split_records(records: list, eval_fraction: float, seed: int) -> tuple[list,
         return records, []
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
-    n_eval = max(1, int(round(len(records) * eval_fraction)))
+    n_eval = max(1, round(len(records) * eval_fraction))
     if n_eval >= len(records):
         raise UserError(f"data.eval_fraction: {eval_fraction} leaves no training rows out of {len(records)}")
     held = set(order[:n_eval])
