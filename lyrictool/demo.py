@@ -92,25 +92,6 @@ def demo_recipes(out: Path) -> dict:
     return recipes
 
 
-def keep_freed_memory() -> None:
-    """Let glibc keep freed blocks up to 1 GiB instead of unmapping them.
-
-    Each CPU training step allocates and frees logits of tens of MB; above glibc's mmap threshold every one is a
-    fresh mmap whose pages fault in again (measured here: 10x the page faults and ~40% of an SFT step's wall time
-    on the tiny model).  No effect elsewhere than glibc.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
-        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
-    except (OSError, AttributeError):
-        pass
-
-
 def sample_song_table(lyrics: str):
     """A rich table of one song's lines with their last syllable, final and rhyme group."""
     from rich.table import Table
@@ -139,7 +120,6 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     from lyrictool.train.score import run_score
     from lyrictool.train.sft import run_sft
 
-    keep_freed_memory()
     datasets.disable_progress_bars()  # the demo prints one line per step instead
     transformers.utils.logging.disable_progress_bar()
     console = Console(highlight=False)

@@ -239,17 +239,30 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict, overrides: list[str] | None) -> dict:
+    """Apply ``--set`` items; a numeric part indexes a list (``--set systems.1.model=runs/x``)."""
     for item in overrides or []:
         path, value = parse_override(item)
-        node = data
-        for i, part in enumerate(path[:-1]):
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif not isinstance(child, dict):
-                raise UserError(f"--set {item}: {'.'.join(path[: i + 1])} is not a mapping")
-            node = child
-        node[path[-1]] = value
+        node: Any = data
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            where = ".".join(path[: i + 1])
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise UserError(f"--set {item}: {'.'.join(path[:i]) or 'recipe'} is a list of {len(node)}; "
+                                    f"{part!r} is not an index into it")
+                key: Any = int(part)
+            elif isinstance(node, dict):
+                key = part
+            else:
+                raise UserError(f"--set {item}: {'.'.join(path[:i])} is not a mapping")
+            if last:
+                node[key] = value
+            else:
+                if isinstance(node, dict) and node.get(key) is None:
+                    node[key] = {}
+                node = node[key]
+                if not isinstance(node, (dict, list)):
+                    raise UserError(f"--set {item}: {where} is not a mapping")
     return data
 
 

@@ -141,3 +141,13 @@ def test_bad_lyrics_rows_are_reported_with_line(row, expect, write_jsonl, write_
     code, _, err = run_main(["sft", str(path), "--dry-run"], capsys)
     assert code == 2, err
     assert f"{data}:2:" in err and expect in err
+
+
+def test_set_indexes_into_lists():
+    from lyrictool.errors import UserError
+    from lyrictool.recipes import apply_overrides
+
+    data = {"systems": [{"model": "a"}, {"model": "b"}]}
+    assert apply_overrides(data, ["systems.1.model=runs/x"])["systems"][1]["model"] == "runs/x"
+    with pytest.raises(UserError, match="list of 2"):
+        apply_overrides(data, ["systems.2.model=x"])

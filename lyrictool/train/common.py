@@ -36,9 +36,30 @@ def versions() -> dict[str, str]:
     return out
 
 
+def keep_freed_memory() -> None:
+    """Let glibc keep freed blocks up to 1 GiB instead of unmapping them (CPU training only).
+
+    Each CPU training step allocates and frees logits of tens of MB; above glibc's mmap threshold every one is a
+    fresh mmap whose pages fault in again (measured on the tiny model: 10x the page faults and ~40% of an SFT
+    step's wall time).  No effect where the C library is not glibc.
+    """
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+    except (OSError, AttributeError):
+        pass
+
+
 def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, **defaults: Any):
     """The command's TRL config: our defaults, overridden by the recipe's ``train`` keys."""
     import torch
+
+    if not torch.cuda.is_available():
+        keep_freed_memory()
 
     config_cls = load_config_class(recipe)
     kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
