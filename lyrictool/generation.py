@@ -2,7 +2,7 @@
 
 Prompts are built by :func:`lyrictool.controls.build_prompt` and wrapped in the model's chat template; a batch
 of prompts is left-padded and sampled in one ``generate`` call with the KV cache, ``n`` samples per prompt
-(``num_return_sequences``).  Phonetic hints are always stripped from what comes back.
+(``num_return_sequences``).  Phonetic hints (and any malformed hint residue) are always stripped from what comes back.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
     """
     import torch
 
-    from lyrictool.lyrics import strip_hints
+    from lyrictool.lyrics import strip_generated_hints
 
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -75,7 +75,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
                         if len(eos):
                             keep[int(eos[0]) + 1:] = False
                     raw = tokenizer.decode(ids[keep], skip_special_tokens=True)
-                    samples.append(Sample(text=strip_hints(raw).strip(), raw=raw, new_tokens=int(keep.sum())))
+                    samples.append(Sample(text=strip_generated_hints(raw).strip(), raw=raw, new_tokens=int(keep.sum())))
                 out.append(samples)
     finally:
         tokenizer.padding_side = old_side

@@ -201,6 +201,17 @@ def strip_hints(text: str) -> str:
     return _HINT.sub("", text)
 
 
+# What a model trained with hints can leave behind when it gets a marker wrong: a made-up group name in the
+# brackets (〔乜阳〕) or half a marker.  Only for model output: a user's own 〔...〕 text is never touched by it.
+_HINT_RESIDUE = re.compile(HINT_OPEN + r"[^" + HINT_OPEN + HINT_CLOSE + r"\n]{0,4}" + HINT_CLOSE + "|[" + HINT_OPEN
+                           + HINT_CLOSE + "]")
+
+
+def strip_generated_hints(text: str) -> str:
+    """Remove hints from model output, including malformed ones (any short 〔...〕 and stray brackets)."""
+    return _HINT_RESIDUE.sub("", strip_hints(text))
+
+
 def has_hints(text: str) -> bool:
     """True when ``text`` contains a hint marker."""
     return _HINT.search(text) is not None

@@ -180,3 +180,12 @@ def test_hint_round_trip_on_any_text(text, mode, scheme):
             add_hints(text, mode, scheme)
     else:
         assert strip_hints(add_hints(text, mode, scheme)) == text
+
+
+def test_generated_hint_residue_is_stripped_but_user_brackets_are_not():
+    from lyrictool.lyrics import strip_generated_hints, strip_hints
+
+    raw = "给上在上过长〔乜阳〕福\n2辰〔江阳〕样\n半个〔言\n月光〕"
+    assert strip_generated_hints(raw) == "给上在上过长福\n2辰样\n半个言\n月光"
+    # strip_hints stays the exact inverse of add_hints: an editor's note in real text survives it
+    assert strip_hints("春风〔态〕又绿") == "春风〔态〕又绿"

@@ -23,12 +23,12 @@ def _tag_text(name: str) -> str:
 
 def clean_line(line: str) -> tuple[str, str] | None:
     """One generated line -> ("tag", "[Chorus]") | ("line", text) | None (blank or nothing left)."""
-    from lyrictool.lyrics import _tag_line, canonical_section, strip_hints
+    from lyrictool.lyrics import canonical_section, is_tag_line, strip_generated_hints
 
-    line = strip_hints(line).strip()
+    line = strip_generated_hints(line).strip()
     if not line:
         return None
-    if _tag_line(line):
+    if is_tag_line(line):
         name = canonical_section(line)
         return ("tag", _tag_text(name)) if name else None  # an unknown "[...]" is model noise, not a section
     if _HAN.search(line):  # only Chinese lines: "Hello, world." keeps its ASCII punctuation
