@@ -276,7 +276,10 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
 
 def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1, for_training: bool = True,
                announce: bool = True) -> LoadedModel:
-    """Load model + tokenizer as the recipe says. ``kind``: causal_lm or seq_cls (a scorer head)."""
+    """Load model + tokenizer as the recipe says. ``kind``: causal_lm or seq_cls (a scorer head).
+
+    ``for_training=False`` (eval, sampling, serving) puts the model on the GPU when there is one, in eval mode.
+    """
     import torch  # noqa: F401
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -300,10 +303,19 @@ def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1,
         raise UserError(f"model.name: cannot load {spec.name}: {first}") from None
     if getattr(model.config, "pad_token_id", None) is None:
         model.config.pad_token_id = tok.pad_token_id
+    if not for_training:  # inference (eval, sampling, serve): on the accelerator now; a trainer places its own
+        to_accelerator(model)
+        model.eval()
     if announce:
         log.info("model %s: attention=%s (%s), dtype=%s", spec.name, attn.implementation, attn.reason,
                  str(dtype).removeprefix("torch."))
     return LoadedModel(model=model, tokenizer=tok, path=path, attention=attn, dtype=dtype)
+
+
+def to_accelerator(model) -> None:
+    """Move a model to this process's GPU (LOCAL_RANK) when there is one; quantized models are already placed."""
+    if cuda_available() and getattr(model, "hf_device_map", None) is None:
+        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
 
 
 def count_parameters(model) -> int:

@@ -183,23 +183,13 @@ def align(systems: list[SystemResult]) -> str | None:
 # ---- per system ------------------------------------------------------------------------------------------------
 
 
-def _device_model(spec: ModelSpec):
-    import torch
-
-    from lyrictool.modeling import load_model
-
-    lm = load_model(spec, for_training=False)
-    if torch.cuda.is_available() and spec.quantization == "none":
-        lm.model.to("cuda")
-    return lm
-
-
 def generate_system(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, seed: int,
                     qa: list[dict] | None) -> tuple[list[dict], dict | None]:
     """Generate one song per prompt (fixed seed, batched) and answer the QA rows if given."""
     from lyrictool.generation import generate_lyrics
+    from lyrictool.modeling import load_model
 
-    lm = _device_model(spec.model)
+    lm = load_model(spec.model, for_training=False)  # on the GPU when there is one
     outs = generate_lyrics(lm.model, lm.tokenizer, [p["controls"] for p in prompts], n=1,
                            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
                            batch_size=gen.batch_size, seed=seed)

@@ -135,12 +135,7 @@ class TransformersBackend:
     def load(cls, spec) -> TransformersBackend:
         from lyrictool.modeling import load_model
 
-        loaded = load_model(spec, for_training=False)
-        import torch
-
-        if torch.cuda.is_available() and spec.quantization == "none":
-            loaded.model.to("cuda")
-        loaded.model.eval()
+        loaded = load_model(spec, for_training=False)  # on the GPU when there is one, eval mode
         return cls(loaded.model, loaded.tokenizer)
 
     def count_tokens(self, text: str) -> int:

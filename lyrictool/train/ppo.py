@@ -159,15 +159,6 @@ def sample_and_score(model, tokenizer, prompts: list[dict], rewards, recipe: PPO
     return out
 
 
-def _to_accelerator(model) -> None:
-    import os
-
-    import torch
-
-    if torch.cuda.is_available() and getattr(model, "hf_device_map", None) is None:  # quantized: already placed
-        model.to(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-
-
 def reward_curves(history: list[dict], names: list[str]) -> dict[str, list[float]]:
     """Per logged step, the batch mean of each reward component and of the total (as TRL logged them)."""
     return {n: [h[f"rewards/{n}/mean"] for h in history if f"rewards/{n}/mean" in h] for n in names}
@@ -194,7 +185,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
 
     from lyrictool import rewards as rw
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.modeling import load_model, peft_config, to_accelerator
 
     timer = timer or Timer()
     rewards = rw.Rewards.from_specs(recipe.rewards, scheme=recipe.data.scheme)
@@ -209,7 +200,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     held = eval_rows or train_rows
     evals: dict = {}
     if is_main_process() and recipe.eval_generation.num_prompts:
-        _to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU would take hours
+        to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU would take hours
         with timer("eval_generation"):
             evals["before"] = sample_and_score(lm.model, lm.tokenizer, held, rewards, recipe)
     trainer = trainer_cls(
