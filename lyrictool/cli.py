@@ -71,17 +71,14 @@ def _setup_logging() -> None:
     logging.getLogger("lyrictool").setLevel(logging.INFO)
 
 
-def _recipe(path: Path, command: str, overrides: list[str] | None):
-    from lyrictool.recipes import load_recipe
+def _run(fn, path: Path | None, command: str, overrides: list[str] | None, **kwargs) -> None:
+    """Load and validate the recipe (if one is given), then run the command; user errors about a recipe key name
+    the recipe file too."""
+    from lyrictool.recipes import errors_name_recipe, load_recipe
 
-    return load_recipe(path, command, overrides)
-
-
-def _naming(recipe):
-    """User errors about a recipe key name the recipe file too."""
-    from lyrictool.recipes import errors_name_recipe
-
-    return errors_name_recipe(recipe)
+    recipe = load_recipe(path, command, overrides) if path is not None else None
+    with errors_name_recipe(recipe):
+        fn(recipe, **kwargs)
 
 
 # ---- training commands ----------------------------------------------------------------------------------------
@@ -91,9 +88,7 @@ def sft(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, resu
     """Supervised fine-tuning with control prompts (TRL SFTTrainer, completion-only loss, LoRA/QLoRA)."""
     from lyrictool.train.sft import run_sft
 
-    rec = _recipe(recipe, "sft", set_)
-    with _naming(rec):
-        run_sft(rec, dry_run=dry_run, resume=resume)
+    _run(run_sft, recipe, "sft", set_, dry_run=dry_run, resume=resume)
 
 
 @app.command()
@@ -101,9 +96,7 @@ def inject(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, d
     """Three-stage knowledge injection: memorize (continued pre-training) -> understand (QA) -> utilize (task)."""
     from lyrictool.train.inject import run_inject
 
-    rec = _recipe(recipe, "inject", set_)
-    with _naming(rec):
-        run_inject(rec, dry_run=dry_run)
+    _run(run_inject, recipe, "inject", set_, dry_run=dry_run)
 
 
 @app.command()
@@ -119,9 +112,7 @@ def score(
     """Train the lyrics scorer (reward model) on ratings or preferences (TRL RewardTrainer), or --predict."""
     from lyrictool.train.score import run_score
 
-    rec = _recipe(recipe, "score", set_)
-    with _naming(rec):
-        run_score(rec, dry_run=dry_run, predict=predict, output=output)
+    _run(run_score, recipe, "score", set_, dry_run=dry_run, predict=predict, output=output)
 
 
 @app.command("rejection-sample")
@@ -130,9 +121,7 @@ def rejection_sample(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt 
     """LLaMA-2-style rejection sampling: K samples per prompt, keep the best by scorer + rule rewards, SFT on them."""
     from lyrictool.train.rejection_sample import run_rejection_sample
 
-    rec = _recipe(recipe, "rejection-sample", set_)
-    with _naming(rec):
-        run_rejection_sample(rec, dry_run=dry_run)
+    _run(run_rejection_sample, recipe, "rejection-sample", set_, dry_run=dry_run)
 
 
 @app.command()
@@ -140,9 +129,7 @@ def dpo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debu
     """Direct preference optimisation on chosen/rejected lyrics (TRL DPOTrainer)."""
     from lyrictool.train.dpo import run_dpo
 
-    rec = _recipe(recipe, "dpo", set_)
-    with _naming(rec):
-        run_dpo(rec, dry_run=dry_run)
+    _run(run_dpo, recipe, "dpo", set_, dry_run=dry_run)
 
 
 @app.command()
@@ -151,9 +138,7 @@ def ppo(recipe: RecipeArg, set_: SetOpt = None, dry_run: DryRunOpt = False, debu
     (clipped PPO objective, group-relative advantages, no critic) or RLOOTrainer (algorithm: rloo)."""
     from lyrictool.train.ppo import run_ppo
 
-    rec = _recipe(recipe, "ppo", set_)
-    with _naming(rec):
-        run_ppo(rec, dry_run=dry_run)
+    _run(run_ppo, recipe, "ppo", set_, dry_run=dry_run)
 
 
 # ---- evaluation and tools -------------------------------------------------------------------------------------
@@ -180,10 +165,9 @@ def eval_(
     """Objective metrics (rhyme, rhythm, structure, format), scorer and knowledge accuracy; compare systems; MOS."""
     from lyrictool.metrics.evaluate import run_eval
 
-    rec = _recipe(recipe, "eval", set_) if recipe is not None else None
-    with _naming(rec):
-        run_eval(rec, inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
-                 mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
+    _run(run_eval, recipe, "eval", set_,
+         inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
+         mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
 
 
 @app.command()
@@ -202,9 +186,7 @@ def serve(
     """An OpenAI-compatible lyrics server with controls, query expansion, batching and limits."""
     from lyrictool.serve.app import run_serve
 
-    rec = _recipe(recipe, "serve", set_) if recipe is not None else None
-    with _naming(rec):
-        run_serve(rec, model=model, host=host, port=port, api_key=api_key)
+    _run(run_serve, recipe, "serve", set_, model=model, host=host, port=port, api_key=api_key)
 
 
 @app.command()
