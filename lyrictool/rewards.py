@@ -217,7 +217,6 @@ class Scorer:
     def _load(path, key: str, device: str | None):
         import json
 
-        import torch
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         p = Path(path).expanduser()
@@ -239,8 +238,12 @@ class Scorer:
             tokenizer.pad_token = tokenizer.eos_token
         if model.config.pad_token_id is None:
             model.config.pad_token_id = tokenizer.pad_token_id
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        return model.to(device), tokenizer
+        if device is not None:
+            return model.to(device), tokenizer
+        from lyrictool.modeling import to_accelerator
+
+        to_accelerator(model)  # this process's GPU (LOCAL_RANK) when there is one, as for every inference model
+        return model, tokenizer
 
     def encode(self, prompt: Any, lyrics: str) -> list[int]:
         """Token ids of one (prompt, lyrics) pair; ``prompt`` is controls or a list of chat messages."""
