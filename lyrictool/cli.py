@@ -209,13 +209,19 @@ def rhyme(
 def demo(
     output_dir: Annotated[Path, typer.Option("--output-dir", help="Where the demo writes its runs.")]
     = Path("runs/demo"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipes and read every data file the demo "
+                                          "uses; train nothing.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """The whole method on the built-in tiny model, offline, in minutes: inject -> SFT with hints -> scorer ->
     rejection sampling -> eval of base vs final."""
+    from lyrictool.demo import dry_run as demo_dry_run
     from lyrictool.demo import run_demo
 
-    run_demo(output_dir)
+    if dry_run:
+        demo_dry_run(output_dir)
+    else:
+        run_demo(output_dir)
 
 
 data_app = typer.Typer(help="Convert public corpora into lyrics rows {lyrics, controls}.", no_args_is_help=True)

@@ -14,14 +14,14 @@ model, ``recipe.yaml`` and ``summary.json`` in its own folder under the output d
 from __future__ import annotations
 
 import json
+import resource
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
-from lyrictool.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
-EVAL_PROMPTS = REPO / "recipes" / "eval" / "prompts.jsonl"
+EVAL_PROMPTS = "builtin:eval-prompts"  # package data, like the songs and ratings: the demo runs from an installed wheel
 STEPS = ("inject", "sft", "score", "rejection-sample", "eval")
 SCHEME = "shisanzhe"
 
@@ -81,7 +81,7 @@ def demo_recipes(out: Path) -> dict:
         "systems": [{"name": "base", "model": "builtin:tiny-zh"},
                     {"name": "sft", "model": str(out / "sft")},
                     {"name": "final", "model": str(out / "rejection-sample")}],
-        "prompts": str(EVAL_PROMPTS),
+        "prompts": EVAL_PROMPTS,
         "generation": {"num_prompts": 0, "max_new_tokens": 180, "temperature": 0.7, "batch_size": 21},
         "scheme": SCHEME,
         "scorer": str(out / "score"),
@@ -90,6 +90,33 @@ def demo_recipes(out: Path) -> dict:
     for name, recipe in recipes.items():
         recipe._source = f"lyrictool demo ({name})"
     return recipes
+
+
+def data_files(recipes: dict) -> dict[str, str]:
+    """Every data source the demo's recipes read, resolved to its file (package data: no source checkout needed)."""
+    from lyrictool.data import resolve_source
+
+    sources = [recipes["inject"].knowledge[0].chars_from, recipes["sft"].data.train, recipes["score"].data.train,
+               recipes["rejection-sample"].data.train, recipes["eval"].prompts]
+    return {s: resolve_source(s) for s in dict.fromkeys(sources)}
+
+
+def dry_run(output_dir: Path | str = "runs/demo") -> dict[str, int]:
+    """Check the five recipes and read every data file the demo uses; load no model, train nothing."""
+    from rich.console import Console
+
+    from lyrictool.data import load_records
+    from lyrictool.metrics.evaluate import load_prompts
+
+    console = Console(highlight=False, soft_wrap=True)
+    recipes = demo_recipes(Path(output_dir))
+    rows = {}
+    for source, path in data_files(recipes).items():
+        n = len(load_prompts(source)) if source == EVAL_PROMPTS else len(load_records(source, what=source))
+        rows[source] = n
+        console.print(f"  {source}: {path} ({n} rows)")
+    console.print(f"recipes OK: {', '.join(recipes)}; dry run: no model loaded, nothing written")
+    return rows
 
 
 def sample_song_table(lyrics: str):
@@ -104,6 +131,48 @@ def sample_song_table(lyrics: str):
     for row in rhyme_rows(lyrics, SCHEME):
         table.add_row(row["section"] or "", row["line"], row["char"] or "-", row["pinyin"] or "-",
                       row["group"] or "-")
+    return table
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process (all threads) and its finished children."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def torch_import_time() -> dict:
+    """Wall and CPU seconds of ``python -c "import torch"`` in a fresh interpreter: how fast this box is, to
+    compare the demo's times with other machines'."""
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=False, capture_output=True)
+    return {"wall_s": round(time.perf_counter() - t0, 2), "cpu_s": round(cpu_seconds() - c0, 2)}
+
+
+def step_phases(step_dir: Path) -> dict:
+    """The phases a step's own summary.json timed (wall and CPU seconds), e.g. load_model, train, save."""
+    try:
+        summary = json.loads((step_dir / "summary.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    cpu = summary.get("cpu_s") or {}
+    return {k: {"wall_s": round(v, 1), "cpu_s": round(cpu.get(k, 0.0), 1)}
+            for k, v in (summary.get("timings_s") or {}).items()}
+
+
+def timings_table(timings: dict, total: dict, torch_import: dict):
+    """The closing screen's timing table: wall and CPU seconds per step and per phase of each step."""
+    from rich.table import Table
+
+    table = Table(title="time per step (CPU s = user + system over all threads)", title_justify="left")
+    for col in ("step", "wall s", "CPU s", "phases (wall s / CPU s)"):
+        table.add_column(col, justify="left" if col in ("step", "phases (wall s / CPU s)") else "right")
+    for step, t in timings.items():
+        phases = ", ".join(f"{k} {v['wall_s']:.0f}/{v['cpu_s']:.0f}" for k, v in t.get("phases", {}).items()
+                           if v["wall_s"] >= 0.5)
+        table.add_row(step, f"{t['wall_s']:.0f}", f"{t['cpu_s']:.0f}", phases)
+    table.add_row("total", f"{total['wall_s']:.0f}", f"{total['cpu_s']:.0f}",
+                  f"this box: python -c \"import torch\" {torch_import['wall_s']:.1f} s wall, "
+                  f"{torch_import['cpu_s']:.1f} CPU s")
     return table
 
 
@@ -123,8 +192,6 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     datasets.disable_progress_bars()  # the demo prints one line per step instead
     transformers.utils.logging.disable_progress_bar()
     console = Console(highlight=False)
-    if not EVAL_PROMPTS.is_file():
-        raise UserError(f"the demo needs {EVAL_PROMPTS} (the eval prompts); run it from a source checkout")
     out = Path(output_dir)
     for step in STEPS:  # a fresh run: only the demo's own step folders are replaced
         if (out / step).is_dir():
@@ -132,18 +199,20 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     out.mkdir(parents=True, exist_ok=True)
     recipes = demo_recipes(out)
     run = {"inject": run_inject, "sft": run_sft, "score": run_score, "rejection-sample": run_rejection_sample}
-    times: dict[str, float] = {}
-    start = time.perf_counter()
+    torch_import = torch_import_time()
+    timings: dict[str, dict] = {}
+    start, cpu_start = time.perf_counter(), cpu_seconds()
     for i, step in enumerate(STEPS, 1):
         console.print(Rule(f"{i}/{len(STEPS)} lyrictool {step}"))
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_seconds()
         if step == "eval":
             result = run_eval(recipes["eval"], [], fmt="table", report=out / "eval" / "report.html")
         else:
             run[step](recipes[step])
-        times[step] = round(time.perf_counter() - t0, 1)
-        console.print(f"[dim]{step}: {times[step]:.0f} s[/]")
-    total = round(time.perf_counter() - start, 1)
+        timings[step] = {"wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(cpu_seconds() - c0, 1),
+                         "phases": step_phases(out / step)}
+        console.print(f"[dim]{step}: {timings[step]['wall_s']:.0f} s wall, {timings[step]['cpu_s']:.0f} CPU s[/]")
+    total = {"wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu_seconds() - cpu_start, 1)}
 
     final = result["systems"]["final"]["metrics"]
     base = result["systems"]["base"]["metrics"]
@@ -158,10 +227,11 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     for step in STEPS[:-1]:
         console.print(f"{step:>17}: {out / step}  (model, recipe.yaml, summary.json)")
     console.print(f"{'eval':>17}: {out / 'eval' / 'result.json'}, generations/, report.html")
+    console.print(timings_table(timings, total, torch_import))
     verdict = " and ".join(f"{m} {'beats' if ok else 'does NOT beat'} base" for m, ok in beats.items())
-    console.print(f"final model: {verdict}; total {total:.0f} s ("
-                  + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + ")")
-    summary = {"total_s": total, "timings_s": times, "beats_base": beats, "output_dir": str(out),
+    console.print(f"final model: {verdict}; total {total['wall_s']:.0f} s wall, {total['cpu_s']:.0f} CPU s")
+    summary = {"total": total, "timings": timings, "torch_import": torch_import, "beats_base": beats,
+               "output_dir": str(out),
                "metrics": {name: s["metrics"] for name, s in result["systems"].items()},
                "comparison": result.get("comparison")}
     (out / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str) + "\n",

@@ -219,7 +219,7 @@ def test_check_mode_reports_stale_files(tmp_path, capsys):
 # --- eval prompts and safety lexicon ----------------------------------------------------------------------
 
 def test_eval_prompts_cover_groups_genres_and_structures(songs):
-    rows = read_jsonl(ROOT / "recipes" / "eval" / "prompts.jsonl")
+    rows = read_jsonl(ROOT / "lyrictool" / "data" / "demo" / "eval-prompts.jsonl")
     assert len(rows) >= 39 and len({r["id"] for r in rows}) == len(rows)
     controls = [parse_controls(r["controls"], where=r["id"]) for r in rows]
     groups = Counter(c.rhyme for c in controls)

@@ -40,7 +40,7 @@ def rows_of(path: Path) -> list[dict]:
 
 @pytest.fixture()
 def prompts(write_jsonl):
-    # prompt rows as recipes/eval/prompts.jsonl has them, and lyrics rows whose controls are read off the lyrics
+    # prompt rows as builtin:eval-prompts has them, and lyrics rows whose controls are read off the lyrics
     rows = [{"id": f"p{i}", "controls": {"topic": s["controls"]["topic"], "rhyme": s["controls"]["rhyme"]}}
             for i, s in enumerate(SONGS[:3])]
     rows.append({"id": "song", "lyrics": SONGS[5]["lyrics"], "controls": SONGS[5]["controls"]})

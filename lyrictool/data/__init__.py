@@ -19,6 +19,7 @@ BUILTIN_SOURCES = {
     "builtin:demo-songs": DEMO_DIR / "songs.jsonl",
     "builtin:demo-ratings": DEMO_DIR / "ratings.jsonl",
     "builtin:demo-preferences": DEMO_DIR / "preferences.jsonl",
+    "builtin:eval-prompts": DEMO_DIR / "eval-prompts.jsonl",
 }
 
 

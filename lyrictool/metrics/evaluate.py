@@ -10,7 +10,7 @@ with a paired bootstrap 95% CI per metric, and pairwise scorer win rates (:mod:`
       - {name: base, model: builtin:tiny-zh}
       - {name: sft, model: runs/sft-tiny}
       - {name: gpt4, generations: gpt4.jsonl}
-    prompts: recipes/eval/prompts.jsonl
+    prompts: builtin:eval-prompts
     generation: {num_prompts: 64, max_new_tokens: 160, temperature: 0.7}
     scorer: runs/score-tiny
     output_dir: runs/eval
@@ -72,7 +72,7 @@ class EvalRecipe(Strict):
     systems: list[SystemSpec] = Field(..., min_length=1, description="Systems to evaluate; the first is the "
                                       "baseline the others are compared with unless `baseline` says otherwise.")
     baseline: str | None = Field(None, description="Name of the system the others are compared with.")
-    prompts: str = Field("recipes/eval/prompts.jsonl", description="Prompt file for model systems: JSONL rows "
+    prompts: str = Field("builtin:eval-prompts", description="Prompt file for model systems: JSONL rows "
                          "{id, controls}.")
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=64, temperature=0.7),

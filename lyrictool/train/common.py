@@ -188,18 +188,22 @@ def write_run_files(recipe: BaseRecipe, command: str, summary: dict[str, Any]) -
 
 
 class Timer:
+    """Wall seconds (``times``) and this process's CPU seconds, user + system over all threads (``cpu``), per span."""
+
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     def __call__(self, name: str):
         timer = self
 
         class _Span:
             def __enter__(self):
-                self.t0 = time.perf_counter()
+                self.t0, self.c0 = time.perf_counter(), time.process_time()
 
             def __exit__(self, *exc):
                 timer.times[name] = round(timer.times.get(name, 0.0) + time.perf_counter() - self.t0, 3)
+                timer.cpu[name] = round(timer.cpu.get(name, 0.0) + time.process_time() - self.c0, 3)
 
         return _Span()
 

@@ -192,7 +192,7 @@ def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
             m = trainer.evaluate(eval_dataset="heldout", metric_key_prefix="eval")
         metrics["eval"] = {k: m.get(f"eval_{k}") for k in ("loss", "rewards/accuracies", "rewards/margins",
                                                             "logps/chosen", "logps/rejected")}
-    summary = {"metrics": metrics, "timings_s": timer.times, "data": stats,
+    summary = {"metrics": metrics, "timings_s": timer.times, "cpu_s": timer.cpu, "data": stats,
                "model": {"attention": lm.attention.implementation, "dtype": str(lm.dtype).removeprefix("torch."),
                          "lora": recipe.model.lora is not None,
                          "reference": reference_kind(recipe)}}

@@ -219,9 +219,10 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                                                            scheme=stage.data.scheme)
             info["data"] = extra["stats"]
         info["time_s"] = round(sum(stage_timer.times.values()), 3)
-        info["timings_s"] = stage_timer.times
+        info["timings_s"], info["cpu_s"] = stage_timer.times, stage_timer.cpu
         for k, v in stage_timer.times.items():
             timer.times[f"stage-{i}-{k}"] = v
+            timer.cpu[f"stage-{i}-{k}"] = stage_timer.cpu.get(k, 0.0)
         stages_summary.append(info)
         held = info["knowledge_qa"].get("held_out", {})
         console.print(f"  loss {info['train_loss_first']} -> {info['train_loss_last']} in {info['steps']} steps, "
@@ -232,7 +233,7 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     if is_main_process():
         trainer.model.save_pretrained(recipe.output_dir)
         lm.tokenizer.save_pretrained(recipe.output_dir)
-    summary = {"stages": stages_summary, "timings_s": timer.times,
+    summary = {"stages": stages_summary, "timings_s": timer.times, "cpu_s": timer.cpu,
                "knowledge": {"texts": len(ks.texts), "facts": len(ks.facts), "questions_train": len(qa_train),
                              "questions_held_out": len(qa_eval)},
                "metrics": {"knowledge_qa": stages_summary[-1]["knowledge_qa"],

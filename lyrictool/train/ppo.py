@@ -16,7 +16,7 @@ while only the total drives the advantages.  The KL coefficient (``beta``, defau
 size (``num_generations``) and the generation length (``max_completion_length``) are ``train`` keys of the TRL config.
 
 Prompts are the controls of the ``data`` rows: lyrics rows give their controls (stated plus derived, as in SFT),
-prompt rows ``{"controls": {...}}`` (e.g. recipes/eval/prompts.jsonl) give theirs.  Before and after training the
+prompt rows ``{"controls": {...}}`` (e.g. builtin:eval-prompts) give theirs.  Before and after training the
 policy writes one sample for each of ``eval_generation.num_prompts`` held-out prompts, scored with the same rewards
 and the objective metrics: summary.json reports both, plus each reward component's per-step curve.
 """
@@ -248,7 +248,7 @@ def run_ppo(recipe: PPORecipe, *, dry_run: bool = False) -> dict:
         "kl_last5": _window(kl, False),
         "generation": evals,
     }
-    summary = {"metrics": metrics, "reward_curves": curves, "timings_s": timer.times,
+    summary = {"metrics": metrics, "reward_curves": curves, "timings_s": timer.times, "cpu_s": timer.cpu,
                "data": {"train_prompts": len(train_rows), "heldout_prompts": len(eval_rows)},
                "rewards": [s.model_dump(exclude_none=True) for s in recipe.rewards],
                "model": {"attention": lm.attention.implementation, "dtype": str(lm.dtype).removeprefix("torch."),

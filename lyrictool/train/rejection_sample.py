@@ -310,7 +310,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
                            "pooled_best_reward_mean": last.get("pooled_best_reward_mean"),
                            "rounds": per_round},
                "samples": str(samples_path), "prompts": len(prompts), "k": recipe.sampling.k,
-               "model": policy if recipe.finetune else None, "timings_s": timer.times}
+               "model": policy if recipe.finetune else None, "timings_s": timer.times, "cpu_s": timer.cpu}
     if is_main_process():
         path = write_run_files(recipe, "rejection-sample", summary)
         console.print(f"[bold green]rejection-sample done[/]: best reward {last['best_reward_mean']} vs mean "

@@ -326,7 +326,7 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
     metrics = {"pairwise_accuracy": after, "pairwise_accuracy_before": before,
                "train_pairwise_accuracy": on_train, "train_loss_first": losses[0] if losses else None,
                "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
-    summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times,
+    summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times, "cpu_s": timer.cpu,
                                "aspects": recipe.aspects, "margin_scale": recipe.margin_scale}
     if recipe.predict is not None and is_main_process():
         with timer("predict"):

@@ -106,7 +106,7 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
                                                       recipe.eval_generation, seed=recipe.seed,
                                                       scheme=recipe.data.scheme)
         metrics["generation"] = gen_metrics
-    summary = {"metrics": metrics, "timings_s": timer.times, "data": stats.as_dict(),
+    summary = {"metrics": metrics, "timings_s": timer.times, "cpu_s": timer.cpu, "data": stats.as_dict(),
                "model": {"attention": lm.attention.implementation, "attention_reason": lm.attention.reason,
                          "dtype": str(lm.dtype).removeprefix("torch."), "lora": recipe.model.lora is not None},
                "samples": samples[:5]}
