@@ -211,6 +211,8 @@ def demo(
     = Path("runs/demo"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Check the recipes and read every data file the demo "
                                           "uses; train nothing.")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="Every step for one or two optimizer steps on a few prompts: "
+                                        "checks the whole chain in seconds; the models learn nothing.")] = False,
     debug: DebugOpt = False,
 ) -> None:
     """The whole method on the built-in tiny model, offline, in minutes: inject -> SFT with hints -> scorer ->
@@ -221,7 +223,7 @@ def demo(
     if dry_run:
         demo_dry_run(output_dir)
     else:
-        run_demo(output_dir)
+        run_demo(output_dir, quick=quick)
 
 
 data_app = typer.Typer(help="Convert public corpora into lyrics rows {lyrics, controls}.", no_args_is_help=True)

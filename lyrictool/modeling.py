@@ -87,12 +87,24 @@ def tiny_vocab() -> list[str]:
     return SPECIAL_TOKENS + chars
 
 
-def build_tiny_tokenizer():
-    """A character-level fast tokenizer: every character is one token; unknown characters map to <|unk|>."""
+def tiny_vocab_for(texts) -> list[str]:
+    """The tiny vocabulary cut down to the characters of ``texts``: special tokens, ASCII and punctuation, then the
+    hanzi of the texts (GB2312 order, then any others in code-point order).  A few hundred to a few thousand tokens
+    instead of 6,894: the output layer and its softmax are then no longer most of a CPU training step."""
+    used = set().union(*map(set, texts))
+    full = tiny_vocab()
+    keep = set(EXTRA_CHARS + CHINESE_PUNCT + "".join(chr(i) for i in range(32, 127)))
+    vocab = [t for t in full if t in SPECIAL_TOKENS or t in keep or t in used]
+    return vocab + sorted(used - set(full))
+
+
+def build_tiny_tokenizer(vocab: list[str] | None = None):
+    """A character-level fast tokenizer: every character is one token; unknown characters map to <|unk|>.
+    ``vocab``: a cut-down vocabulary from :func:`tiny_vocab_for` (default: the full :func:`tiny_vocab`)."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
 
-    vocab = {tok: i for i, tok in enumerate(tiny_vocab())}
+    vocab = {tok: i for i, tok in enumerate(vocab or tiny_vocab())}
     tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
     tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
     tk.decoder = decoders.Fuse()
@@ -154,6 +166,19 @@ def builtin_tiny_path() -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def save_tiny_model(out: str | Path, texts, seed: int = 0) -> Path:
+    """The built-in tiny model (same architecture, config, chat template and special tokens, random init) with its
+    vocabulary cut to the characters of ``texts``, saved in Hugging Face format to ``out``.  For the demo and
+    benchmarks, which know every text they will train and evaluate on; users' models keep their tokenizer."""
+    tok = build_tiny_tokenizer(tiny_vocab_for(texts))
+    model = build_tiny_model(tok, seed=seed)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
 
 
 def resolve_model_path(name: str) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from conftest import run_cli
@@ -13,15 +14,59 @@ def test_demo_recipes_are_valid_and_chained(tmp_path):
 
     recipes = demo_recipes(tmp_path)
     assert list(recipes) == list(STEPS)
-    # each step starts from the previous one's output
+    # each step starts from the previous one's output; the first ones and the base system from the demo's base model
+    assert recipes["inject"].model.name == recipes["score"].model.name == str(tmp_path / "base")
     assert recipes["sft"].model.name == str(tmp_path / "inject")
     assert recipes["sft"].data.hints == "line_end"
     assert recipes["rejection-sample"].model.name == str(tmp_path / "sft")
     assert any(r.name == "scorer" and r.path == str(tmp_path / "score") for r in recipes["rejection-sample"].rewards)
     systems = {s.name: s.model.name for s in recipes["eval"].systems}
-    assert systems == {"base": "builtin:tiny-zh", "sft": str(tmp_path / "sft"),
+    assert systems == {"base": str(tmp_path / "base"), "sft": str(tmp_path / "sft"),
                        "final": str(tmp_path / "rejection-sample")}
     assert recipes["eval"].scorer == str(tmp_path / "score")
+
+
+def test_demo_base_model_knows_every_character_the_demo_uses(tmp_path):
+    """The base model's vocabulary is cut to the demo's characters: every prompt and target any step renders must
+    still tokenize without <|unk|>, or a step would silently train on unknown tokens."""
+    from lyrictool.controls import build_prompt, derive_controls
+    from lyrictool.data import load_records
+    from lyrictool.demo import demo_recipes, demo_texts
+    from lyrictool.lyrics import add_hints
+    from lyrictool.modeling import build_tiny_tokenizer, tiny_vocab, tiny_vocab_for
+
+    recipes = demo_recipes(tmp_path)
+    vocab = tiny_vocab_for(demo_texts(recipes))
+    assert 500 < len(vocab) < len(tiny_vocab()) / 3
+    tok = build_tiny_tokenizer(vocab)
+    rendered = []
+    for source in ("builtin:demo-songs", "builtin:demo-ratings"):  # sft, rejection sampling, scorer
+        for rec in load_records(source):
+            lyrics = rec.data["lyrics"]
+            controls = {**rec.data["controls"], **derive_controls(lyrics, ["rhyme", "structure", "line_lengths"])}
+            rendered.append(build_prompt(controls) + add_hints(lyrics, "line_end"))
+    for rec in load_records("builtin:eval-prompts"):
+        rendered.append(build_prompt(rec.data["controls"]))
+    for text in rendered:
+        chat = tok.apply_chat_template([{"role": "user", "content": text}], tokenize=False)
+        assert tok.unk_token_id not in tok(chat)["input_ids"], text
+
+
+def test_quick_demo_runs_every_step_and_prints_the_closing_screen(tmp_path):
+    r = run_cli("demo", "--quick", "--output-dir", str(tmp_path / "demo"), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo" / "demo.json").read_text(encoding="utf-8"))
+    assert list(summary["timings"]) == ["base", "inject", "sft", "score", "rejection-sample", "eval"]
+    for step, t in summary["timings"].items():
+        assert t["wall_s"] >= 0 and t["cpu_s"] >= 0, step
+    assert summary["timings"]["sft"]["phases"]["train"]["cpu_s"] > 0  # each step's own phases, in CPU seconds too
+    assert summary["torch_import"]["wall_s"] > 0
+    if "OMP_NUM_THREADS" not in os.environ:
+        assert summary["torch_threads"] == 1
+    assert set(summary["final_minus_base"]) >= {"rhyme_accuracy", "structure_accuracy"}
+    assert {"diff", "ci_low", "ci_high"} <= set(summary["final_minus_sft"]["line_length_accuracy"])
+    for text in ("rhyme analysis", "time per step", "final − sft", "import torch"):
+        assert text in r.stdout, text
 
 
 @pytest.mark.slow
