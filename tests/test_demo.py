@@ -70,11 +70,17 @@ def test_quick_demo_runs_every_step_and_prints_the_closing_screen(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_end_to_end_beats_the_base_model(tmp_path):
+def test_demo_end_to_end_shows_rhyme_control(tmp_path):
+    """The full demo (minutes): the final model rhymes as asked, and each claim holds with its 95% CI."""
     r = run_cli("demo", "--output-dir", str(tmp_path / "demo"), timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     summary = json.loads((tmp_path / "demo" / "demo.json").read_text(encoding="utf-8"))
     assert summary["beats_base"] == {"rhyme_accuracy": True, "structure_accuracy": True}
+    assert summary["metrics"]["final"]["rhyme_accuracy"] >= 0.5
+    for metric in ("rhyme_accuracy", "structure_accuracy"):
+        assert summary["final_minus_base"][metric]["ci_low"] > 0, metric
+    for metric in ("rhyme_accuracy", "structure_accuracy", "line_length_accuracy"):
+        assert summary["final_minus_sft"][metric]["ci_high"] > 0, metric  # rejection sampling does not hurt
     for step in ("inject", "sft", "score", "rejection-sample"):
         assert (tmp_path / "demo" / step / "summary.json").is_file()
     assert (tmp_path / "demo" / "eval" / "report.html").is_file()
