@@ -49,28 +49,44 @@ def _controls_dict(controls: Any) -> dict:
     return controls if isinstance(controls, dict) else {}
 
 
+def _scheme_groups(groups: list[str | None], target: str | None, letters: list[str]) -> dict[str, str | None]:
+    """The group each scheme letter stands for: the requested one for the first letter, else the majority."""
+    first = next((ch for ch in letters if ch != "X"), None)
+    assigned: dict[str, str | None] = {}
+    for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
+        if letter == first and target is not None:
+            assigned[letter] = target
+            continue
+        ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < len(groups) and groups[i]]
+        assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
+    shared = Counter(g for g in assigned.values() if g is not None)
+    return {letter: g if g is not None and shared[g] == 1 else None for letter, g in assigned.items()}
+
+
+def rhyme_line_hits(groups: list[str | None], target: str | None, pattern: str | None) -> list[bool | None]:
+    """Per line: rhymes as asked (True/False), or None where nothing is asked of it (an X, or no rhyme control).
+
+    The per-line view of ``rhyme_accuracy`` (docs/metrics.md): with a scheme, a line must end in its letter's
+    group (the requested group for the first letter, else the letter's majority group, which no other letter
+    may share); with only a group, every line must end in it.
+    """
+    if pattern:
+        letters = [ch for ch in pattern.upper() if not ch.isspace()]
+        assigned = _scheme_groups(groups, target, letters)
+        return [None if i >= len(letters) or letters[i] == "X"
+                else assigned[letters[i]] is not None and g == assigned[letters[i]] for i, g in enumerate(groups)]
+    if target is not None:
+        return [g == target for g in groups]
+    return [None] * len(groups)
+
+
 def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None) -> float | None:
     """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
     n = len(groups)
     if pattern:
         letters = [ch for ch in pattern.upper() if not ch.isspace()]
-        first = next((ch for ch in letters if ch != "X"), None)
-        assigned: dict[str, str | None] = {}
-        for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
-            if letter == first and target is not None:
-                assigned[letter] = target
-                continue
-            ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < n and groups[i]]
-            assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
-        shared = Counter(g for g in assigned.values() if g is not None)
-        constrained = correct = 0
-        for i, letter in enumerate(letters):
-            if letter == "X":
-                continue
-            constrained += 1
-            group = assigned[letter]
-            if i < n and group is not None and groups[i] == group and shared[group] == 1:
-                correct += 1
+        constrained = sum(ch != "X" for ch in letters)  # lines the scheme asks for but the song lacks count as misses
+        correct = sum(bool(hit) for hit in rhyme_line_hits(groups, target, pattern))
         return correct / constrained if constrained else None
     if target is not None:
         return sum(g == target for g in groups) / n if n else 0.0

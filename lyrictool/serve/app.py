@@ -79,9 +79,14 @@ class Metrics:
 class Guard:
     """ASGI middleware: API key, body-size cap (read before the app sees it), request metrics."""
 
-    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: Metrics):
+    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: Metrics,
+                 open_paths: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())):
         self.app = app
         self.api_key = api_key
+        # The browser pages and the rating API (lyrictool.serve.pages): they load without the API key (the
+        # playground then asks for it; /rate/api takes rater tokens instead).
+        self.open_exact = OPEN_ROUTES + open_paths[0]
+        self.open_prefixes = open_paths[1]
         self.max_body = max_body_bytes
         self.metrics = metrics
 
@@ -89,7 +94,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        route = path if path in ROUTES else "other"
+        route = path if path in ROUTES else "pages" if self._is_open_page(path) else "other"
         start = time.perf_counter()
         status = {"code": 500}
 
@@ -123,9 +128,13 @@ class Guard:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
+    def _is_open_page(self, path: str) -> bool:
+        return path != "/healthz" and (path in self.open_exact or path.startswith(self.open_prefixes))
+
     def _refuse(self, scope):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key and scope["path"] not in OPEN_ROUTES:
+        path = scope["path"]
+        if self.api_key and path not in self.open_exact and not path.startswith(self.open_prefixes):
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):
@@ -241,6 +250,17 @@ class LyricsService:
             out.finish()
         return outputs, results
 
+    async def judge(self, texts: list[str], wanted: dict) -> list[dict]:
+        """Per text: its ranking (``score``, ``rewards``) and analysis (``lines``, ``metrics``, ``controls_met``)."""
+        from lyrictool.serve.postprocess import analyze
+
+        scored = await asyncio.to_thread(self.rewards.score, [wanted] * len(texts), texts)
+        out = []
+        for text, reward in zip(texts, scored):
+            analysis = await asyncio.to_thread(analyze, text, wanted, self.recipe.scheme)
+            out.append({"score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
+        return out
+
     async def expand(self, controls, expand: bool | None):
         """The expansion of a thin topic (rules and/or the model, as the recipe says), or None."""
         from lyrictool.serve.expansion import expand_by_rules, expansion_prompt, is_thin, parse_model_imagery
@@ -346,8 +366,6 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
 
     @app.post("/v1/lyrics")
     async def lyrics(req: LyricsRequest):
-        from lyrictool.serve.postprocess import analyze
-
         limits = recipe.limits
         service.check_count(req.n, limits.max_n, "n", "max_n")
         best_of = req.best_of or req.n
@@ -363,19 +381,18 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
         outs, results = await service.generate(prompt, best_of, max_tokens, temperature, top_p)
 
         wanted = controls.to_dict()
-        texts = [out.text for out in outs]
-        scored = await asyncio.to_thread(service.rewards.score, [wanted] * len(texts), texts)
-        candidates = []
-        for out, result, reward in zip(outs, results, scored):
-            analysis = await asyncio.to_thread(analyze, out.text, wanted, recipe.scheme)
-            candidates.append({"lyrics": out.text, "finish_reason": _finish_reason(out, result),
-                               "score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
+        judged = await service.judge([out.text for out in outs], wanted)
+        candidates = [{"lyrics": out.text, "finish_reason": _finish_reason(out, result), **judgement}
+                      for out, result, judgement in zip(outs, results, judged)]
         ranked = sorted(candidates, key=lambda c: c["score"], reverse=True) if best_of > req.n else candidates
         choices = [{"index": i, **cand} for i, cand in enumerate(ranked[:req.n])]
-        return {"id": f"lyr-{uuid.uuid4().hex[:24]}", "object": "lyrics", "created": int(time.time()),
+        body = {"id": f"lyr-{uuid.uuid4().hex[:24]}", "object": "lyrics", "created": int(time.time()),
                 "model": service.model_id, "controls": wanted,
                 "expansion": expansion.as_dict() if expansion else None, "best_of": best_of,
                 "choices": choices, "usage": _usage(prompt_tokens, results)}
+        if req.candidates:  # every candidate, best first (the playground shows why the best one won)
+            body["candidates"] = [{"index": i, **cand} for i, cand in enumerate(ranked)]
+        return body
 
     @app.post("/v1/chat/completions")
     async def chat_completions(req: ChatCompletionRequest):
@@ -415,7 +432,12 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
             body["lyrictool"] = extension
         return body
 
-    return Guard(app, api_key=api_key or None, max_body_bytes=recipe.limits.max_body_bytes, metrics=metrics)
+    from lyrictool.serve.pages import open_paths, pages_router
+
+    if recipe.pages.playground or recipe.pages.rate:
+        app.include_router(pages_router(recipe, service.model_id, api_key_required=bool(api_key)))
+    return Guard(app, api_key=api_key or None, max_body_bytes=recipe.limits.max_body_bytes, metrics=metrics,
+                 open_paths=open_paths(recipe))
 
 
 def _stream(service: LyricsService, completion_id: str, created: int, prompt: str, prompt_tokens: int, req,
@@ -468,11 +490,16 @@ def _stream(service: LyricsService, completion_id: str, created: int, prompt: st
                     e = ApiError(500, f"internal error: {type(e).__name__}", type="server_error")
                 yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
                 return
+            tails = [out.finish() for out in outputs]
+            judged = [None] * len(outputs)
+            if req.controls is not None:  # a lyrics request: its analysis travels with each choice's last chunk
+                judged = await service.judge([out.text for out in outputs], req.controls.to_dict())
             for i, (out, result) in enumerate(zip(outputs, results)):
-                tail = out.finish()
-                if tail:
-                    yield chunk([{"index": i, "delta": {"content": tail}, "finish_reason": None}])
-                yield chunk([{"index": i, "delta": {}, "finish_reason": _finish_reason(out, result)}])
+                if tails[i]:
+                    yield chunk([{"index": i, "delta": {"content": tails[i]}, "finish_reason": None}])
+                extra = {"lyrictool": {"analysis": {"index": i, "controls": req.controls.to_dict(), **judged[i]}}
+                         } if judged[i] is not None else {}
+                yield chunk([{"index": i, "delta": {}, "finish_reason": _finish_reason(out, result)}], **extra)
             if req.stream_options is not None and req.stream_options.include_usage:
                 yield chunk([], usage=_usage(prompt_tokens, results))
             yield "data: [DONE]\n\n"
