@@ -79,6 +79,8 @@ def test_eval_cli_creates_a_study_adds_raters_and_reads_it(tmp_path, write_jsonl
     assert r.returncode == 2 and "ann already rates" in r.stderr
     r = run_cli("eval", "--mos-study", str(db))
     assert r.returncode == 2 and "--mos-raters" in r.stderr
+    r = run_cli("eval", "--input", str(a), "--input", str(b), "--mos-study", str(db))
+    assert r.returncode == 2 and "already exists" in r.stderr  # refused before anything is scored or generated
 
     r = run_cli("eval", "--mos-ratings", str(db), "--format", "json")
     assert r.returncode == 0, r.stderr

@@ -467,6 +467,9 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
     _check_format(fmt)
     if recipe is None and not inputs and mos_study is not None and not dry_run:
         return _add_study_raters(mos_study, mos_raters, fmt)
+    if mos_study is not None and mos_study.exists() and not dry_run:  # before any generation, not after
+        raise UserError(f"--mos-study {mos_study}: already exists; add raters with `lyrictool eval --mos-study "
+                        f"{mos_study} --mos-raters NAME`, or choose a new file")
     if recipe is None and not inputs and not mos_ratings:
         raise UserError("nothing to evaluate: give an eval RECIPE (models to generate from), --input FILE "
                         "(existing generations; repeat to compare) or --mos-ratings FILLED.csv")
