@@ -163,7 +163,7 @@ def eval_(
     debug: DebugOpt = False,
 ) -> None:
     """Objective metrics (rhyme, rhythm, structure, format), scorer and knowledge accuracy; compare systems; MOS."""
-    from lyrictool.metrics.evaluate import run_eval
+    from lyrictool.commands.eval import run_eval
 
     _run(run_eval, recipe, "eval", set_,
          inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
@@ -200,7 +200,7 @@ def rhyme(
     debug: DebugOpt = False,
 ) -> None:
     """Per line: the last sung syllable, its pinyin final, tone and rhyme group."""
-    from lyrictool.metrics.commands import run_rhyme
+    from lyrictool.commands.rhyme import run_rhyme
 
     run_rhyme(text, str(file) if file is not None else None, scheme, fmt)
 

@@ -144,7 +144,7 @@ def parse_controls(value: Any, where: str = "controls") -> Controls:
 
 
 def format_controls_error(e: ValidationError, value: dict | None = None) -> str:
-    from lyrictool.recipes import did_you_mean
+    from lyrictool.errors import did_you_mean
 
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])

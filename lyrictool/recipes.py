@@ -18,16 +18,23 @@ the TRL check imports trl when it runs.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
-from lyrictool.errors import UserError
+from lyrictool.errors import UserError, did_you_mean
 
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe
@@ -146,6 +153,18 @@ class GenerationSpec(Strict):
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
 
 
+def check_aspect_weights(v: dict[str, float]) -> dict[str, float]:
+    """Rated aspects and their weights (ratings rows -> one weighted rating); ratings rows of score and dpo."""
+    if not v:
+        raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
+    if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+        raise ValueError("aspect weights must be >= 0 with a positive sum")
+    return v
+
+
+AspectWeights = Annotated[dict[str, float], AfterValidator(check_aspect_weights)]
+
+
 class BaseRecipe(Strict):
     """Fields every training recipe has."""
 
@@ -187,7 +206,7 @@ RECIPES: dict[str, str] = {
     "rejection-sample": "lyrictool.train.rejection_sample:RejectionSampleRecipe",
     "dpo": "lyrictool.train.dpo:DPORecipe",
     "ppo": "lyrictool.train.ppo:PPORecipe",
-    "eval": "lyrictool.metrics.evaluate:EvalRecipe",
+    "eval": "lyrictool.eval.systems:EvalRecipe",
     "serve": "lyrictool.serve.config:ServeRecipe",
 }
 
@@ -277,11 +296,6 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         return list(cls.model_fields)
     return []
-
-
-def did_you_mean(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
 
 
 def _format_validation_error(err: ValidationError, model_cls: type[BaseModel]) -> str:

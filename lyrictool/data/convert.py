@@ -101,8 +101,8 @@ def convert_chinese_poetry(source: str | Path, output: str | Path, limit: int | 
 
     A poem whose text was already written (songci300.json repeats poems of ci.song.*.json) is left out.
     """
+    from lyrictool.console import console
     from lyrictool.data import write_jsonl
-    from lyrictool.train.common import console
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit: must be at least 1 (got {limit})")

@@ -486,7 +486,7 @@ def _stream(service: LyricsService, completion_id: str, created: int, prompt: st
 
 def _validation_message(exc) -> tuple[str, str | None]:
     """One readable line for the first problem in a request body (and how many more there are)."""
-    from lyrictool.recipes import did_you_mean
+    from lyrictool.errors import did_you_mean
 
     errors = exc.errors()
     e = errors[0]

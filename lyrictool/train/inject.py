@@ -132,8 +132,9 @@ def _validate_stage_train(recipe: InjectRecipe) -> None:
 def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     from pathlib import Path
 
-    from lyrictool.train.common import Timer, console, print_dry_run, write_run_files
-    from lyrictool.train.sft import build_datasets
+    from lyrictool.console import console, print_dry_run
+    from lyrictool.data.lyrics_rows import sft_datasets
+    from lyrictool.training import Timer, write_run_files
 
     _validate_stage_train(recipe)
     timer = Timer()
@@ -148,8 +149,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
             elif stage.name == "understand":
                 rows, eval_rows, extra = qa_messages(qa_train), qa_messages(qa_eval), {}
             else:
-                train_rows, eval_rows, eval_controls, stats = build_datasets(
-                    _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir))
+                stage_recipe = _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir)
+                train_rows, eval_rows, eval_controls, stats = sft_datasets(stage_recipe.data, stage_recipe.seed)
                 rows, extra = train_rows, {"eval_controls": eval_controls, "stats": stats.as_dict()}
             if not rows:
                 from lyrictool.errors import UserError
@@ -165,8 +166,7 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
 
     from lyrictool.knowledge.evaluate import evaluate_qa
     from lyrictool.modeling import load_model
-    from lyrictool.train.common import generation_metrics, is_main_process, train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.training import generation_metrics, is_main_process, train_loss_curve, train_sft
 
     def knowledge_scores(model, tokenizer) -> dict:
         if not recipe.qa_eval_max or not ks.qa or not is_main_process():

@@ -30,17 +30,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, GenerationSpec, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
-from lyrictool.train.common import (
+from lyrictool.training import (
     Timer,
     callbacks,
-    console,
     generates_here,
     is_main_process,
-    print_dry_run,
-    split_records,
     trl_config,
     write_run_files,
 )
@@ -98,7 +96,7 @@ def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
     struct with nulls, and the reward functions read it back either way.
     """
     from lyrictool.controls import build_messages, parse_controls
-    from lyrictool.data import load_records
+    from lyrictool.data import load_records, split_records
     from lyrictool.data.lyrics_rows import lyrics_example, prompt_controls
 
     spec = recipe.data

@@ -31,10 +31,11 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
-from lyrictool.train.common import Timer, console, is_main_process, print_dry_run, write_run_files
+from lyrictool.training import Timer, is_main_process, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -204,8 +205,7 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     """SFT (the `lyrictool sft` trainer) from the current policy on the pooled winners; a full model in model_dir."""
     from lyrictool.controls import build_messages
     from lyrictool.data.lyrics_rows import target_text
-    from lyrictool.train.common import train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.training import train_loss_curve, train_sft
 
     rows = [build_messages(w["controls"], target_text(w["lyrics"], recipe.data.hints, recipe.data.scheme))
             for w in winners.values() if w["lyrics"].strip()]

@@ -212,3 +212,26 @@ def aggregate(per_song: list[dict]) -> dict:
     issues = Counter(issue for s in per_song for issue in s.get("format_issues") or [])
     out["format_issues"] = dict(issues.most_common())
     return out
+
+
+def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
+    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group)."""
+    from lyrictool.lyrics import parse
+    from lyrictool.phonetics import analyze_line
+
+    rows = []
+    for section in parse(text).sections:
+        for line in section.lines:
+            sound = analyze_line(line, scheme)
+            rows.append(
+                {
+                    "section": section.name,
+                    "line": line,
+                    "char": sound.char if sound else None,
+                    "pinyin": sound.pinyin if sound else None,
+                    "final": sound.final if sound else None,
+                    "tone": sound.tone if sound else None,
+                    "group": sound.group if sound else None,
+                }
+            )
+    return rows
