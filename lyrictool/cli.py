@@ -184,7 +184,7 @@ def serve(
     debug: DebugOpt = False,
 ) -> None:
     """An OpenAI-compatible lyrics server with controls, query expansion, batching and limits."""
-    from lyrictool.serve.app import run_serve
+    from lyrictool.commands.serve import run_serve
 
     _run(run_serve, recipe, "serve", set_, model=model, host=host, port=port, api_key=api_key)
 

@@ -392,6 +392,31 @@ def load_recipe(path: str | Path, command: str, overrides: list[str] | None = No
     return recipe
 
 
+def with_flags(recipe: BaseModel, flags: dict[str, Any]) -> BaseModel:
+    """The recipe with the command line's explicit flags on top, validated again; the given recipe is unchanged.
+
+    The one precedence: defaults < recipe file < ``--set`` (both applied before the first validation) < explicit
+    flags (here).  ``flags`` maps dotted keys to values; None means "flag not given".
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return recipe
+    data = recipe.model_dump(mode="json")
+    for key, value in given.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    cls = type(recipe)
+    try:
+        new = cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, cls), where=recipe_source(recipe)) from None
+    new._source = recipe._source
+    return new
+
+
 def recipe_source(recipe: BaseModel) -> str:
     return recipe._source
 
