@@ -152,7 +152,9 @@ def eval_(
     output: Annotated[Path | None, typer.Option("--output", help="Write the JSON result here.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip malformed rows (counted) "
                                                "instead of stopping.")] = False,
-    scheme: SchemeOpt = "shisanzhe",
+    scheme: Annotated[str | None, typer.Option(
+        "--scheme", help="Rhyme scheme: shisanzhe (十三辙), zhonghua_xinyun, zhonghua_tongyun, final; beats the "
+        "recipe's scheme.  [default: the recipe's, else shisanzhe]", show_default=False)] = None,
     mos_sheet: Annotated[Path | None, typer.Option("--mos-sheet", help="Export a blinded MOS rating sheet "
                                                       "(CSV).")] = None,
     mos_ratings: Annotated[list[Path] | None, typer.Option("--mos-ratings", help="Filled MOS sheets to "
@@ -231,9 +233,9 @@ def data_chinese_poetry(
     debug: DebugOpt = False,
 ) -> None:
     """Convert the chinese-poetry JSON format (tune name / title becomes a control; lines kept)."""
-    from lyrictool.data.convert import convert_chinese_poetry
+    from lyrictool.commands.convert import run_convert_chinese_poetry
 
-    convert_chinese_poetry(source, output, limit=limit)
+    run_convert_chinese_poetry(source, output, limit=limit)
 
 
 # ---- entry point ----------------------------------------------------------------------------------------------

@@ -35,9 +35,24 @@ from pydantic import (
 )
 
 from lyrictool.errors import UserError, did_you_mean
+from lyrictool.phonetics.tables import SCHEMES
+
+#: A rhyme scheme name, for recipe fields: the choices are phonetics.tables.SCHEMES, the one list of them.
+SchemeName = Literal[SCHEMES]  # type: ignore[valid-type]
 
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe
+
+
+def not_blank(message: str) -> AfterValidator:
+    """A validator for a str field that must not be empty or blank; ``message`` says what to give instead."""
+
+    def check(v: str) -> str:
+        if not v.strip():
+            raise ValueError(message)
+        return v
+
+    return AfterValidator(check)
 
 
 class Strict(BaseModel):
@@ -61,7 +76,7 @@ class LoraSpec(Strict):
 class ModelSpec(Strict):
     """Which model to start from and how to load it."""
 
-    name: str = Field(
+    name: Annotated[str, not_blank("empty model name; use a hub name, a local directory or builtin:tiny-zh")] = Field(
         "builtin:tiny-zh",
         description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
     )
@@ -76,13 +91,6 @@ class ModelSpec(Strict):
         "none", description="Load the base model quantized with bitsandbytes (QLoRA); needs CUDA."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("empty model name; use a hub name, a local directory or builtin:tiny-zh")
-        return v
 
 
 CONTROL_NAMES = ("genre", "topic", "title", "rhyme", "scheme", "structure", "line_lengths")
@@ -127,7 +135,7 @@ class DataSpec(Strict):
         0.0, ge=0.0, lt=1.0,
         description="Per row, drop each stated control with this probability (one model, any subset).",
     )
-    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+    scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
     )
 
@@ -165,26 +173,40 @@ def check_aspect_weights(v: dict[str, float]) -> dict[str, float]:
 AspectWeights = Annotated[dict[str, float], AfterValidator(check_aspect_weights)]
 
 
+#: lyrictool's own defaults for every TRL config (a recipe's ``train`` keys override them): no checkpoints
+#: unless asked for, no experiment tracker, a loss line every step, rich progress instead of tqdm bars.
+TRL_DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
+                                "save_only_model": False}
+
+
+def with_train_defaults(train: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The resolved ``train`` section: our defaults under the recipe's own keys (what recipe.yaml and --dry-run
+    show, and what the TRL config is built from)."""
+    return {**defaults, **train}
+
+
 class BaseRecipe(Strict):
     """Fields every training recipe has."""
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model to start from.")
     data: DataSpec = Field(..., description="Training data.")
     train: dict[str, Any] = Field(
-        default_factory=dict, description="Keys of the command's TRL config class (e.g. SFTConfig)."
-    )
-    output_dir: str = Field(..., description="Where the model, resolved recipe and summary.json go.")
+        default_factory=dict, validate_default=True,
+        description="Keys of the command's TRL config class (e.g. SFTConfig); lyrictool's defaults (report_to: none, "
+                    "logging_steps: 1, save_strategy: 'no', ...) fill in what the recipe leaves out.")
+    output_dir: Annotated[str, not_blank("empty output_dir")] = Field(
+        ..., description="Where the model, resolved recipe and summary.json go.")
     seed: int = Field(42, description="Random seed (data order, init, sampling).")
 
     # The TRL config dataclass that validates `train` (module, class); subclasses override.
     trl_config: ClassVar[tuple[str, str]] = ("trl", "SFTConfig")
+    # Our defaults for `train`; a command may add its own (ppo: beta).
+    train_defaults: ClassVar[dict[str, Any]] = TRL_DEFAULTS
 
-    @field_validator("output_dir")
+    @field_validator("train")
     @classmethod
-    def _output_dir_not_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("empty output_dir")
-        return v
+    def _resolve_train_defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return with_train_defaults(v, cls.train_defaults)
 
 
 class SFTRecipe(BaseRecipe):
@@ -415,6 +437,18 @@ def with_flags(recipe: BaseModel, flags: dict[str, Any]) -> BaseModel:
         raise UserError(_format_validation_error(e, cls), where=recipe_source(recipe)) from None
     new._source = recipe._source
     return new
+
+
+def derived_recipe(cls: type[BaseModel], source: str, **values: Any) -> BaseModel:
+    """A recipe one command builds for another (inject's stages, rejection sampling's SFT on the winners),
+    validated like a loaded one; a problem names ``source``, the file of the recipe it was built from."""
+    data = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in values.items()}
+    try:
+        recipe = cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, cls), where=source) from None
+    recipe._source = source
+    return recipe
 
 
 def recipe_source(recipe: BaseModel) -> str:

@@ -51,15 +51,16 @@ def keep_freed_memory() -> None:
 
 
 def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, **defaults: Any):
-    """The command's TRL config: our defaults, overridden by the recipe's ``train`` keys."""
+    """The command's TRL config from the recipe's resolved ``train`` (our defaults included, see
+    recipes.TRL_DEFAULTS); ``defaults`` are what only the run knows (an eval split, the reward weights), also
+    overridden by the recipe's own keys.  Precision follows the loaded model's dtype unless the recipe says."""
     import torch
 
     if not torch.cuda.is_available():
         keep_freed_memory()
 
     config_cls = load_config_class(recipe)
-    kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
-                                  "save_only_model": False}
+    kwargs: dict[str, Any] = {}
     if dtype is not None and torch.cuda.is_available():
         kwargs["bf16"] = dtype == torch.bfloat16
         kwargs["fp16"] = dtype == torch.float16
@@ -110,6 +111,13 @@ def resume_checkpoint(recipe: BaseRecipe, resume: bool) -> str | None:
 
 def train_loss_curve(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def loss_summary(trainer) -> dict[str, Any]:
+    """The head of every training summary: first and last logged train loss, and the steps taken."""
+    losses = train_loss_curve(trainer)
+    return {"train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+            "global_step": trainer.state.global_step}
 
 
 def write_run_files(recipe: BaseRecipe, command: str, summary: dict[str, Any]) -> Path:

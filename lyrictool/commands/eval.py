@@ -16,6 +16,7 @@ from lyrictool.eval.input import score_input
 from lyrictool.eval.systems import EvalRecipe, SystemResult, collect_systems, evaluate
 from lyrictool.eval.tables import print_input_result, print_result
 from lyrictool.phonetics import check_scheme
+from lyrictool.recipes import with_flags
 
 
 def _write_json(path: Path, obj: dict, what: str = "") -> None:
@@ -40,7 +41,7 @@ def run_eval_input(input: str, fmt: str, output: str | None, skip_invalid: bool,
 
 
 def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", output: Path | None = None,
-             skip_invalid: bool = False, scheme: str = "shisanzhe", mos_sheet: Path | None = None,
+             skip_invalid: bool = False, scheme: str | None = None, mos_sheet: Path | None = None,
              mos_ratings: list[Path] | None = None, report: Path | None = None, dry_run: bool = False) -> dict:
     """The body of ``lyrictool eval`` (see the module docstring)."""
     inputs = list(inputs or [])
@@ -50,10 +51,14 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
         raise UserError("nothing to evaluate: give an eval RECIPE (models to generate from), --input FILE "
                         "(existing generations; repeat to compare) or --mos-ratings FILLED.csv")
     if recipe is None and len(inputs) == 1 and not (mos_sheet or mos_ratings or report or dry_run):
-        return run_eval_input(str(inputs[0]), fmt, str(output) if output else None, skip_invalid, scheme)
-    if recipe is not None:
+        return run_eval_input(str(inputs[0]), fmt, str(output) if output else None, skip_invalid,
+                              scheme or "shisanzhe")
+    if scheme is not None:
+        check_scheme(scheme)
+    if recipe is not None:  # --scheme beats the recipe's scheme, like every explicit flag
+        recipe = with_flags(recipe, {"scheme": scheme})
         scheme = recipe.scheme
-    check_scheme(scheme)
+    scheme = scheme or "shisanzhe"
     if dry_run:
         _, checks = collect_systems(recipe, inputs, scheme, skip_invalid, dry_run=True)
         if recipe is not None:

@@ -43,16 +43,11 @@ class Pair:
 
 def row_prompt(d: dict, where: str) -> list[dict]:
     """The user turn of a row: its controls through the one prompt template, or its own prompt."""
-    from lyrictool.controls import build_messages, parse_controls
+    from lyrictool.controls import parse_controls, prompt_messages
 
-    prompt = d.get("prompt")
-    if "controls" in d or prompt is None:
-        return build_messages(parse_controls(d.get("controls"), where=where))["prompt"]
-    if isinstance(prompt, str) and prompt.strip():
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt):
-        return prompt
-    raise UserError("'prompt' must be text or a list of chat messages", where=where)
+    if "controls" in d or d.get("prompt") is None:
+        return prompt_messages(parse_controls(d.get("controls"), where=where))
+    return prompt_messages(d["prompt"], where=where)
 
 
 def row_text(d: dict, key: str, where: str, hint: str = "; map yours with data.fields") -> str:

@@ -25,12 +25,19 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from lyrictool.errors import UserError
-from lyrictool.recipes import GenerationSpec, ModelSpec, Strict, looks_like_local_path, recipe_source
+from lyrictool.recipes import (
+    GenerationSpec,
+    ModelSpec,
+    SchemeName,
+    Strict,
+    looks_like_local_path,
+    recipe_source,
+)
 
 log = logging.getLogger("lyrictool")
 
@@ -76,7 +83,7 @@ class EvalRecipe(Strict):
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=64, temperature=0.7),
         description="Sampling for model systems; num_prompts = the first N prompts of the prompt file (0 = all).")
-    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+    scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme for the metrics.")
     scorer: str | None = Field(None, description="A trained scorer folder (lyrictool score): adds the mean score "
                                "per system and pairwise win rates.")
@@ -121,17 +128,12 @@ class SystemResult:
 
 
 def load_prompts(path: str, limit: int | None = None) -> list[dict]:
-    """Prompt rows ``{id, controls}`` (controls validated; ``path:line`` on the first bad row)."""
-    from lyrictool.controls import parse_controls
-    from lyrictool.data import load_records
+    """Prompt rows ``{id, controls}`` (controls validated; ``path:line`` on the first bad row); id = row number
+    when the row has none."""
+    from lyrictool.data.prompts import load_prompt_rows
 
-    rows = []
-    for i, rec in enumerate(load_records(path, what="prompts")):
-        controls = parse_controls(rec.data.get("controls"), where=rec.where).to_dict()
-        rows.append({"id": str(rec.data.get("id", i)), "controls": controls})
-        if limit and len(rows) >= limit:
-            break
-    return rows
+    return [{"id": p.id if p.id is not None else str(i), "controls": p.controls.to_dict()}
+            for i, p in enumerate(load_prompt_rows(path, limit=limit))]
 
 
 def load_generations(path: str, scheme: str, skip_invalid: bool) -> tuple[list[dict], list[str]]:

@@ -27,14 +27,7 @@ from pydantic import Field, field_validator
 from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
 from lyrictool.recipes import AspectWeights, BaseRecipe, recipe_source
-from lyrictool.training import (
-    Timer,
-    callbacks,
-    is_main_process,
-    train_loss_curve,
-    trl_config,
-    write_run_files,
-)
+from lyrictool.training import Timer, callbacks, is_main_process, loss_summary, trl_config, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -175,11 +168,8 @@ def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
         return {}
     trainer, lm, margins = train_dpo(recipe, train_rows, eval_rows, timer=timer)
     history = trainer.state.log_history
-    losses = train_loss_curve(trainer)
     metrics: dict = {
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "global_step": trainer.state.global_step,
+        **loss_summary(trainer),
         "rewards_accuracy_last10": _tail_mean(history, "rewards/accuracies"),
         "rewards_margin_last10": _tail_mean(history, "rewards/margins"),
         "logprob_margin": margins,

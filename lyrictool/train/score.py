@@ -31,14 +31,7 @@ from lyrictool.console import console, print_dry_run
 from lyrictool.data.pairs import Pair, load_pairs, row_prompt, row_text
 from lyrictool.errors import UserError
 from lyrictool.recipes import AspectWeights, BaseRecipe, Strict, recipe_source
-from lyrictool.training import (
-    Timer,
-    callbacks,
-    is_main_process,
-    train_loss_curve,
-    trl_config,
-    write_run_files,
-)
+from lyrictool.training import Timer, callbacks, is_main_process, loss_summary, trl_config, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -99,7 +92,7 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
     from transformers import set_seed
     from trl import RewardTrainer
 
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.modeling import load_model, merge_lora, peft_config
     from lyrictool.rewards import Scorer
 
     set_seed(recipe.seed)  # the new score head is initialised at load: same recipe, same scorer
@@ -123,7 +116,7 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
         trainer.train()
     model = trainer.model
     if recipe.model.lora is not None:  # a plain model folder is what every consumer of a scorer loads
-        model = model.merge_and_unload()
+        model = merge_lora(model)
     with timer("save"):
         if is_main_process():
             model.save_pretrained(recipe.output_dir)
@@ -185,10 +178,8 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
         scorer = Scorer(recipe.output_dir, model=model, tokenizer=tokenizer, batch_size=16)
         after = pairwise_accuracy(scorer, held)
         on_train = pairwise_accuracy(scorer, train[:512])
-    losses = train_loss_curve(trainer)
     metrics = {"pairwise_accuracy": after, "pairwise_accuracy_before": before,
-               "train_pairwise_accuracy": on_train, "train_loss_first": losses[0] if losses else None,
-               "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
+               "train_pairwise_accuracy": on_train, **loss_summary(trainer)}
     summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times,
                                "aspects": recipe.aspects, "margin_scale": recipe.margin_scale}
     if recipe.predict is not None and is_main_process():

@@ -18,7 +18,7 @@ from lyrictool.training import (
     generates_here,
     generation_metrics,
     is_main_process,
-    train_loss_curve,
+    loss_summary,
     train_sft,
     write_run_files,
 )
@@ -35,11 +35,7 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
                                "controls stated": dict(stats.stated), "hints": recipe.data.hints})
         return {}
     trainer, lm = train_sft(recipe, train_rows, eval_rows, resume=resume, timer=timer)
-    losses = train_loss_curve(trainer)
-    metrics: dict = {"train_loss_first": losses[0] if losses else None,
-                     "train_loss_last": losses[-1] if losses else None,
-                     "train_loss": trainer.state.log_history[-1].get("train_loss"),
-                     "global_step": trainer.state.global_step}
+    metrics: dict = {**loss_summary(trainer), "train_loss": trainer.state.log_history[-1].get("train_loss")}
     if eval_rows:
         with timer("eval_loss"):
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
