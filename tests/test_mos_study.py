@@ -9,8 +9,8 @@ import pytest
 from conftest import run_cli
 
 from lyrictool.errors import UserError
-from lyrictool.metrics.mos import ASPECTS, load_ratings, mos_summary
-from lyrictool.metrics.study import Study, is_study_file
+from lyrictool.eval.mos import ASPECTS, load_ratings, mos_summary
+from lyrictool.eval.study import Study, is_study_file
 
 ITEMS = [{"system": s, "prompt_id": f"p{i}", "controls": {"rhyme": "江阳"},
           "lyrics": f"[Verse]\n{s}第{i}首〔江阳〕歌\n月光照在小村庄"} for s in ("base", "final") for i in range(3)]

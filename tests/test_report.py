@@ -7,10 +7,10 @@ import re
 
 from conftest import REPO
 
-from lyrictool.metrics.compare import compare_systems
-from lyrictool.metrics.evaluate import COMPARED_METRICS, SystemResult, score_songs
-from lyrictool.metrics.mos import mos_summary
-from lyrictool.metrics.report import line_length_errors, rhyme_confusion, write_report
+from lyrictool.eval.compare import compare_systems
+from lyrictool.eval.mos import mos_summary
+from lyrictool.eval.report import line_length_errors, rhyme_confusion, write_report
+from lyrictool.eval.systems import COMPARED_METRICS, SystemResult, score_songs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -81,7 +81,7 @@ def test_chart_labels_are_chinese_with_a_cjk_font_and_pinyin_without():
 
     import pytest
 
-    from lyrictool.metrics.report import _Labels, _setup_matplotlib
+    from lyrictool.eval.report import _Labels, _setup_matplotlib
 
     assert _Labels(False)("江阳辙 rhyme") == "JiangYangZhe rhyme" and _Labels(True)("江阳") == "江阳"
     has_font = shutil.which("fc-list") and "CJK" in subprocess.run(["fc-list"], capture_output=True, text=True,

@@ -103,7 +103,7 @@ def shots(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    from lyrictool.metrics.study import Study
+    from lyrictool.eval.study import Study
 
     path = tmp_path_factory.mktemp("study") / "study.db"
     tokens = Study.create(path, SONGS, seed=1).add_raters(["ann"])
@@ -207,7 +207,7 @@ def _on_sample(browser, n: int, done: int, total: int = 3) -> str:
 
 
 def test_rating_resumes_after_reload_and_survives_a_killed_server(server, browser, shots, study):
-    from lyrictool.metrics.mos import ASPECTS
+    from lyrictool.eval.mos import ASPECTS
 
     def key(text: str) -> str:
         return "\n".join(line for line in text.splitlines() if line.strip())

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from serve_helpers import ScriptedBackend
 
 from lyrictool.errors import UserError
-from lyrictool.metrics.study import Study
+from lyrictool.eval.study import Study
 from lyrictool.serve.app import create_app
 from lyrictool.serve.config import ServeRecipe
 

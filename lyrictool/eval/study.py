@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError
-from lyrictool.metrics.mos import ASPECT_HELP, ASPECTS, SCALE
+from lyrictool.eval.mos import ASPECT_HELP, ASPECTS, SCALE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,8 +89,8 @@ class Study:
     @classmethod
     def create(cls, path: str | Path, items: list[dict], *, seed: int = 0) -> Study:
         """A new study of ``items`` (dicts with ``system``, ``prompt_id``, ``controls``, ``lyrics``)."""
+        from lyrictool.eval.mos import _request_text
         from lyrictool.lyrics import strip_hints
-        from lyrictool.metrics.mos import _request_text
 
         path = Path(path)
         if not items:
@@ -213,7 +213,7 @@ class Study:
             return [row[0] for row in db.execute("SELECT rater FROM raters ORDER BY created, rater")]
 
     def ratings(self) -> list[dict]:
-        """Every rated (rater, item), un-blinded, in :func:`lyrictool.metrics.mos.load_ratings`'s shape."""
+        """Every rated (rater, item), un-blinded, in :func:`lyrictool.eval.mos.load_ratings`'s shape."""
         by_key: dict[tuple[str, str], dict] = {}
         with self._db() as db:
             rows = db.execute("SELECT r.rater, r.item_id, r.aspect, r.score, u.system, u.prompt_id FROM ratings r "
