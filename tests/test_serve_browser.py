@@ -182,6 +182,11 @@ def test_playground_streams_lyrics_and_shows_the_coloured_rhyme_analysis(server,
     cards[0].find_element(By.CSS_SELECTOR, "button.copy").click()
     wait(browser, lambda d: "已复制" in cards[0].find_element(By.CSS_SELECTOR, "button.copy").text, 5)
 
+    # the page went through the public API only: one streamed chat completion, one /v1/lyrics
+    scrape = httpx.get(server.base + "/metrics", headers={"Authorization": f"Bearer {KEY}"}).text
+    for route in ("/v1/chat/completions", "/v1/lyrics"):
+        assert f'lyrictool_requests_total{{route="{route}",status="200"}} 1.0' in scrape, route
+
 
 def test_playground_without_the_key_reports_it(server, browser):
     browser.get(server.base + "/")
