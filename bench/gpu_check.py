@@ -112,7 +112,9 @@ def recipes(model: str, work: Path, p: dict, toy: bool) -> dict[str, dict]:
                 "train": {"beta": 0.01, "num_generations": p["ppo_generations"],
                           "max_completion_length": p["new_tokens"], "per_device_train_batch_size": p["ppo_batch"],
                           "learning_rate": 1.0e-6, "max_steps": p["ppo_steps"], "temperature": 1.0,
-                          "activation_checkpointing": False, **train_device},
+                          # gradient_checkpointing, not its newer name activation_checkpointing: transformers
+                          # 5.17 (the GPU machine's) knows only the old one; 5.24 still takes it
+                          "gradient_checkpointing": False, **train_device},
                 "eval_generation": gen, "output_dir": str(work / "ppo"), "seed": 42},
         "eval": {"systems": [{"name": "base", "model": model}], "prompts": str(ROOT / "recipes/eval/prompts.jsonl"),
                  "generation": {"num_prompts": p["eval_prompts"], "max_new_tokens": p["new_tokens"],
