@@ -11,7 +11,10 @@ failure or hang is recorded (status, error) and the next stage still runs:
    tokenizer (``builtin:tiny-zh`` where tiny-qwen is not in the tree);
 3. the real commands through the ``lyrictool`` CLI on that folder: ``sft`` (LoRA, bf16, 50 steps),
    ``rejection-sample`` (batched sampling, one round), ``ppo`` (GRPO, a few steps), ``eval``, and ``serve``
-   answering a burst of concurrent requests (completion tokens/s, p50/p99 latency).
+   answering a burst of concurrent requests (completion tokens/s, p50/p99 latency);
+4. ``throughput-flex`` (GPU only, last, so it only spends what is left of the budget): the throughput table for
+   PyTorch's flex_attention on the packed layout, the one boundary-exact varlen-style kernel that can run where
+   flash-attn cannot travel (compiled by Triton; its compile time counts against the stage).
 
 Each command runs under a small wrapper that records, when its process exits, ``torch.cuda.max_memory_allocated()``
 (peak GPU memory) and the peak resident memory.  The environment (GPU, CUDA, torch, transformers, trl, peft,
@@ -41,10 +44,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 HERE = ROOT / "bench"
-STAGES = ("throughput", "model", "sft", "rejection-sample", "ppo", "eval", "serve")
+STAGES = ("throughput", "model", "sft", "rejection-sample", "ppo", "eval", "serve", "throughput-flex")
 # Per-stage timeouts (seconds) on the GPU; each is also capped by what is left of the overall budget.
 TIMEOUTS = {"throughput": 170, "model": 90, "sft": 120, "rejection-sample": 120, "ppo": 150, "eval": 100,
-            "serve": 120}
+            "serve": 120, "throughput-flex": 120}
 TOY_TIMEOUTS = {"throughput": 60, "model": 60, "sft": 90, "rejection-sample": 90, "ppo": 90, "eval": 90,
                 "serve": 90}
 TOY_MODEL = {"hidden_size": 64, "intermediate_size": 176, "num_hidden_layers": 2, "num_attention_heads": 4,
@@ -68,11 +71,13 @@ class Log:
 def plan(toy: bool) -> dict:
     """Every size the stages use, toy or GPU, in one place."""
     if toy:
-        return {"throughput": ["--toy", "--seconds", "0.5", "--attn", "eager", "sdpa", "--layouts", "none", "flat"],
+        return {"stages": STAGES[:-1],  # flex_attention has no backward on CPU
+                "throughput": ["--toy", "--seconds", "0.5", "--attn", "eager", "sdpa", "--layouts", "none", "flat"],
                 "sft_steps": 2, "sft_batch": 4, "gen_prompts": 1, "new_tokens": 12, "rs_rows": 2, "rs_steps": 1,
                 "ppo_steps": 1, "ppo_batch": 4, "ppo_generations": 2, "eval_prompts": 2, "eval_batch": 2,
                 "serve_clients": 4, "serve_requests": 1, "serve_batch": 4, "timeouts": TOY_TIMEOUTS}
-    return {"throughput": ["--seconds", "12"],
+    return {"stages": STAGES, "throughput": ["--seconds", "12"],
+            "throughput-flex": ["--attn", "flex_attention", "--layouts", "flat", "--seconds", "12"],
             "sft_steps": 50, "sft_batch": 16, "gen_prompts": 8, "new_tokens": 128, "rs_rows": 32, "rs_steps": 10,
             "ppo_steps": 5, "ppo_batch": 16, "ppo_generations": 4, "eval_prompts": 42, "eval_batch": 21,
             "serve_clients": 32, "serve_requests": 2, "serve_batch": 32, "timeouts": TIMEOUTS}
@@ -367,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     def remaining() -> float:
         return args.budget_s - (time.monotonic() - t_start)
 
-    for stage in STAGES:
+    for stage in p["stages"]:
         if args.only and stage not in args.only:
             continue
         timeout = min(p["timeouts"][stage], remaining())
@@ -385,9 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                 rec = run_serve(model, work, p, timeout, env)
                 rec.update(status="ok", seconds=round(time.perf_counter() - t0, 2))
             else:
-                if stage == "throughput":
-                    cmd = [sys.executable, str(HERE / "gpu_throughput.py"), *p["throughput"],
-                           "--output", str(work / "throughput.json")]
+                if stage.startswith("throughput"):
+                    cmd = [sys.executable, str(HERE / "gpu_throughput.py"), *p[stage],
+                           "--output", str(work / f"{stage}.json")]
                 elif stage == "model":
                     cmd = [sys.executable, str(Path(__file__).resolve()), "_model", model] + (["--toy"] * args.toy)
                 else:
@@ -403,8 +408,8 @@ def main(argv: list[str] | None = None) -> int:
                         last_error(log_path)
                 if memfile.exists():
                     rec.update(json.loads(memfile.read_text(encoding="utf-8")))
-                if stage == "throughput" and (work / "throughput.json").exists():
-                    rec["table"] = json.loads((work / "throughput.json").read_text(encoding="utf-8"))
+                if stage.startswith("throughput") and (work / f"{stage}.json").exists():
+                    rec["table"] = json.loads((work / f"{stage}.json").read_text(encoding="utf-8"))
                 elif stage == "model" and rc == 0:
                     rec["model"] = json.loads(log_path.read_text(encoding="utf-8").strip().splitlines()[-1])
                 elif stage in stage_recipes:
@@ -437,8 +442,8 @@ def summary_table(report: dict) -> str:
         if name == "serve" and s["status"] == "ok":
             extra = f"{s['tokens_per_s']} tok/s, p50 {s['p50_s']} s, p99 {s['p99_s']} s"
         lines.append(f"  {name:17} {s['status']:8} {s.get('seconds', '-')!s:>8} s  peak GPU {mem:>10}  {extra}")
-    table = report["stages"].get("throughput", {}).get("table")
-    for r in (table or {}).get("results", []):
+    tables = [report["stages"].get(name, {}).get("table") or {} for name in ("throughput", "throughput-flex")]
+    for r in [r for table in tables for r in table.get("results", [])]:
         if "error" in r:
             lines.append(f"    {r['attention']:>18}/{r['layout']:4} FAILED {r['error']}")
         else:

@@ -21,7 +21,8 @@ Each step trains on the same kind of sequences in one of three layouts (``--layo
   over each row, so the benchmark never runs FA2 with this layout).
 
 ``tests/test_gpu_bench.py`` checks on CPU that a sequence's logits are the same packed (both layouts) as alone.
-``--attn`` takes ``eager``, ``sdpa``, ``flash_attention_2``, ``flex_attention`` and ``sdpa:<backend>`` (``flash``,
+``--attn`` takes ``eager``, ``sdpa``, ``flash_attention_2``, ``flex_attention`` (GPU only: no backward on CPU; its
+flat rows are padded to ``--batch`` x ``--seq-len`` so it compiles once) and ``sdpa:<backend>`` (``flash``,
 ``efficient``, ``cudnn``, ``math``: SDPA forced to one backend with ``torch.nn.attention.sdpa_kernel``).  Which SDPA
 backend actually ran is read off the profiler's op names for one extra step and recorded as ``sdpa_backends``.
 
@@ -100,21 +101,26 @@ def packed_rows(lengths: list[int], batch: int, seq_len: int):
             rows = []
 
 
-def packed_batch(sequences: list, layout: str, device=None) -> dict:
+def packed_batch(sequences: list, layout: str, device=None, pad_to: int | None = None) -> dict:
     """Model inputs for token sequences (1-D LongTensors) packed as `layout` ('flat', or 'rows': a list of rows).
 
     ``flat`` is TRL's padding-free collation: one row, ``position_ids`` restarting per sequence, ``cu_seq_lens_q/k``
     (int32) and ``max_length_q/k``; the first token of each sequence is not a target (it would be predicted from
-    the previous sequence).  For ``rows``, ``sequences`` is a list of rows, each a list of sequences; a row's unused
-    tail is one more (ignored) sequence.
+    the previous sequence).  ``pad_to`` pads the flat row to a fixed length with one more (ignored) sequence, so
+    compiled kernels (flex_attention) see one shape.  For ``rows``, ``sequences`` is a list of rows, each a list of
+    sequences; a row's unused tail is one more (ignored) sequence.
     """
     import torch
 
     if layout == "flat":
-        ids = torch.cat(sequences).unsqueeze(0)
-        pos = torch.cat([torch.arange(len(s)) for s in sequences]).unsqueeze(0)
+        total = sum(len(s) for s in sequences)
+        pad = pad_to - total if pad_to and pad_to > total else 0
+        parts = list(sequences) + ([torch.zeros(pad, dtype=torch.long)] if pad else [])
+        ids = torch.cat(parts).unsqueeze(0)
+        pos = torch.cat([torch.arange(len(s)) for s in parts]).unsqueeze(0)
         labels = ids.masked_fill(pos == 0, -100)
-        lens = torch.tensor([len(s) for s in sequences])
+        labels[0, total:] = -100
+        lens = torch.tensor([len(s) for s in parts])
         cu = torch.cat([torch.zeros(1, dtype=torch.long), lens.cumsum(0)]).to(torch.int32)
         longest = int(lens.max())
         out = {"input_ids": ids, "position_ids": pos, "labels": labels, "cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
@@ -203,6 +209,7 @@ def run_one(config: dict, attn: str, layout: str, args, device, dtype) -> dict:
     layers, hidden, vocab = cfg.num_hidden_layers, cfg.hidden_size, cfg.vocab_size
     lengths = sequence_lengths(200_000, args.seq_len, seed=1)
     gen = torch.Generator().manual_seed(1)
+    pad_to = args.batch * args.seq_len if attn == "flex_attention" else None  # one shape: compiled once
 
     def tokens(n: int):
         return torch.randint(0, vocab, (n,), generator=gen)
@@ -215,7 +222,8 @@ def run_one(config: dict, attn: str, layout: str, args, device, dtype) -> dict:
             for rows in packed_rows(lengths, args.batch, args.seq_len):
                 seqs = [[tokens(n) for n in row] for row in rows]
                 flat = [s for row in seqs for s in row]
-                yield packed_batch(flat if layout == "flat" else seqs, layout, device), [len(s) for s in flat]
+                yield (packed_batch(flat if layout == "flat" else seqs, layout, device, pad_to=pad_to),
+                       [len(s) for s in flat])
 
     def sync():
         if device.type == "cuda":

@@ -84,15 +84,21 @@ def test_packing_keeps_attention_inside_each_sequence(bench, attn):
         rows = bench.packed_batch([seqs[:2], seqs[2:]], "rows")
         rows.pop("labels")
         row_logits = model(**rows, use_cache=False).logits
+        padded = bench.packed_batch(seqs, "flat", pad_to=32)  # one fixed shape, as flex_attention runs
+        assert padded["input_ids"].shape == (1, 32) and (padded["labels"][0, 25:] == -100).all()
+        padded.pop("labels")
+        padded_logits = model(**padded, use_cache=False).logits[0]
     start = 0
     for s, ref in zip(seqs, alone, strict=True):
         torch.testing.assert_close(flat_logits[start:start + len(s)], ref, atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(padded_logits[start:start + len(s)], ref, atol=1e-4, rtol=1e-4)
         start += len(s)
     torch.testing.assert_close(row_logits[0, :7], alone[0], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(row_logits[0, 7:12], alone[1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(row_logits[1, 9:13], alone[3], atol=1e-4, rtol=1e-4)
     # and the check can fail: without the restarting positions the second sequence sees the first
-    crossed = model(input_ids=flat["input_ids"], use_cache=False).logits[0, 7:12]
+    with torch.no_grad():
+        crossed = model(input_ids=flat["input_ids"], use_cache=False).logits[0, 7:12]
     assert not torch.allclose(crossed, alone[1], atol=1e-3)
 
 
