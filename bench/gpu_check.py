@@ -182,12 +182,13 @@ def build_model(folder: str, toy: bool) -> None:
     from lyrictool.errors import UserError
     from lyrictool.modeling import load_tokenizer
 
+    skipped = {}
     for name in TOKENIZERS:
         try:
             tok = load_tokenizer(name)
             break
-        except UserError:
-            continue
+        except (UserError, ImportError, OSError) as e:  # not in this tree, or its package is missing
+            skipped[name] = f"{type(e).__name__}: {e}"[:300]
     config = json.loads((HERE / "configs" / "qwen2.5-0.5b.json").read_text(encoding="utf-8"))
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "architectures"}
     if toy:
@@ -205,7 +206,8 @@ def build_model(folder: str, toy: bool) -> None:
     tok.save_pretrained(folder)
     n = sum(p.numel() for p in model.parameters())
     print(json.dumps({"tokenizer": name, "tokenizer_size": len(tok), "vocab_size": cfg.vocab_size,
-                      "parameters": n, "dtype": str(model.dtype).removeprefix("torch.")}))
+                      "parameters": n, "dtype": str(model.dtype).removeprefix("torch."), "tokenizers_skipped": skipped},
+                     ensure_ascii=False))
 
 
 # ---- serve burst ---------------------------------------------------------------------------------------------
