@@ -332,11 +332,9 @@ def summary_fields(folder: Path) -> dict:
         path = folder / name
         if path.exists():
             data = json.loads(path.read_text(encoding="utf-8"))
-            for key in ("timings_s", "metrics", "model", "world_size"):
+            for key in ("timings_s", "metrics", "model", "world_size", "wall_s"):
                 if key in data:
                     out[key] = data[key]
-            if name == "result.json":
-                out["result_keys"] = sorted(data)[:20]
     return out
 
 
@@ -419,20 +417,26 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as e:  # noqa: BLE001 - a stage's failure is recorded, the next stage still runs
             rec = {"status": "failed", "error": f"{type(e).__name__}: {e}"[:800], **rec}
         report["stages"][stage] = rec
+        write_report(out, report, t_start)  # after every stage: a check killed from outside still leaves its JSON
         if log_path.exists():
             log(log_path.read_text(encoding="utf-8", errors="replace").rstrip())
         log(f"[{stage}] {rec['status']} in {rec.get('seconds', '?')} s"
             + (f"; peak GPU memory {rec['peak_gpu_memory_gib']} GiB" if "peak_gpu_memory_gib" in rec else "")
             + (f"; {rec['error']}" if rec.get("error") else ""))
 
-    report["seconds"] = round(time.monotonic() - t_start, 1)
-    report["passed"] = all(s["status"] == "ok" for s in report["stages"].values())
-    (out / "gpu_check.json").write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n",
-                                        encoding="utf-8")
+    write_report(out, report, t_start)
     log(summary_table(report))
     if not args.work:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if report["passed"] else 1
+
+
+def write_report(out: Path, report: dict, t_start: float) -> None:
+    report["seconds"] = round(time.monotonic() - t_start, 1)
+    report["passed"] = all(s["status"] == "ok" for s in report["stages"].values())
+    tmp = out / "gpu_check.json.tmp"
+    tmp.write_text(json.dumps(report, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
+    tmp.replace(out / "gpu_check.json")
 
 
 def summary_table(report: dict) -> str:

@@ -348,6 +348,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "error": f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:500]}
             print(f"{attn:>18} layout={layout:4}  FAILED {r['error']}", flush=True)
             results.append(r)
+            write_summary(args.output, summarise(results, env, peak, args, dtype, has_fa2))
             continue
         finally:
             if cuda:
@@ -357,11 +358,23 @@ def main(argv: list[str] | None = None) -> dict:
                 torch.cuda.empty_cache()
         r["mfu"] = r["tflops"] * 1e12 / (peak * 1e12) if peak else None
         results.append(r)
+        write_summary(args.output, summarise(results, env, peak, args, dtype, has_fa2))  # a killed run keeps these
         mfu = f"{r['mfu']:.1%}" if r["mfu"] is not None else "-"
         print(f"{attn:>18} layout={layout:4}  {r['tokens_per_s']:>12,.0f} tok/s  {r['tflops']:8.1f} TFLOP/s  "
               f"MFU {mfu:>6}  ({r['steps']} steps, {r['seconds']:.1f} s"
               f"{', peak ' + str(r['peak_memory_gib']) + ' GiB' if 'peak_memory_gib' in r else ''}"
               f"{', SDPA backends ' + '/'.join(r['sdpa_backends']) if r.get('sdpa_backends') else ''})", flush=True)
+    summary = summarise(results, env, peak, args, dtype, has_fa2)
+    ok = [r for r in results if "error" not in r]
+    print("speed-ups vs eager (same packing): " + "; ".join(
+        f"{r['attention']}/{r['layout']} {r['speedup_vs_eager_same_packing']:.2f}x" for r in ok
+        if r["speedup_vs_eager_same_packing"] is not None), flush=True)
+    write_summary(args.output, summary)
+    return summary
+
+
+def summarise(results: list[dict], env: dict, peak: float | None, args, dtype, has_fa2: bool) -> dict:
+    """The JSON summary of the configurations run so far, with speed-ups against eager at the same packing."""
     ok = [r for r in results if "error" not in r]
     eager = {r["layout"]: r for r in ok if r["attention"] == "eager"}
     base_packed = eager.get("rows") or eager.get("flat")
@@ -372,20 +385,21 @@ def main(argv: list[str] | None = None) -> dict:
                                           if "none" in eager else None)
     best = max((r["speedup_vs_eager_same_packing"] for r in ok if r["attention"] != "eager"
                 and r["speedup_vs_eager_same_packing"] is not None), default=None)
-    summary = {
+    return {
         **env, "peak_bf16_tflops": peak, "config": "toy" if args.toy else args.config,
         "seq_len": args.seq_len, "batch": args.batch, "dtype": str(dtype).removeprefix("torch."),
         "flash_attn_importable": has_fa2, "results": results,
         "goal": {"what": "SDPA or FA2 >= 1.15x eager tokens/s at the same packing", "best_speedup": best,
                  "met": best >= 1.15 if best is not None else None},
     }
-    print("speed-ups vs eager (same packing): " + "; ".join(
-        f"{r['attention']}/{r['layout']} {r['speedup_vs_eager_same_packing']:.2f}x" for r in ok
-        if r["speedup_vs_eager_same_packing"] is not None), flush=True)
-    if args.output:
-        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.output).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
+
+
+def write_summary(output: str | None, summary: dict) -> None:
+    if output:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(output).with_suffix(".tmp")
+        tmp.write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        tmp.replace(output)
 
 
 def _version(pkg: str) -> str | None:
