@@ -30,7 +30,7 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
     """The five recipes, as a user would write them (validated by the same classes as the YAML files).
     ``quick``: every step for one or two optimizer steps on a few prompts, to check the chain end to end in
     seconds (the models learn nothing)."""
-    from lyrictool.metrics.evaluate import EvalRecipe
+    from lyrictool.eval.systems import EvalRecipe
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
     from lyrictool.train.rejection_sample import RejectionSampleRecipe
@@ -114,14 +114,14 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
 def demo_texts(recipes: dict) -> list[str]:
     """Every text the demo trains, samples or evaluates on, as its steps render them: the base model's vocabulary."""
     from lyrictool.controls import build_prompt
-    from lyrictool.metrics.evaluate import load_prompts
+    from lyrictool.data.lyrics_rows import sft_datasets
+    from lyrictool.eval.systems import load_prompts
     from lyrictool.train.inject import knowledge_rows
-    from lyrictool.train.sft import build_datasets
 
     texts = [Path(p).read_text(encoding="utf-8") for p in data_files(recipes).values()]
     ks, _, _ = knowledge_rows(recipes["inject"])
     texts += ks.texts + [q["question"] + q["answer"] for q in ks.qa]
-    rows, held, _, _ = build_datasets(recipes["sft"])
+    rows, held, _, _ = sft_datasets(recipes["sft"].data, recipes["sft"].seed)
     texts += [m["content"] for row in rows + held for m in row["prompt"] + row["completion"]]
     texts += [build_prompt(p["controls"]) for p in load_prompts(recipes["eval"].prompts)]
     texts.append("system user assistant")  # the chat template's roles
@@ -151,7 +151,7 @@ def dry_run(output_dir: Path | str = "runs/demo") -> dict[str, int]:
     from rich.console import Console
 
     from lyrictool.data import load_records
-    from lyrictool.metrics.evaluate import load_prompts
+    from lyrictool.eval.systems import load_prompts
 
     console = Console(highlight=False, soft_wrap=True)
     recipes = demo_recipes(Path(output_dir))
@@ -170,7 +170,7 @@ SHOWN_METRICS = ("rhyme_accuracy", "structure_accuracy", "line_length_accuracy",
 def final_vs_sft(out: Path) -> dict:
     """final − sft per metric with paired bootstrap CIs, from the eval's saved generations: does the rejection-
     sampling round keep (or improve) what SFT learned?"""
-    from lyrictool.metrics.evaluate import evaluate
+    from lyrictool.eval.systems import evaluate
 
     gen = out / "eval" / "generations"
     result, _ = evaluate(None, [gen / "sft.jsonl", gen / "final.jsonl"], scheme=SCHEME)
@@ -208,7 +208,7 @@ def sample_song_table(lyrics: str):
     """A rich table of one song's lines with their last syllable, final and rhyme group."""
     from rich.table import Table
 
-    from lyrictool.metrics.commands import rhyme_rows
+    from lyrictool.metrics import rhyme_rows
 
     table = Table(title="rhyme analysis", title_justify="left")
     for col in ("section", "line", "last", "pinyin", "group"):
@@ -312,8 +312,8 @@ def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False) -> di
     from rich.console import Console
     from rich.rule import Rule
 
+    from lyrictool.commands.eval import run_eval
     from lyrictool.controls import build_prompt
-    from lyrictool.metrics.evaluate import run_eval
     from lyrictool.train.inject import run_inject
     from lyrictool.train.rejection_sample import run_rejection_sample
     from lyrictool.train.sft import run_sft

@@ -11,7 +11,8 @@ Plots (each a PNG next to the page, in ``<report stem>_plots/``):
 - ``scores.png``: scorer score distribution per system (when a scorer was given).
 - ``mos.png``: MOS per aspect and system with 95% CIs (when ratings were given).
 
-Without a CJK font on the machine, Chinese labels in the PNGs are written in pinyin (the HTML keeps the
+Chinese labels in the PNGs need a CJK font (Debian/Ubuntu: ``apt-get install fonts-noto-cjk``; found even when
+installed after matplotlib built its font cache); without one they are written in pinyin (the HTML keeps the
 characters).
 """
 
@@ -26,6 +27,7 @@ from lyrictool.errors import UserError
 
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
               "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN", "Droid Sans Fallback")
+_CJK_FILE_TAGS = ("notosanscjk", "notoserifcjk", "sourcehansans", "wqy", "droidsansfallback", "simhei", "msyh")
 _GOOD, _BAD, _FLAT = "#2e7d32", "#c62828", "#9e9e9e"
 
 
@@ -37,6 +39,16 @@ def _setup_matplotlib() -> bool:
     from matplotlib import font_manager, rcParams
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
+    if not any(f in installed for f in _CJK_FONTS):
+        # matplotlib caches the font list the first time it runs: a CJK font installed since (apt-get install
+        # fonts-noto-cjk) is not in the cache.  Add the system's CJK font files to this process's list.
+        for path in font_manager.findSystemFonts():
+            if any(tag in Path(path).name.lower() for tag in _CJK_FILE_TAGS):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        installed = {f.name for f in font_manager.fontManager.ttflist}
     cjk = [f for f in _CJK_FONTS if f in installed]
     if cjk:
         rcParams["font.sans-serif"] = cjk + list(rcParams["font.sans-serif"])
@@ -68,7 +80,7 @@ def _save(fig, path: Path) -> Path:
 def plot_differences(result: dict, path: Path, label) -> Path | None:
     import matplotlib.pyplot as plt
 
-    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+    from lyrictool.eval.systems import LOWER_IS_BETTER
 
     pairs = (result.get("comparison") or {}).get("pairs") or []
     if not pairs:
@@ -100,7 +112,7 @@ def plot_metrics(systems, metrics: tuple, path: Path, label) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from lyrictool.metrics.mos import mean_ci95
+    from lyrictool.stats import mean_ci95
 
     shown = [m for m in metrics if any(s["metrics"].get(m) is not None for sr in systems for s in sr.songs)]
     if not shown or not systems:
@@ -270,7 +282,7 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _verdict(result: dict) -> str:
-    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+    from lyrictool.eval.systems import LOWER_IS_BETTER
 
     comparison = result.get("comparison") or {}
     if comparison.get("skipped"):
@@ -289,7 +301,7 @@ def _verdict(result: dict) -> str:
 
 
 def _html(result: dict, systems, images: dict[str, Path]) -> str:
-    from lyrictool.metrics.evaluate import COMPARED_METRICS, LOWER_IS_BETTER
+    from lyrictool.eval.systems import COMPARED_METRICS, LOWER_IS_BETTER
 
     e = html.escape
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>lyrictool eval report</title>"
@@ -373,7 +385,7 @@ def _html(result: dict, systems, images: dict[str, Path]) -> str:
 
 def write_report(result: dict, systems, path: Path) -> dict[str, Path]:
     """Write the PNGs into ``<stem>_plots/`` and the self-contained HTML page at ``path``."""
-    from lyrictool.metrics.evaluate import COMPARED_METRICS
+    from lyrictool.eval.systems import COMPARED_METRICS
 
     path = Path(path)
     plots = path.parent / f"{path.stem}_plots"
