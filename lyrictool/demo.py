@@ -1,14 +1,19 @@
-"""`lyrictool demo`: the whole method on the built-in tiny model, offline, in about five minutes on 2 CPU cores.
+"""`lyrictool demo`: the whole method on the built-in tiny model, offline, in a few minutes on 2 CPU cores.
 
+    0. base              builtin:tiny-zh (random init) with its vocabulary cut to the ~1,400 characters the demo uses
     1. inject            memorize -> understand the phonetics of the demo corpus's characters
     2. sft               lyrics with phonetic hints on the in-house demo songs, from the injected model
-    3. score             the lyrics scorer on the demo ratings (good songs and damaged copies)
+    3. score             the lyrics scorer on the demo ratings (good songs and damaged copies); it trains in a
+                         second process beside steps 1-2, so a 2-core box uses both cores
     4. rejection-sample  K candidates per prompt from the SFT model, keep the best by scorer + rule rewards, SFT on them
     5. eval              base vs SFT vs final on the eval prompts: side by side, paired bootstrap 95% CIs, report
 
-Each step is the same ``run_*`` function its command calls, with a recipe written out below (the CPU-sized
-settings of ``recipes/tiny/``, shortened so the whole chain fits in the time budget).  Every step leaves its
-model, ``recipe.yaml`` and ``summary.json`` in its own folder under the output directory.
+Each step is the same ``run_*`` function (or command) a user calls, with a recipe written out below, its budget
+tuned for effect per CPU second (docs/benchmarks.md, "lyrictool demo").  Every step leaves its model,
+``recipe.yaml`` and ``summary.json`` in its own folder under the output directory; the closing screen shows one
+song with its rhyme analysis, the time of every step (wall and CPU seconds) and the metric table with final - base
+and final - sft.  ``--quick`` runs the same chain for a step or two each; ``--dry-run`` reads every file it uses.
+Everything it reads is package data, so it runs from an installed wheel.
 """
 
 from __future__ import annotations
@@ -130,7 +135,7 @@ def demo_texts(recipes: dict) -> list[str]:
 
 def build_base(recipes: dict, out: Path) -> Path:
     """The demo's base model: builtin:tiny-zh (same architecture, random init) with its vocabulary cut from 6,894
-    characters to the ~1,300 the demo uses, which makes every CPU training step about 1.8x cheaper.  A choice for
+    characters to the ~1,400 the demo uses, which makes every CPU training step about 1.8x cheaper.  A choice for
     the built-in demo model only: a user's model keeps its tokenizer."""
     from lyrictool.modeling import save_tiny_model
 
