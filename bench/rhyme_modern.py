@@ -40,12 +40,16 @@ class Row:
     pinyin: str | None
     group: str | None
     pair: str
+    batch: int  # 1, or 2 for the lines written after batch 1 was scored and before the rules
 
 
 def load(path: Path = DATA) -> list[Row]:
     rows = []
     header_seen = False
+    batch = 1
     for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if text.startswith("# --- batch "):
+            batch = int(text.split()[3].rstrip(":"))
         if not text.strip() or text.startswith("#"):
             continue
         fields = text.split("\t")
@@ -56,7 +60,7 @@ def load(path: Path = DATA) -> list[Row]:
         fields += [""] * (6 - len(fields))
         cat, line, char, pinyin, group, pair = fields[:6]
         none = [None if v == "-" else v for v in (char, pinyin, group)]
-        rows.append(Row(number, cat, line, *none, pair.strip()))
+        rows.append(Row(number, cat, line, *none, pair.strip(), batch))
     return rows
 
 
@@ -65,6 +69,7 @@ class Result:
     rows: int
     right: int  # character, syllable and group
     tone_right: int  # ... and the tone too
+    group_right: int  # the group alone (what rhyme checks use)
     by_category: dict[str, tuple[int, int]]
     failures: list[str]
     pairs: int
@@ -80,7 +85,7 @@ def score(rows: list[Row], **options) -> Result:
     """Score ``analyze_line`` (with ``options``, e.g. strip_particles=True) on ``rows``."""
     from lyrictool.phonetics import analyze_line, rhymes
 
-    right = tone_right = 0
+    right = tone_right = group_right = 0
     by_cat: dict[str, list[int]] = defaultdict(lambda: [0, 0])
     failures = []
     for row in rows:
@@ -96,6 +101,7 @@ def score(rows: list[Row], **options) -> Result:
             )
             tone_ok = ok and sound.pinyin == row.pinyin
         right += ok
+        group_right += (sound.group if sound else None) == row.group
         tone_right += tone_ok
         by_cat[row.category][0] += ok
         by_cat[row.category][1] += 1
@@ -122,6 +128,7 @@ def score(rows: list[Row], **options) -> Result:
         rows=len(rows),
         right=right,
         tone_right=tone_right,
+        group_right=group_right,
         by_category={k: (v[0], v[1]) for k, v in by_cat.items()},
         failures=failures,
         pairs=len(pairs),
@@ -141,8 +148,12 @@ def main() -> None:
     print(f"{DATA.relative_to(ROOT)}: {r.rows} lines, {Counter(x.category for x in rows)}")
     print(f"right (character, syllable, group): {r.right}/{r.rows} = {r.accuracy:.1%}")
     print(f"  ... tone too:                     {r.tone_right}/{r.rows} = {r.tone_right / r.rows:.1%}")
+    print(f"group alone:                        {r.group_right}/{r.rows} = {r.group_right / r.rows:.1%}")
     for cat, (ok, n) in sorted(r.by_category.items()):
         print(f"  {cat:<9} {ok:>3}/{n:<3} {ok / n:6.1%}")
+    for batch in sorted({x.batch for x in rows}):
+        b = score([x for x in rows if x.batch == batch], **options)
+        print(f"  batch {batch}: {b.right}/{b.rows} = {b.accuracy:.1%}")
     print(f"near-rhyme pairs right: {r.pairs_right}/{r.pairs}")
     if args.failures:
         for line in r.failures + r.pair_failures:
