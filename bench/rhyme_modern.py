@@ -7,7 +7,7 @@ with that syllable and group (the tone is scored apart: a neutral tone written a
 the end) are right when the engine gives none.  Near-rhyme pairs are right when strict
 ``rhymes`` says no and ``strictness="near"`` says yes; control pairs when both say no.
 
-    .venv/bin/python bench/rhyme_modern.py [--failures] [--strip-particles]
+    .venv/bin/python bench/rhyme_modern.py [--failures] [--skip-particles]
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ class Result:
 
 
 def score(rows: list[Row], **options) -> Result:
-    """Score ``analyze_line`` (with ``options``, e.g. strip_particles=True) on ``rows``."""
+    """Score ``analyze_line`` (with ``options``, e.g. skip_particles=True) on ``rows``."""
     from lyrictool.phonetics import analyze_line, rhymes
 
     right = tone_right = group_right = 0
@@ -140,10 +140,10 @@ def score(rows: list[Row], **options) -> Result:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--failures", action="store_true", help="list every line read wrongly")
-    parser.add_argument("--strip-particles", action="store_true", help="opt-in 虚字脚 rule")
+    parser.add_argument("--skip-particles", action="store_true", help="opt-in 虚字脚 rule")
     args = parser.parse_args()
     rows = load()
-    options = {"strip_particles": True} if args.strip_particles else {}
+    options = {"skip_particles": True} if args.skip_particles else {}
     r = score(rows, **options)
     print(f"{DATA.relative_to(ROOT)}: {r.rows} lines, {Counter(x.category for x in rows)}")
     print(f"right (character, syllable, group): {r.right}/{r.rows} = {r.accuracy:.1%}")

@@ -9,6 +9,7 @@ import pytest
 from conftest import REPO
 
 from lyrictool import phonetics as ph
+from lyrictool.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -71,3 +72,36 @@ def test_phrase_fixes_reach_pypinyin_itself():
 
     assert engine.PHRASE_FIXES and all(reason for _, reason in engine.PHRASE_FIXES.values())
     assert lazy_pinyin("隔着千山万重", style=Style.TONE)[-1] == "chóng"
+
+
+def test_near_rhyme_pairs_of_the_set(bench):
+    result = bench.score(bench.load())
+    assert result.pairs >= 15
+    assert result.pair_failures == []
+
+
+def test_near_rhymes_are_opt_in_and_documented_per_scheme():
+    assert not ph.rhymes("你的心", "满天的星")  # strict is the default
+    assert ph.rhymes("你的心", "满天的星", strictness="near")
+    assert ph.rhymes("梦里有你的声音", "远处的灯", strictness="near")  # in / eng: 人辰 ~ 中东
+    assert not ph.rhymes("海上的船", "城市的光", strictness="near")  # an / ang stay apart
+    assert ph.near_groups("shisanzhe") == [("梭波", "乜斜"), ("人辰", "中东")]
+    assert ("齐", "支") in ph.near_groups("zhonghua_xinyun")  # 十三辙 rhymes i with the apical -i
+    with pytest.raises(UserError, match="strictness"):
+        ph.rhymes("心", "星", strictness="loose")
+
+
+def test_particles_stay_the_rhyme_unless_xuzijiao_is_asked_for():
+    assert ph.rhyme_group("你还爱我吗") == "发花"
+    assert ph.rhyme_group("你还爱我吗", skip_particles=True) == "梭波"  # 我
+    assert ph.rhyme_group("别再等了吧", skip_particles=True) == "中东"  # 吧 and 了 both skipped: 等
+    assert ph.rhyme_group("这点小事算得了", skip_particles=True) == "遥条"  # 了 liǎo is no particle
+    assert ph.line_groups(["你还爱我吗", "天亮了"], skip_particles=True) == ["梭波", "江阳"]
+
+
+def test_rhyme_pattern_labels_each_line():
+    assert ph.rhyme_pattern(["月光洒满窗", "思念我的故乡", "你的心", "又是一年春"]) == list("AABB")
+    assert ph.rhyme_pattern(["月光洒满窗", "你的心", "思念我的故乡", "又是一年春"]) == list("ABAB")
+    assert ph.rhyme_pattern(["月光洒满窗", "你的心", "思念我的故乡", "baby"]) == list("AXAX")
+    assert ph.rhyme_pattern(["你的心", "满天的星"]) == list("XX")
+    assert ph.rhyme_pattern(["你的心", "满天的星"], strictness="near") == list("AA")

@@ -305,9 +305,28 @@ def _is_erhua(core: str) -> bool:
     )
 
 
-def analyze_core(core: str, scheme: str) -> LineSound | None:
+#: Sentence-final particles that the opt-in 虚字脚 rule (``skip_particles=True``) skips when they are
+#: read in the neutral tone: the older 曲艺 practice of rhyming on the syllable before a particle.
+#: Off by default: pop lyrics rhyme on the particle itself (docs/rhyme-schemes.md).
+PARTICLES = frozenset("吗吧啊呀啦哇了的地着呢嘛呗咯喽哟嘞啰")
+
+
+def drop_particles(core: str) -> str:
+    """``core`` without its trailing neutral-tone particles (at least one sung character stays)."""
+    end = len(core)
+    while end > 1 and core[end - 1] in PARTICLES and char_kind(core[end - 2]) == _HAN:
+        reading = last_reading(core[:end])
+        if reading is None or _sound_parts(reading)[1] != 5:
+            break  # a full reading (了 liǎo, 的 dì, 着 zháo) is not a particle
+        end -= 1
+    return core[:end]
+
+
+def analyze_core(core: str, scheme: str, skip_particles: bool = False) -> LineSound | None:
     if not core or char_kind(core[-1]) != _HAN:
         return None
+    if skip_particles:
+        core = drop_particles(core)
     if _is_erhua(core):
         readings = _segment_readings(_han_run(core))
         base = readings[-2]
@@ -322,17 +341,17 @@ def analyze_core(core: str, scheme: str) -> LineSound | None:
     return LineSound(core[-1], reading, final, tone, _FINAL_TO_GROUP[scheme].get(final))
 
 
-def analyze_line(line: str, scheme: str = "shisanzhe") -> LineSound | None:
+def analyze_line(line: str, scheme: str = "shisanzhe", skip_particles: bool = False) -> LineSound | None:
     check_scheme(scheme)
-    return analyze_core(sung_core(line), scheme)
+    return analyze_core(sung_core(line), scheme, skip_particles)
 
 
-def rhyme_group(line: str, scheme: str = "shisanzhe") -> str | None:
-    sound = analyze_line(line, scheme)
+def rhyme_group(line: str, scheme: str = "shisanzhe", skip_particles: bool = False) -> str | None:
+    sound = analyze_line(line, scheme, skip_particles)
     return sound.group if sound else None
 
 
-def line_groups(lines: list[str], scheme: str = "shisanzhe") -> list[str | None]:
+def line_groups(lines: list[str], scheme: str = "shisanzhe", skip_particles: bool = False) -> list[str | None]:
     """Batch ``rhyme_group``: the per-line work inlined, readings mapped through a cache."""
     table = _FINAL_TO_GROUP[check_scheme(scheme)]
     group_of: dict[str, str | None] = {}
@@ -344,6 +363,8 @@ def line_groups(lines: list[str], scheme: str = "shisanzhe") -> list[str | None]
         if not core or char_kind(core[-1]) != _HAN:
             out.append(None)
             continue
+        if skip_particles:
+            core = drop_particles(core)
         if core[-1] == "儿" and _is_erhua(core):
             sound = analyze_core(core, scheme)
             out.append(sound.group if sound else None)
