@@ -17,6 +17,8 @@ from typing import Any
 RATE_METRICS = (
     "rhyme_accuracy",
     "rhyme_density",
+    "rhyme_accuracy_near",
+    "rhyme_density_near",
     "line_length_accuracy",
     "line_length_accuracy_pm1",
     "structure_accuracy",
@@ -49,39 +51,90 @@ def _controls_dict(controls: Any) -> dict:
     return controls if isinstance(controls, dict) else {}
 
 
-def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None) -> float | None:
+def pattern_units(pattern: str, section_sizes: list[int]) -> list[tuple[list[int | None], str]]:
+    """The units a ``scheme`` control is scored on: (line index per letter, letters) pairs.
+
+    Letters are local to a unit (A in the chorus need not rhyme with A in the verse).  A pattern
+    with sections separated by ``|`` or ``/`` ("AABB|ABAB") gives one unit per section (by the
+    song's sections when their numbers agree, else by consecutive lines); a single pattern as long
+    as the song (or longer: missing lines are None) is one unit, letters shared by the whole
+    song; a single shorter pattern ("AABB") applies to each section, repeated over its lines in
+    chunks of the pattern's length.
+    """
+    segments = ["".join(ch for ch in seg.upper() if not ch.isspace()) for seg in re.split(r"[|/]", pattern)]
+    segments = [seg for seg in segments if seg]
+    n = sum(section_sizes)
+    starts = [sum(section_sizes[:k]) for k in range(len(section_sizes))]
+    units: list[tuple[list[int | None], str]] = []
+    if len(segments) > 1:
+        if len(segments) == len(section_sizes):
+            for seg, start, size in zip(segments, starts, section_sizes):
+                units.append(([start + j if j < size else None for j in range(len(seg))], seg))
+        else:
+            start = 0
+            for seg in segments:
+                units.append(([i if i < n else None for i in range(start, start + len(seg))], seg))
+                start += len(seg)
+        return units
+    if not segments:
+        return []
+    seg = segments[0]
+    if len(seg) >= n:
+        return [([i if i < n else None for i in range(len(seg))], seg)]
+    for start, size in zip(starts, section_sizes):
+        for chunk in range(0, size, len(seg)):
+            idx = list(range(start + chunk, start + min(chunk + len(seg), size)))
+            units.append((idx, seg[: len(idx)]))
+    return units
+
+
+def _unit_accuracy(groups: list[str | None], idx: list[int | None], letters: str, target: str | None,
+                   same) -> tuple[int, int]:
+    """(correct, constrained) lines of one pattern unit (see docs/metrics.md)."""
+    first = next((ch for ch in letters if ch != "X"), None)
+    assigned: dict[str, str | None] = {}
+    for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
+        if letter == first and target is not None:
+            assigned[letter] = target
+            continue
+        ours = [groups[i] for i, ch in zip(idx, letters) if ch == letter and i is not None and groups[i]]
+        assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
+    constrained = correct = 0
+    for i, letter in zip(idx, letters):
+        if letter == "X":
+            continue
+        constrained += 1
+        group = assigned[letter]
+        # letters must rhyme apart: a group that another letter also rhymes with is wrong for both
+        apart = all(not same(group, h) for k, h in assigned.items() if k != letter)
+        if i is not None and group is not None and same(groups[i], group) and apart:
+            correct += 1
+    return correct, constrained
+
+
+def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None,
+                    section_sizes: list[int] | None = None, same=None) -> float | None:
     """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
     n = len(groups)
+    same = same or (lambda a, b: a is not None and a == b)
     if pattern:
-        letters = [ch for ch in pattern.upper() if not ch.isspace()]
-        first = next((ch for ch in letters if ch != "X"), None)
-        assigned: dict[str, str | None] = {}
-        for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
-            if letter == first and target is not None:
-                assigned[letter] = target
-                continue
-            ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < n and groups[i]]
-            assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
-        shared = Counter(g for g in assigned.values() if g is not None)
-        constrained = correct = 0
-        for i, letter in enumerate(letters):
-            if letter == "X":
-                continue
-            constrained += 1
-            group = assigned[letter]
-            if i < n and group is not None and groups[i] == group and shared[group] == 1:
-                correct += 1
+        correct = constrained = 0
+        for idx, letters in pattern_units(pattern, section_sizes if section_sizes is not None else [n]):
+            c, k = _unit_accuracy(groups, idx, letters, target, same)
+            correct += c
+            constrained += k
         return correct / constrained if constrained else None
     if target is not None:
-        return sum(g == target for g in groups) / n if n else 0.0
+        return sum(same(g, target) for g in groups) / n if n else 0.0
     return None
 
 
-def _rhyme_density(groups: list[str | None]) -> float:
+def _rhyme_density(groups: list[str | None], same=None) -> float:
     """Share of lines whose group is the song's dominant one (used 2+ times) or a neighbour's."""
     n = len(groups)
     if not n:
         return 0.0
+    same = same or (lambda a, b: a is not None and a == b)
     counts = Counter(g for g in groups if g is not None)
     dominant = None
     if counts:
@@ -91,7 +144,7 @@ def _rhyme_density(groups: list[str | None]) -> float:
     for i, g in enumerate(groups):
         if g is None:
             continue
-        if g == dominant or (i and groups[i - 1] == g) or (i + 1 < n and groups[i + 1] == g):
+        if same(g, dominant) or (i and same(groups[i - 1], g)) or (i + 1 < n and same(groups[i + 1], g)):
             rhyming += 1
     return rhyming / n
 
@@ -145,12 +198,13 @@ def _format_issues(text: str, lines: list[str], lengths: list[int], repetition: 
 def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisanzhe") -> dict:
     """All objective metrics of one song against its controls (docs/metrics.md).
 
-    Keys: rhyme_accuracy, rhyme_density, line_length_accuracy, line_length_accuracy_pm1,
-    structure_accuracy, format_validity, format_issues, distinct_1, distinct_2,
-    repetition_rate, n_lines, n_sections, n_syllables.  None where no control asks for it.
+    Keys: rhyme_accuracy, rhyme_density (strict rhymes), rhyme_accuracy_near, rhyme_density_near
+    (near rhymes count too), line_length_accuracy, line_length_accuracy_pm1, structure_accuracy,
+    format_validity, format_issues, distinct_1, distinct_2, repetition_rate, n_lines, n_sections,
+    n_syllables.  None where no control asks for it.
     """
     from lyrictool.lyrics import parse, strip_hints
-    from lyrictool.phonetics import line_groups, normalize_rhyme, syllable_count
+    from lyrictool.phonetics import groups_rhyme, line_groups, normalize_rhyme, syllable_count
 
     text = lyrics if isinstance(lyrics, str) else ""
     c = _controls_dict(controls)
@@ -160,10 +214,17 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     groups = line_groups(lines, scheme)
     lengths = [syllable_count(line) for line in lines]
 
+    def near(a: str | None, b: str | None) -> bool:
+        return groups_rhyme(a, b, scheme, "near")
+
     rhyme = c.get("rhyme")
     target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
     pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
-    rhyme_accuracy = _rhyme_accuracy(groups, target, pattern) if (target or pattern) else None
+    sizes = [len(sec.lines) for sec in doc.sections if sec.lines]
+    rhyme_accuracy = rhyme_accuracy_near = None
+    if target or pattern:
+        rhyme_accuracy = _rhyme_accuracy(groups, target, pattern, sizes)
+        rhyme_accuracy_near = _rhyme_accuracy(groups, target, pattern, sizes, near)
 
     wanted_lengths = c.get("line_lengths")
     length_acc = length_acc_pm1 = None
@@ -187,6 +248,8 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     return {
         "rhyme_accuracy": rhyme_accuracy,
         "rhyme_density": _rhyme_density(groups),
+        "rhyme_accuracy_near": rhyme_accuracy_near,
+        "rhyme_density_near": _rhyme_density(groups, near),
         "line_length_accuracy": length_acc,
         "line_length_accuracy_pm1": length_acc_pm1,
         "structure_accuracy": structure_acc,
