@@ -123,6 +123,10 @@ class DataSpec(Strict):
     scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
         "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
     )
+    rhyme_strictness: Literal["strict", "near"] = Field(
+        "strict", description="near: the rhyme reward also accepts near rhymes (front/back nasals 人辰~中东, "
+        "see docs/rhyme-schemes.md); strict: only the scheme's own groups."
+    )
 
     @field_validator("train", "eval")
     @classmethod
