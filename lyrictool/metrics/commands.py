@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -48,15 +49,18 @@ def _read_text(text: str | None, file: str | None) -> str:
     return text.replace("／", "\n").replace("/", "\n")
 
 
-def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
-    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group)."""
+def rhyme_rows(text: str, scheme: str, strictness: str = "strict", skip_particles: bool = False
+               ) -> list[dict[str, Any]]:
+    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group), and
+    pattern, the line's letter in its section's rhyme pattern (A, B, ...; X = rhymes with no other line)."""
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import analyze_line
+    from lyrictool.phonetics import analyze_line, rhyme_pattern
 
     rows = []
     for section in parse(text).sections:
-        for line in section.lines:
-            sound = analyze_line(line, scheme)
+        letters = rhyme_pattern(section.lines, scheme, strictness, skip_particles=skip_particles)
+        for line, letter in zip(section.lines, letters):
+            sound = analyze_line(line, scheme, skip_particles=skip_particles)
             rows.append(
                 {
                     "section": section.name,
@@ -66,39 +70,60 @@ def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
                     "final": sound.final if sound else None,
                     "tone": sound.tone if sound else None,
                     "group": sound.group if sound else None,
+                    "pattern": letter,
                 }
             )
     return rows
 
 
-def run_rhyme(text: str | None, file: str | None, scheme: str, fmt: str) -> None:
-    """Print each line's last sung syllable, final, tone and rhyme group (table or JSON)."""
-    from lyrictool.phonetics import check_scheme
+def run_rhyme(text: str | None, file: str | None, scheme: str, fmt: str, strictness: str = "strict",
+              skip_particles: bool = False) -> None:
+    """Print each line's last sung syllable, final, tone, rhyme group and pattern letter (table or JSON)."""
+    from lyrictool.phonetics import check_scheme, check_strictness
 
     _check_format(fmt)
     check_scheme(scheme)
-    rows = rhyme_rows(_read_text(text, file), scheme)
+    check_strictness(strictness)
+    from lyrictool.lyrics import parse
+
+    lyrics = _read_text(text, file)
+    rows = rhyme_rows(lyrics, scheme, strictness, skip_particles)
+    sections, start = [], 0
+    for section in parse(lyrics).sections:
+        if section.lines:
+            letters = "".join(r["pattern"] for r in rows[start : start + len(section.lines)])
+            sections.append({"section": section.name, "lines": len(section.lines), "pattern": letters})
+            start += len(section.lines)
     if fmt == "json":
-        print(json.dumps({"scheme": scheme, "lines": rows}, ensure_ascii=False, indent=2))
+        print(json.dumps({"scheme": scheme, "strictness": strictness, "skip_particles": skip_particles,
+                          "sections": sections, "lines": rows}, ensure_ascii=False, indent=2))
         return
     from rich.markup import escape
     from rich.table import Table
 
     colours: dict[str, str] = {}
-    table = Table(title=f"rhyme ({scheme})", title_justify="left")
-    for column in ("#", "line", "last", "pinyin", "final", "tone", "group"):
+    title = f"rhyme ({scheme}{', near rhymes' if strictness == 'near' else ''}"
+    title += f"{', 虚字脚' if skip_particles else ''})"
+    table = Table(title=title, title_justify="left")
+    for column in ("#", "section", "line", "last", "pinyin", "final", "tone", "group", "pattern"):
         table.add_column(column, justify="right" if column in ("#", "tone") else "left")
+    firsts = {sum(s["lines"] for s in sections[:k]) + 1 for k in range(len(sections))}
     for i, row in enumerate(rows, 1):
+        new_section = i in firsts
+        if new_section and i > 1:
+            table.add_section()
         group = row["group"]
         style = colours.setdefault(group, _PALETTE[len(colours) % len(_PALETTE)]) if group else "dim"
         table.add_row(
             str(i),
+            (row["section"] or "") if new_section else "",
             escape(row["line"]),
             row["char"] or "-",
             row["pinyin"] or "-",
             row["final"] if row["final"] else "-",
             str(row["tone"]) if row["tone"] else "-",
             f"[{style}]{group or '-'}[/]",
+            row["pattern"],
             style=None,
         )
     if not rows:
@@ -124,8 +149,8 @@ def _check_controls(controls: Any, scheme: str) -> str | None:
     if rhyme is not None and (not isinstance(rhyme, str) or normalize_rhyme(rhyme, scheme) is None):
         return f"controls.rhyme: unknown rhyme {rhyme!r} for scheme {scheme}; use a group name or a final"
     pattern = controls.get("scheme")
-    if pattern is not None and not (isinstance(pattern, str) and pattern.replace(" ", "").isalpha()):
-        return f'controls.scheme: {pattern!r} is not one letter per line (e.g. "AABB", X = free)'
+    if pattern is not None and not (isinstance(pattern, str) and re.sub(r"[\s|/]", "", pattern).isalpha()):
+        return f'controls.scheme: {pattern!r} is not one letter per line (e.g. "AABB", X = free, "AABB|ABAB")'
     lengths = controls.get("line_lengths")
     if lengths is not None and not (
         isinstance(lengths, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths)
