@@ -67,6 +67,7 @@ PHRASE_FIXES: dict[str, tuple[str, str]] = {
     "一行行": ("yī háng háng", "'row upon row' (泪一行行); pypinyin segments 一行 yīxíng + 行"),
     "爱一行": ("ài yī háng", "干一行，爱一行 'love the trade you are in': 行 háng 'trade'"),
     "好觉": ("hǎo jiào", "睡个好觉 'a good sleep': 觉 jiào as in 睡觉 午觉 懒觉 (pypinyin has those, not 好觉)"),
+    "千万重": ("qiān wàn chóng", "as 万重; without it the segmenter takes 千万 'ten million' and leaves 重 alone"),
 }
 
 
@@ -208,6 +209,19 @@ def _rule_di(core: str, reading: str) -> str:
     return reading
 
 
+#: Numerals before a line-final 行: the measure word háng 'line, row' (一行 两行 千行泪, 雁一行).
+NUMERALS = frozenset("一二两三四五六七八九十百千万几数")
+
+
+def _rule_xing(core: str, reading: str) -> str:
+    return "háng" if len(core) >= 2 and core[-2] in NUMERALS else reading
+
+
+def _rule_jue(core: str, reading: str) -> str:
+    # 睡觉 is a separable word (离合词): 睡个觉, 睡一觉, 睡了个好觉 keep 觉 jiào 'sleep'.
+    return "jiào" if "睡" in core[-5:-1] else reading
+
+
 def _rule_chang(core: str, reading: str) -> str:
     return "cháng" if len(core) >= 2 and core[-2] in DEGREE_WORDS else reading
 
@@ -232,6 +246,8 @@ LINE_FINAL_RULES = {
     "还": _rule_huan,
     "地": _rule_di,
     "长": _rule_chang,
+    "行": _rule_xing,
+    "觉": _rule_jue,
     **{p: _rule_particle for p in PARTICLE_READINGS},
     **{c: _rule_verb_alone for c in VERB_WHEN_ALONE},
 }
