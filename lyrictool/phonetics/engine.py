@@ -214,12 +214,15 @@ NUMERALS = frozenset("一二两三四五六七八九十百千万几数")
 
 
 def _rule_xing(core: str, reading: str) -> str:
-    return "háng" if len(core) >= 2 and core[-2] in NUMERALS else reading
+    if len(core) >= 2 and core[-2] in NUMERALS and not core.endswith("五行"):  # 五行 wǔxíng, the five elements
+        return "háng"
+    return reading
 
 
 def _rule_jue(core: str, reading: str) -> str:
-    # 睡觉 is a separable word (离合词): 睡个觉, 睡一觉, 睡了个好觉 keep 觉 jiào 'sleep'.
-    return "jiào" if "睡" in core[-5:-1] else reading
+    # 睡觉 is a separable word (离合词): 睡个觉, 睡一觉, 睡了觉 keep 觉 jiào 'sleep'; 睡…惊觉, 睡…未觉
+    # are jué 'wake', so only a measure word or 了 right before 觉 counts.
+    return "jiào" if len(core) >= 3 and core[-2] in "个一了" and "睡" in core[-5:-2] else reading
 
 
 def _rule_chang(core: str, reading: str) -> str:
