@@ -64,8 +64,10 @@ def run_rhyme(text: str | None, file: str | None, scheme: str, fmt: str, strictn
     title = f"rhyme ({scheme}{', near rhymes' if strictness == 'near' else ''}"
     title += f"{', 虚字脚' if skip_particles else ''})"
     table = Table(title=title, title_justify="left")
+    named = any(row["section"] for row in rows)  # a section column only when the lyrics have section tags
     for column in ("#", "section", "line", "last", "pinyin", "final", "tone", "group", "pattern"):
-        table.add_column(column, justify="right" if column in ("#", "tone") else "left")
+        if column != "section" or named:
+            table.add_column(column, justify="right" if column in ("#", "tone") else "left")
     firsts = {sum(s["lines"] for s in sections[:k]) + 1 for k in range(len(sections))}
     for i, row in enumerate(rows, 1):
         new_section = i in firsts
@@ -73,9 +75,10 @@ def run_rhyme(text: str | None, file: str | None, scheme: str, fmt: str, strictn
             table.add_section()
         group = row["group"]
         style = colours.setdefault(group, _PALETTE[len(colours) % len(_PALETTE)]) if group else "dim"
+        cells = [(row["section"] or "") if new_section else ""] if named else []
         table.add_row(
             str(i),
-            (row["section"] or "") if new_section else "",
+            *cells,
             escape(row["line"]),
             row["char"] or "-",
             row["pinyin"] or "-",
