@@ -44,6 +44,10 @@ MAX_LINE_SYLLABLES = 64  # longer "lines" are run-on text, not lyric lines
 MAX_SAME_LINE_RUN = 4  # the same line 5+ times in a row is a loop, not a refrain
 
 
+def _same_group(a: str | None, b: str | None) -> bool:
+    return a is not None and a == b
+
+
 def pattern_units(pattern: str, section_sizes: list[int]) -> list[tuple[list[int | None], str]]:
     """The units a ``scheme`` control is scored on: (line index per letter, letters) pairs.
 
@@ -81,9 +85,10 @@ def pattern_units(pattern: str, section_sizes: list[int]) -> list[tuple[list[int
     return units
 
 
-def _unit_accuracy(groups: list[str | None], idx: list[int | None], letters: str, target: str | None,
-                   same) -> tuple[int, int]:
-    """(correct, constrained) lines of one pattern unit (see docs/metrics.md)."""
+def _scheme_groups(groups: list[str | None], target: str | None, idx: list[int | None], letters: str,
+                   same=_same_group) -> dict[str, str | None]:
+    """The group each letter of one pattern unit stands for: the requested one for the first letter, else the
+    majority of its lines; None for a letter whose group another letter also rhymes with (letters rhyme apart)."""
     first = next((ch for ch in letters if ch != "X"), None)
     assigned: dict[str, str | None] = {}
     for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
@@ -92,42 +97,54 @@ def _unit_accuracy(groups: list[str | None], idx: list[int | None], letters: str
             continue
         ours = [groups[i] for i, ch in zip(idx, letters) if ch == letter and i is not None and groups[i]]
         assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
-    constrained = correct = 0
-    for i, letter in zip(idx, letters):
-        if letter == "X":
-            continue
-        constrained += 1
-        group = assigned[letter]
-        # letters must rhyme apart: a group that another letter also rhymes with is wrong for both
-        apart = all(not same(group, h) for k, h in assigned.items() if k != letter)
-        if i is not None and group is not None and same(groups[i], group) and apart:
-            correct += 1
-    return correct, constrained
+    return {letter: g if g is not None and not any(same(g, h) for k, h in assigned.items() if k != letter) else None
+            for letter, g in assigned.items()}
+
+
+def rhyme_line_hits(groups: list[str | None], target: str | None, pattern: str | None,
+                    section_sizes: list[int] | None = None, same=_same_group) -> list[bool | None]:
+    """Per line: rhymes as asked (True/False), or None where nothing is asked of it (an X, or no rhyme control).
+
+    The per-line view of ``rhyme_accuracy`` (docs/metrics.md): with a scheme, a line must end in its letter's
+    group in its pattern unit (per section: ``pattern_units``; the requested group for the first letter, else
+    the letter's majority group, which no other letter may share); with only a group, every line must end in
+    it.  ``section_sizes`` are the song's lines per section (default: one section); ``same`` compares groups
+    (strict equality, or near rhymes).
+    """
+    n = len(groups)
+    if pattern:
+        hits: list[bool | None] = [None] * n
+        for idx, letters in pattern_units(pattern, section_sizes if section_sizes is not None else [n]):
+            assigned = _scheme_groups(groups, target, idx, letters, same)
+            for i, ch in zip(idx, letters):
+                if ch != "X" and i is not None:
+                    hits[i] = assigned[ch] is not None and same(groups[i], assigned[ch])
+        return hits
+    if target is not None:
+        return [same(g, target) for g in groups]
+    return [None] * n
 
 
 def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None,
-                    section_sizes: list[int] | None = None, same=None) -> float | None:
+                    section_sizes: list[int] | None = None, same=_same_group) -> float | None:
     """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
     n = len(groups)
-    same = same or (lambda a, b: a is not None and a == b)
     if pattern:
-        correct = constrained = 0
-        for idx, letters in pattern_units(pattern, section_sizes if section_sizes is not None else [n]):
-            c, k = _unit_accuracy(groups, idx, letters, target, same)
-            correct += c
-            constrained += k
+        units = pattern_units(pattern, section_sizes if section_sizes is not None else [n])
+        # lines the scheme asks for but the song lacks count as misses
+        constrained = sum(ch != "X" for _, letters in units for ch in letters)
+        correct = sum(hit is True for hit in rhyme_line_hits(groups, target, pattern, section_sizes, same))
         return correct / constrained if constrained else None
     if target is not None:
         return sum(same(g, target) for g in groups) / n if n else 0.0
     return None
 
 
-def _rhyme_density(groups: list[str | None], same=None) -> float:
+def _rhyme_density(groups: list[str | None], same=_same_group) -> float:
     """Share of lines whose group is the song's dominant one (used 2+ times) or a neighbour's."""
     n = len(groups)
     if not n:
         return 0.0
-    same = same or (lambda a, b: a is not None and a == b)
     counts = Counter(g for g in groups if g is not None)
     dominant = None
     if counts:

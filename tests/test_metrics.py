@@ -175,6 +175,28 @@ def test_no_input_crashes_and_rates_stay_in_range(text, controls, scheme):
     aggregate([m, m])
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["江阳", "发花", "中东", None]), min_size=1, max_size=8),
+       st.sampled_from([None, "江阳", "发花"]), st.sampled_from([None, "AABB", "ABAB", "AAXA", "XAXA", "AAAA"]))
+def test_rhyme_line_hits_is_the_per_line_view_of_rhyme_accuracy(groups, target, pattern):
+    """What the playground marks per line adds up to the song's rhyme_accuracy."""
+    from lyrictool.metrics import _rhyme_accuracy, pattern_units, rhyme_line_hits
+
+    hits = rhyme_line_hits(groups, target, pattern)
+    assert len(hits) == len(groups)
+    accuracy = _rhyme_accuracy(groups, target, pattern)
+    if pattern is None and target is None:
+        assert accuracy is None and hits == [None] * len(groups)
+    elif pattern is None:
+        assert accuracy == sum(hits) / len(groups)
+    else:
+        # a pattern shorter than the song repeats over it (pattern_units), as rhyme_accuracy scores it
+        units = pattern_units(pattern, [len(groups)])
+        constrained = sum(ch != "X" for _, letters in units for ch in letters)
+        assert accuracy == sum(h is True for h in hits) / constrained
+        assert all(hits[i] is None for idx, letters in units for i, ch in zip(idx, letters) if ch == "X" and i is not None)
+
+
 # Two sections that rhyme differently: AABB in the verse, ABAB in the chorus.
 TWO_PATTERNS = """[Verse]
 月光洒满窗

@@ -146,7 +146,8 @@ def _find_key(sheet_id: str, ratings_path: Path, key_paths: list[Path]) -> dict:
 
 
 def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -> list[dict]:
-    """Read filled sheets; every rating un-blinded as ``{rater, item, system, prompt_id, scores{aspect: 1..5}}``.
+    """Read filled sheets and study databases (:mod:`lyrictool.eval.study`); every rating un-blinded as
+    ``{rater, item, system, prompt_id, scores{aspect: 1..5}}``.
 
     A blank aspect cell is 'not rated'; any other value must be an integer on the 1-5 scale.  Problems are
     reported as ``path:line: reason`` (line = the row's first line in the file).
@@ -157,7 +158,12 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
     for raw_path in paths:
         path = Path(raw_path)
         if not path.is_file():
-            raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s)")
+            raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s) or a study database")
+        from lyrictool.eval.study import Study, is_study_file
+
+        if is_study_file(path):  # a browser study (lyrictool serve /rate): already un-blinded rows
+            ratings.extend(Study(path).ratings())
+            continue
         try:
             text = path.read_text(encoding="utf-8-sig")
         except UnicodeDecodeError as e:

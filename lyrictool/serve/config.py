@@ -60,6 +60,17 @@ class ExpansionSpec(Strict):
     thin_max_chars: int = Field(6, ge=1, le=40, description="A topic this short (in characters) counts as thin.")
 
 
+class PagesSpec(Strict):
+    """The browser pages (off by default: a server that only answers the API shows nothing else)."""
+
+    playground: bool = Field(False, description="The playground at / (uses the public API; asks for the API key "
+                             "when the server has one).")
+    rate: bool = Field(False, description="The blind-rating page at /rate for a MOS study (rater links from "
+                       "`lyrictool eval ... --mos-study`).")
+    study: str | None = Field(None, description="The study database /rate serves (written by `lyrictool eval ... "
+                              "--mos-study FILE.db`).")
+
+
 class ServeRecipe(Strict):
     """`lyrictool serve`: an OpenAI-compatible lyrics server (see docs/serve.md)."""
 
@@ -86,6 +97,7 @@ class ServeRecipe(Strict):
         None, ge=1, description="torch intra-op threads when serving on CPU (default: torch's choice). Small models "
         "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")
     seed: int | None = Field(None, description="Seed the sampler once at start (reproducible single requests).")
+    pages: PagesSpec = Field(default_factory=PagesSpec, description="Browser pages: the playground and /rate.")
 
     def model_id(self) -> str:
         """The id clients must send as `model`."""

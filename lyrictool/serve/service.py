@@ -97,6 +97,17 @@ class LyricsService:
             out.finish()
         return outputs, results
 
+    async def judge(self, texts: list[str], wanted: dict) -> list[dict]:
+        """Per text: its ranking (``score``, ``rewards``) and analysis (``lines``, ``metrics``, ``controls_met``)."""
+        from lyrictool.serve.postprocess import analyze
+
+        scored = await asyncio.to_thread(self.rewards.score, [wanted] * len(texts), texts)
+        out = []
+        for text, reward in zip(texts, scored):
+            analysis = await asyncio.to_thread(analyze, text, wanted, self.recipe.scheme)
+            out.append({"score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
+        return out
+
     async def expand(self, controls, expand: bool | None):
         """The expansion of a thin topic (rules and/or the model, as the recipe says), or None."""
         from lyrictool.serve.expansion import expand_by_rules, expansion_prompt, is_thin, parse_model_imagery
