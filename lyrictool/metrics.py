@@ -125,6 +125,17 @@ def rhyme_line_hits(groups: list[str | None], target: str | None, pattern: str |
     return [None] * n
 
 
+def rhyme_request(controls: Any, scheme: str = "shisanzhe") -> tuple[str | None, str | None]:
+    """What the controls ask of the rhyme: (target group under ``scheme``, or None; scheme pattern, or None)."""
+    from lyrictool.phonetics import normalize_rhyme
+
+    c = controls_dict(controls)
+    rhyme = c.get("rhyme")
+    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
+    pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
+    return target, pattern
+
+
 def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None,
                     section_sizes: list[int] | None = None, same=_same_group) -> float | None:
     """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
@@ -214,7 +225,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     n_syllables.  None where no control asks for it.
     """
     from lyrictool.lyrics import parse, strip_hints
-    from lyrictool.phonetics import groups_rhyme, line_groups, normalize_rhyme, sung_syllables, syllable_count
+    from lyrictool.phonetics import groups_rhyme, line_groups, sung_syllables, syllable_count
 
     text = lyrics if isinstance(lyrics, str) else ""
     c = controls_dict(controls)
@@ -227,9 +238,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     def near(a: str | None, b: str | None) -> bool:
         return groups_rhyme(a, b, scheme, "near")
 
-    rhyme = c.get("rhyme")
-    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
-    pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
+    target, pattern = rhyme_request(c, scheme)
     sizes = [len(sec.lines) for sec in doc.sections if sec.lines]
     rhyme_accuracy = rhyme_accuracy_near = None
     if target or pattern:
