@@ -209,7 +209,7 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
     dominant rhyme and asking for one would teach the model a false instruction).
     """
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import line_groups, rhyme_pattern, syllable_count
+    from lyrictool.phonetics import groups_pattern, line_groups, syllable_count
 
     doc = parse(lyrics)
     out: dict[str, Any] = {}
@@ -238,7 +238,7 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
                 if known.count(top) * 2 >= len(lines):
                     out["rhyme"] = top
         if "scheme" in wanted:
-            out["scheme"] = "".join(rhyme_pattern(lines, scheme))
+            out["scheme"] = "".join(groups_pattern(groups, scheme))
     return out
 
 

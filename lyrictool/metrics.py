@@ -301,13 +301,13 @@ def rhyme_rows(text: str, scheme: str, strictness: str = "strict", skip_particle
     """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group), and
     pattern, the line's letter in its section's rhyme pattern (A, B, ...; X = rhymes with no other line)."""
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import analyze_line, rhyme_pattern
+    from lyrictool.phonetics import analyze_line, groups_pattern
 
     rows = []
     for section in parse(text).sections:
-        letters = rhyme_pattern(section.lines, scheme, strictness, skip_particles=skip_particles)
-        for line, letter in zip(section.lines, letters):
-            sound = analyze_line(line, scheme, skip_particles=skip_particles)
+        sounds = [analyze_line(line, scheme, skip_particles=skip_particles) for line in section.lines]
+        letters = groups_pattern([sound.group if sound else None for sound in sounds], scheme, strictness)
+        for line, sound, letter in zip(section.lines, sounds, letters):
             rows.append(
                 {
                     "section": section.name,

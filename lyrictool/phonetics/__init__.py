@@ -37,6 +37,7 @@ __all__ = [
     "check_strictness",
     "final_to_group",
     "group_names",
+    "groups_pattern",
     "groups_rhyme",
     "line_groups",
     "near_groups",
@@ -110,8 +111,12 @@ def rhyme_pattern(lines: list[str], scheme: str = "shisanzhe", strictness: str =
     control.  With ``strictness="near"`` a line joins the first earlier letter whose first line's
     group it rhymes with, near rhymes included.
     """
+    return groups_pattern(line_groups(lines, scheme, skip_particles=skip_particles), scheme, strictness)
+
+
+def groups_pattern(groups: list[str | None], scheme: str = "shisanzhe", strictness: str = "strict") -> list[str]:
+    """:func:`rhyme_pattern` of lines whose rhyme groups (``line_groups``) are already known."""
     check_strictness(strictness)
-    groups = line_groups(lines, scheme, skip_particles=skip_particles)
     firsts: list[str] = []  # the group of each letter's first line
     members: list[list[int]] = []
     for i, group in enumerate(groups):
@@ -124,7 +129,7 @@ def rhyme_pattern(lines: list[str], scheme: str = "shisanzhe", strictness: str =
         else:
             firsts.append(group)
             members.append([i])
-    out = ["X"] * len(lines)
+    out = ["X"] * len(groups)
     letter = 0
     for group in members:
         if len(group) >= 2:
