@@ -204,12 +204,18 @@ def rhyme(
     = None,
     scheme: SchemeOpt = "shisanzhe",
     fmt: FormatOpt = "table",
+    strictness: Annotated[str, typer.Option("--strictness", help="strict, or near: near rhymes (人辰~中东) share "
+                                            "a pattern letter.")] = "strict",
+    skip_particles: Annotated[bool, typer.Option("--skip-particles", help="虚字脚: rhyme on the syllable before a "
+                                                 "trailing particle (吗 吧 了 的 ...); off: the particle rhymes.")]
+    = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Per line: the last sung syllable, its pinyin final, tone and rhyme group."""
+    """Per line: the last sung syllable, its pinyin final, tone, rhyme group and letter in its section's rhyme
+    pattern (A A B B; X = rhymes with no other line of the section)."""
     from lyrictool.commands.rhyme import run_rhyme
 
-    run_rhyme(text, str(file) if file is not None else None, scheme, fmt)
+    run_rhyme(text, str(file) if file is not None else None, scheme, fmt, strictness, skip_particles)
 
 
 @app.command()

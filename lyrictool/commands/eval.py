@@ -116,13 +116,14 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
         from lyrictool.eval.mos import load_ratings, mos_summary
 
         result["mos"] = mos_summary(load_ratings(mos_ratings))
+    # the songs to rate, for a sheet and/or a study
+    items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
+              "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
     if mos_sheet:
         if not systems:
             raise UserError("--mos-sheet needs songs to rate: give an eval RECIPE or --input files")
         from lyrictool.eval.mos import export_sheet
 
-        items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
-                  "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
         key = export_sheet(items, mos_sheet, seed=recipe.seed if recipe else 0)
         artefacts["MOS sheet (give to raters)"] = str(mos_sheet)
         artefacts["MOS key (keep from raters)"] = str(key)
@@ -131,8 +132,6 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
             raise UserError("--mos-study needs songs to rate: give an eval RECIPE or --input files")
         from lyrictool.eval.study import Study
 
-        items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
-                  "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
         study = Study.create(mos_study, items, seed=recipe.seed if recipe else 0)
         artefacts["MOS study (serve it: pages.study)"] = str(mos_study)
         result["mos_study"] = _study_links(study, mos_raters)

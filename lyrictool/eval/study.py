@@ -89,7 +89,7 @@ class Study:
     @classmethod
     def create(cls, path: str | Path, items: list[dict], *, seed: int = 0) -> Study:
         """A new study of ``items`` (dicts with ``system``, ``prompt_id``, ``controls``, ``lyrics``)."""
-        from lyrictool.eval.mos import _request_text
+        from lyrictool.eval.mos import _request_text, blind
         from lyrictool.lyrics import strip_hints
 
         path = Path(path)
@@ -98,12 +98,7 @@ class Study:
         if path.exists():
             raise UserError(f"--mos-study {path}: already exists; add raters with `lyrictool eval --mos-study "
                             f"{path} --mos-raters NAME`, or choose a new file")
-        digest = hashlib.sha1(json.dumps([seed, [(i["system"], str(i["prompt_id"]), i["lyrics"]) for i in items]],
-                                         ensure_ascii=False).encode("utf-8")).hexdigest()
-        study_id = "s" + digest[:6]
-        order = list(range(len(items)))
-        random.Random(seed).shuffle(order)
-        width = max(3, len(str(len(items))))
+        study_id, blinded = blind([{**i, "prompt_id": str(i["prompt_id"])} for i in items], seed, "s")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(path, isolation_level=None)
@@ -116,12 +111,10 @@ class Study:
             db.executemany("INSERT INTO meta VALUES (?, ?)",
                            [("study_id", study_id), ("aspects", json.dumps(list(ASPECTS))),
                             ("scale", json.dumps(list(SCALE))), ("seed", str(seed)), ("created", str(time.time()))])
-            for pos, idx in enumerate(order, 1):
-                item = items[idx]
-                item_id = f"{study_id}-{pos:0{width}d}"
+            for pos, (item_id, item) in enumerate(blinded, 1):
                 db.execute("INSERT INTO items VALUES (?, ?, ?, ?)",
                            (item_id, pos, _request_text(item.get("controls")), strip_hints(item["lyrics"])))
-                db.execute("INSERT INTO unblind VALUES (?, ?, ?)", (item_id, item["system"], str(item["prompt_id"])))
+                db.execute("INSERT INTO unblind VALUES (?, ?, ?)", (item_id, item["system"], item["prompt_id"]))
             db.execute("COMMIT")
         finally:
             db.close()

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.recipes import ModelSpec, SchemeName, Strict
+from lyrictool.recipes import ModelSpec, SchemeName, Strict, StrictnessName
 from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
@@ -87,6 +87,8 @@ class ServeRecipe(Strict):
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
+    rhyme_strictness: StrictnessName = Field(
+        "strict", description="near: the rhyme reward that ranks candidates also accepts near rhymes (人辰~中东).")
     rewards: list[RewardSpec] = Field(
         default_factory=default_rule_specs,
         description="How best_of candidates are ranked (lyrictool.rewards, as in rejection sampling): rule rewards, "

@@ -64,13 +64,17 @@ class Guard:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
+    def _is_open(self, path: str) -> bool:
+        """Reachable without the API key."""
+        return path in self.open_exact or path.startswith(self.open_prefixes)
+
     def _is_open_page(self, path: str) -> bool:
-        return path != "/healthz" and (path in self.open_exact or path.startswith(self.open_prefixes))
+        return path != "/healthz" and self._is_open(path)
 
     def _refuse(self, scope):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
         path = scope["path"]
-        if self.api_key and path not in self.open_exact and not path.startswith(self.open_prefixes):
+        if self.api_key and not self._is_open(path):
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):

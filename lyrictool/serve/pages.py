@@ -12,6 +12,8 @@ system wrote a sample (the study's un-blinding table is never read here).
 import json  # no `from __future__ import annotations`: FastAPI reads the route annotations
 from importlib import resources
 
+from lyrictool.serve.errors import ApiError, error_response
+
 _STATIC = {  # the only files served under /static/ (no path from a request reaches the file system)
     "playground.js": "text/javascript; charset=utf-8",
     "rate.js": "text/javascript; charset=utf-8",
@@ -47,14 +49,6 @@ def open_paths(recipe) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return tuple(exact), tuple(prefixes)
 
 
-def _error(status: int, message: str, *, type: str = "invalid_request_error", param: str | None = None,
-           code: str | None = None, headers: dict | None = None):
-    from starlette.responses import JSONResponse
-
-    body = {"error": {"message": message, "type": type, "param": param, "code": code}}  # OpenAI's shape, as the API
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
 def _read(name: str) -> str:
     return resources.files("lyrictool.serve").joinpath("static", name).read_text(encoding="utf-8")
 
@@ -81,7 +75,7 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
     @router.get("/static/{name}", include_in_schema=False)
     async def static(name: str):
         if name not in _STATIC:
-            return _error(404, f"no file /static/{name}")
+            return error_response(404, f"no file /static/{name}")
         return Response(_read(name), media_type=_STATIC[name], headers=_HEADERS)
 
     if pages.playground:
@@ -115,20 +109,20 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
             except UserError as e:
                 raise UserError(f"pages.study: {e}") from None
 
-        def no_study():
-            return _error(503, "this server has no MOS study (pages.study is not set)", type="server_error",
-                          code="no_study")
-
-        def unauthorized():
-            return _error(401, "open the rating page with the link you were given (it carries your rater token)",
-                          type="authentication_error", code="invalid_rater_token",
-                          headers={"WWW-Authenticate": "Bearer"})
-
-        async def rater_of(request: Request) -> str | None:
+        async def rater_of(request: Request) -> str:
+            """The rater whose token the request carries; else an ApiError (the app answers it in OpenAI's shape)."""
+            if study is None:
+                raise ApiError(503, "this server has no MOS study (pages.study is not set)", type="server_error",
+                               code="no_study")
             scheme, _, token = request.headers.get("authorization", "").partition(" ")
-            if scheme.lower() != "bearer" or not token.strip():
-                return None
-            return await asyncio.to_thread(study.rater_for_token, token.strip())
+            rater = None
+            if scheme.lower() == "bearer" and token.strip():
+                rater = await asyncio.to_thread(study.rater_for_token, token.strip())
+            if rater is None:
+                raise ApiError(401, "open the rating page with the link you were given (it carries your rater "
+                               "token)", type="authentication_error", code="invalid_rater_token",
+                               headers={"WWW-Authenticate": "Bearer"})
+            return rater
 
         rate_config = {"has_study": study is not None, "aspects": aspect_help(),
                        "scale": list(study.scale) if study else [1, 5]}
@@ -139,23 +133,15 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
 
         @router.get("/rate/api/state", include_in_schema=False)
         async def rate_state(request: Request):
-            if study is None:
-                return no_study()
             rater = await rater_of(request)
-            if rater is None:
-                return unauthorized()
             return {"rater": rater, **await asyncio.to_thread(study.progress, rater)}
 
         @router.get("/rate/api/samples/{n}", include_in_schema=False)
         async def rate_sample(n: int, request: Request):
-            if study is None:
-                return no_study()
             rater = await rater_of(request)
-            if rater is None:
-                return unauthorized()
             sample = await asyncio.to_thread(study.sample, rater, n)
             if sample is None:
-                return _error(404, f"no sample {n}", param="n")
+                return error_response(404, f"no sample {n}", param="n")
             return sample
 
         class Answer(BaseModel):
@@ -164,15 +150,11 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
 
         @router.put("/rate/api/samples/{n}", include_in_schema=False)
         async def rate_answer(n: int, answer: Answer, request: Request):
-            if study is None:
-                return no_study()
             rater = await rater_of(request)
-            if rater is None:
-                return unauthorized()
             if answer.aspect not in study.aspects:
-                return _error(422, f"unknown aspect {answer.aspect!r}", param="aspect")
+                return error_response(422, f"unknown aspect {answer.aspect!r}", param="aspect")
             if not await asyncio.to_thread(study.answer, rater, n, answer.aspect, answer.score):
-                return _error(404, f"no sample {n}", param="n")
+                return error_response(404, f"no sample {n}", param="n")
             return {"saved": True, **await asyncio.to_thread(study.progress, rater)}
 
     return router

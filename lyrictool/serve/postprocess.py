@@ -117,13 +117,13 @@ def analyze(text: str, controls: dict[str, Any], scheme: str = "shisanzhe") -> d
     """Per-line sound (last sung syllable, final, tone, rhyme group, whether it rhymes as the controls ask), the
     song's metrics, and the controls met."""
     from lyrictool.lyrics import parse
-    from lyrictool.metrics import rhyme_line_hits, song_metrics
-    from lyrictool.phonetics import analyze_line, line_groups, normalize_rhyme, syllable_count
+    from lyrictool.metrics import rhyme_line_hits, rhyme_request, song_metrics
+    from lyrictool.phonetics import analyze_line, line_groups, syllable_count
 
     doc = parse(text)
-    rhyme = controls.get("rhyme")
-    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
-    hits = rhyme_line_hits(line_groups(doc.lines, scheme), target, controls.get("scheme"))
+    target, pattern = rhyme_request(controls, scheme)  # read as song_metrics reads them
+    sizes = [len(section.lines) for section in doc.sections if section.lines]  # a scheme is scored per section
+    hits = rhyme_line_hits(line_groups(doc.lines, scheme), target, pattern, sizes)
     lines = []
     for section in doc.sections:
         for line in section.lines:

@@ -29,7 +29,8 @@ class LyricsService:
         from lyrictool.rewards import Rewards, check_reward_specs
 
         check_reward_specs(recipe.rewards, where=recipe_source(recipe))
-        self.rewards = Rewards(list(recipe.rewards), scheme=recipe.scheme)  # loads a scorer model, if listed
+        # loads a scorer model, if listed
+        self.rewards = Rewards(list(recipe.rewards), scheme=recipe.scheme, strictness=recipe.rhyme_strictness)
 
     # ---- checks -----------------------------------------------------------------------------------------------
     def token_limit(self, requested: int | None, param: str = "max_tokens") -> int:

@@ -79,7 +79,8 @@ function readControls() {
   if (structure.length) c.structure = structure;
   const lengths = text("line-lengths").split(/[\s,，、]+/).filter(Boolean).map(Number);
   if (lengths.length) {
-    const total = structure.reduce((n, s) => n + s.lines, 0) || (c.scheme ? c.scheme.replace(/\s/g, "").length : 0);
+    const letters = c.scheme ? c.scheme.replace(/[\s|/]/g, "").length : 0;  // | and / separate sections
+    const total = structure.reduce((n, s) => n + s.lines, 0) || letters;
     c.line_lengths = lengths.length === 1 && total > 1 ? Array(total).fill(lengths[0]) : lengths;
   }
   return c;
