@@ -293,6 +293,11 @@ class Beside:
             raise RuntimeError(f"lyrictool {self.step} {self.recipe_path} failed (log {self.log_path}):\n{tail}")
         return self.log_path.stat().st_mtime - self.started
 
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait()
+
     def last_line(self) -> str:
         lines = [x for x in self.log_path.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
         return lines[-1] if lines else ""
@@ -345,19 +350,22 @@ def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False) -> di
                   f"torch threads: {threads}[/]")
     score = Beside("score", recipes["score"], out)
     console.print(f"[dim]score: training beside inject and sft in a second process (log {score.log_path})[/]")
-    for i, step in enumerate(STEPS, 1):
-        console.print(Rule(f"{i}/{len(STEPS)} lyrictool {step}"))
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        if step == "eval":
-            result = run_eval(recipes["eval"], [], fmt="table", report=out / "eval" / "report.html")
-        elif step == "score":  # reaping the child adds its CPU seconds to cpu_seconds()
-            wall = score.wait()
-            console.print(score.last_line())
-        else:
-            run[step](recipes[step])
-        timings[step] = {"wall_s": round(wall if step == "score" else time.perf_counter() - t0, 1),
-                         "cpu_s": round(cpu_seconds() - c0, 1), "phases": step_phases(out / step)}
-        console.print(f"[dim]{step}: {timings[step]['wall_s']:.0f} s wall, {timings[step]['cpu_s']:.0f} CPU s[/]")
+    try:
+        for i, step in enumerate(STEPS, 1):
+            console.print(Rule(f"{i}/{len(STEPS)} lyrictool {step}"))
+            t0, c0 = time.perf_counter(), cpu_seconds()
+            if step == "eval":
+                result = run_eval(recipes["eval"], [], fmt="table", report=out / "eval" / "report.html")
+            elif step == "score":  # reaping the child adds its CPU seconds to cpu_seconds()
+                wall = score.wait()
+                console.print(score.last_line())
+            else:
+                run[step](recipes[step])
+            timings[step] = {"wall_s": round(wall if step == "score" else time.perf_counter() - t0, 1),
+                             "cpu_s": round(cpu_seconds() - c0, 1), "phases": step_phases(out / step)}
+            console.print(f"[dim]{step}: {timings[step]['wall_s']:.0f} s wall, {timings[step]['cpu_s']:.0f} CPU s[/]")
+    finally:  # an error or Ctrl-C in the main chain must not leave the scorer training on
+        score.stop()
     total = {"wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu_seconds() - cpu_start, 1)}
 
     vs_sft = final_vs_sft(out)
