@@ -1,9 +1,8 @@
 """Model and tokenizer loading, shared by every command.
 
-- ``builtin:tiny-zh``: a randomly initialised Llama-architecture decoder (~2M parameters, seeded, identical on every
-  machine) with a Chinese character tokenizer built offline (GB2312 hanzi + ASCII + Chinese punctuation +
-  chat special tokens, ChatML chat template).  It is written once in Hugging Face format to a cache folder,
-  so TRL trainers, ``from_pretrained`` and ``serve`` use it like any hub model.  Nothing is downloaded.
+- Built-in models (``builtin:tiny-zh``, ``builtin:tiny-qwen``; see :mod:`lyrictool.builtin_models`): random-initialised,
+  seeded, built offline and written once in Hugging Face format to a cache folder, so TRL trainers,
+  ``from_pretrained`` and ``serve`` use them like any hub model.  Nothing is downloaded.
 - Attention: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports and CUDA with a half dtype is in use,
   else PyTorch SDPA, else eager, and logs which and why.
 - dtype, LoRA (peft) and 4/8-bit quantization (bitsandbytes, imported only when asked for).
@@ -14,12 +13,28 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lyrictool.builtin_models import (  # noqa: F401  (re-exported: the builtin models' old home)
+    BUILTIN_MODELS,
+    BUILTIN_TINY,
+    BUILTIN_TINY_QWEN,
+    CHAT_TEMPLATE,
+    CHINESE_PUNCT,
+    EXTRA_CHARS,
+    SPECIAL_TOKENS,
+    TINY_CONFIG,
+    build_tiny_model,
+    build_tiny_qwen_model,
+    build_tiny_qwen_tokenizer,
+    build_tiny_tokenizer,
+    builtin_tiny_path,
+    builtin_tiny_qwen_path,
+    cache_dir,
+    tiny_vocab,
+)
 from lyrictool.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -27,140 +42,13 @@ if TYPE_CHECKING:  # pragma: no cover
 
 log = logging.getLogger("lyrictool")
 
-BUILTIN_TINY = "builtin:tiny-zh"
-TINY_VERSION = "v1"  # bump when the tiny model's config or tokenizer changes
-
-SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
-# Brackets used by phonetic hints and section tags must be single tokens too.
-EXTRA_CHARS = "〔〕[]【】「」『』《》（）()：:，,。.！!？?、；;…—-～~“”‘’·\n \t"
-CHINESE_PUNCT = "，。！？、；：“”‘’（）《》〈〉【】「」『』〔〕…—～·"
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-TINY_CONFIG = {
-    "hidden_size": 128,
-    "intermediate_size": 352,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 1024,
-    "tie_word_embeddings": True,
-    "rms_norm_eps": 1e-6,
-}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LYRICTOOL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lyrictool"
-    )
-    return Path(root)
-
-
-def tiny_vocab() -> list[str]:
-    """Deterministic vocabulary: special tokens, ASCII, punctuation, then the 6,763 GB2312 hanzi in code order."""
-    chars: list[str] = []
-    seen: set[str] = set()
-
-    def add(c: str) -> None:
-        if c not in seen:
-            seen.add(c)
-            chars.append(c)
-
-    for c in EXTRA_CHARS + CHINESE_PUNCT:
-        add(c)
-    for i in range(32, 127):
-        add(chr(i))
-    for hi in range(0xB0, 0xF8):
-        for lo in range(0xA1, 0xFF):
-            try:
-                add(bytes([hi, lo]).decode("gb2312"))
-            except UnicodeDecodeError:
-                continue
-    return SPECIAL_TOKENS + chars
-
-
-def build_tiny_tokenizer():
-    """A character-level fast tokenizer: every character is one token; unknown characters map to <|unk|>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(tiny_vocab())}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        unk_token="<|unk|>",
-        pad_token="<|pad|>",
-        eos_token="<|im_end|>",
-        bos_token=None,
-        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
-        clean_up_tokenization_spaces=False,
-        model_max_length=TINY_CONFIG["max_position_embeddings"],
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def build_tiny_model(tokenizer, seed: int = 0):
-    import torch
-
-    # Llama, not Qwen2: transformers 5 forces Qwen2's BPE tokenizer class onto any qwen2 checkpoint, which
-    # would silently break a character tokenizer loaded through AutoTokenizer.
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **TINY_CONFIG,
-    )
-    gen = torch.random.fork_rng(devices=[])
-    with gen:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return model
-
-
-def builtin_tiny_path() -> Path:
-    """Build the tiny model once per machine (atomically) and return its Hugging Face folder."""
-    target = cache_dir() / f"tiny-zh-{TINY_VERSION}"
-    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-zh-", dir=target.parent))
-    try:
-        tok = build_tiny_tokenizer()
-        model = build_tiny_model(tok)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
-
 
 def resolve_model_path(name: str) -> str:
-    if name == BUILTIN_TINY:
-        return str(builtin_tiny_path())
+    if name in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[name]())
     if name.startswith("builtin:"):
-        raise UserError(f"model.name: unknown builtin model {name!r}; the built-in model is {BUILTIN_TINY}")
+        raise UserError(f"model.name: unknown builtin model {name!r}; the built-in models are "
+                        f"{', '.join(BUILTIN_MODELS)}")
     p = Path(name).expanduser()
     if p.exists():
         if p.is_dir() and not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
@@ -328,6 +216,6 @@ def check_model_spec(spec: ModelSpec) -> dict[str, str]:
     attn = choose_attention(spec.attn, dtype)
     quantization_config(spec, dtype)
     peft_config(spec)
-    if spec.name != BUILTIN_TINY:  # the builtin is built on first load; anything else must resolve now
+    if spec.name not in BUILTIN_MODELS:  # a builtin is built on first load; anything else must resolve now
         resolve_model_path(spec.name)
     return {"attention": f"{attn.implementation} ({attn.reason})", "dtype": str(dtype).removeprefix("torch.")}

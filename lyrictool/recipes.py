@@ -56,7 +56,9 @@ class ModelSpec(Strict):
 
     name: str = Field(
         "builtin:tiny-zh",
-        description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
+        description="Hub name, local directory, or a built-in offline random-init model: 'builtin:tiny-zh' "
+                    "(character tokenizer, the demo model) or 'builtin:tiny-qwen' (Qwen2 with the real Qwen2.5 "
+                    "tokenizer).",
     )
     attn: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel; auto = flash_attention_2 if usable, else sdpa, else eager."
