@@ -3,6 +3,11 @@
 Prompts are built by :func:`lyrictool.controls.build_prompt` and wrapped in the model's chat template; a batch
 of prompts is left-padded and sampled in one ``generate`` call with the KV cache, ``n`` samples per prompt
 (``num_return_sequences``).  Phonetic hints (and any malformed hint residue) are always stripped from what comes back.
+
+Sampling is exactly the recipe's: ``generate`` would otherwise fill every setting we leave unset from the checkpoint's
+generation_config (Qwen2.5-Instruct's adds top_k 20 and repetition_penalty 1.05, and a repetition penalty works
+against rhymes and refrains), while vLLM's ``SamplingParams`` do not.  :func:`sampling_kwargs` and
+:func:`vllm_sampling_kwargs` state every knob, so eval, rejection sampling and serve sample identically on both.
 """
 
 from __future__ import annotations
@@ -12,6 +17,24 @@ from dataclasses import dataclass
 from typing import Any
 
 from lyrictool.controls import Controls, build_prompt
+
+# Every sampling setting ``generate`` takes from the checkpoint's generation_config when not given, at its neutral value.
+NEUTRAL_SAMPLING: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+                                    "eta_cutoff": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
+                                    "num_beams": 1, "min_new_tokens": 0}
+
+
+def sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
+    """``model.generate`` kwargs for the recipe's sampling and nothing else (temperature 0: greedy)."""
+    if temperature > 0:
+        return {**NEUTRAL_SAMPLING, "do_sample": True, "temperature": temperature, "top_p": top_p}
+    return {**NEUTRAL_SAMPLING, "do_sample": False, "temperature": 1.0, "top_p": 1.0}
+
+
+def vllm_sampling_kwargs(temperature: float, top_p: float, max_tokens: int) -> dict[str, Any]:
+    """The same sampling as :func:`sampling_kwargs`, as vLLM ``SamplingParams`` arguments."""
+    return {"temperature": temperature, "top_p": top_p if temperature > 0 else 1.0, "top_k": -1, "min_p": 0.0,
+            "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0, "max_tokens": max_tokens}
 
 
 @dataclass
@@ -57,10 +80,7 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
             gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
                                               "pad_token_id": tokenizer.pad_token_id,
                                               "eos_token_id": tokenizer.eos_token_id, "use_cache": True}
-            if temperature > 0:
-                gen_kwargs.update(do_sample=True, temperature=temperature, top_p=top_p)
-            else:
-                gen_kwargs.update(do_sample=False)
+            gen_kwargs.update(sampling_kwargs(temperature, top_p))
             gen_kwargs.update(generate_kwargs or {})
             with torch.inference_mode():
                 seqs = model.generate(**enc, **gen_kwargs)

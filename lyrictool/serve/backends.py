@@ -193,8 +193,10 @@ class VLLMBackend:
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=r.max_tokens) for r in rows]
+        from lyrictool.generation import vllm_sampling_kwargs
+
+        # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
+        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
         outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False)
         results = []
         for row, out in zip(rows, outs):
