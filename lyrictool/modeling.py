@@ -3,7 +3,7 @@
 - Built-in models (``builtin:tiny-zh``, ``builtin:tiny-qwen``; see :mod:`lyrictool.builtin_models`): random-initialised,
   seeded, built offline and written once in Hugging Face format to a cache folder, so TRL trainers,
   ``from_pretrained`` and ``serve`` use them like any hub model.  Nothing is downloaded.
-- Attention: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports and CUDA with a half dtype is in use,
+- Attention: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports (a broken build falls back) and CUDA with a half dtype is in use,
   else PyTorch SDPA, else eager, and logs which and why.
 - dtype, LoRA (peft) and 4/8-bit quantization (bitsandbytes, imported only when asked for).
 """
@@ -87,15 +87,43 @@ class AttentionChoice:
     reason: str
 
 
+def flash_attn_problem() -> str | None:
+    """None when ``flash_attn`` imports; else why not (not installed, or the import error of a broken build).
+
+    Imported, not looked up with ``find_spec``: a flash-attn wheel built against another torch or CUDA is "installed"
+    but fails at import ("undefined symbol ..."), and ``attn: auto`` must then fall back instead of choosing it.
+    """
+    global _FLASH_ATTN_PROBLEM
+    if _FLASH_ATTN_PROBLEM is _UNCHECKED:
+        if importlib.util.find_spec("flash_attn") is None:
+            _FLASH_ATTN_PROBLEM = "flash_attn not installed (pip install flash-attn --no-build-isolation)"
+        else:
+            try:
+                import flash_attn  # noqa: F401
+            except (ImportError, OSError, RuntimeError, AttributeError) as e:  # undefined symbol, missing .so, CUDA
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                _FLASH_ATTN_PROBLEM = (f"flash_attn is installed but does not import ({type(e).__name__}: {first}); "
+                                       f"reinstall it with pip install flash-attn --no-build-isolation")
+                log.warning("%s", _FLASH_ATTN_PROBLEM)
+            else:
+                _FLASH_ATTN_PROBLEM = None
+    return _FLASH_ATTN_PROBLEM
+
+
+_UNCHECKED = object()
+_FLASH_ATTN_PROBLEM: Any = _UNCHECKED
+
+
 def choose_attention(requested: str, dtype) -> AttentionChoice:
     """The attention kernel to load with, and why."""
     import torch
 
     half = dtype in (torch.bfloat16, torch.float16)
-    has_fa = importlib.util.find_spec("flash_attn") is not None
+    fa_problem = flash_attn_problem() if requested in ("auto", "flash_attention_2") else None
+    has_fa = fa_problem is None
     cuda = cuda_available()
     if requested == "flash_attention_2":
-        problems = [m for ok, m in ((has_fa, "flash_attn is not installed (pip install 'lyrictool[gpu]')"),
+        problems = [m for ok, m in ((has_fa, fa_problem),
                                     (cuda, "no CUDA device"),
                                     (half, "dtype is not bf16/fp16")) if not ok]
         if problems:
@@ -105,8 +133,8 @@ def choose_attention(requested: str, dtype) -> AttentionChoice:
     if requested in ("sdpa", "eager"):
         return AttentionChoice(requested, "requested")
     if has_fa and cuda and half:
-        return AttentionChoice("flash_attention_2", "flash_attn installed, CUDA with a half dtype")
-    why = ("flash_attn not installed" if not has_fa else "no CUDA" if not cuda else "dtype is fp32")
+        return AttentionChoice("flash_attention_2", "flash_attn imports, CUDA with a half dtype")
+    why = fa_problem if not has_fa else "no CUDA" if not cuda else "dtype is fp32"
     if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
         return AttentionChoice("sdpa", f"{why}; PyTorch SDPA available")
     return AttentionChoice("eager", f"{why}; no SDPA in this PyTorch")
