@@ -156,12 +156,21 @@ def quantization_config(spec: ModelSpec, dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM"):
-    """The peft LoraConfig for the recipe, or None (TRL trainers take it as ``peft_config``)."""
+def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM", *, check_start: bool = True):
+    """The peft LoraConfig for the recipe, or None (TRL trainers take it as ``peft_config``).
+
+    ``check_start``: refuse a LoRA adapter folder as the model to train a new LoRA on (rejection-sample merges such
+    a folder first, so its --dry-run passes False).
+    """
     if spec.lora is None:
         if spec.quantization != "none":
             raise UserError("model.lora: quantized weights cannot be trained directly; add a lora: section (QLoRA)")
         return None
+    if check_start and (Path(spec.name).expanduser() / "adapter_config.json").exists():
+        # peft would stack a second adapter on the loaded one, and the new adapter would name the bare base model
+        raise UserError(f"model.name: {spec.name} is a LoRA adapter folder, and a new LoRA cannot be trained on top of "
+                        "it; start from a full model: a full-weight sft output, or the output_dir of rejection-sample "
+                        "(which merges such an adapter)")
     from peft import LoraConfig
 
     return LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
@@ -243,7 +252,7 @@ def check_model_spec(spec: ModelSpec) -> dict[str, str]:
     dtype = resolve_dtype(spec.dtype)
     attn = choose_attention(spec.attn, dtype)
     quantization_config(spec, dtype)
-    peft_config(spec)
+    peft_config(spec, check_start=False)
     if spec.name not in BUILTIN_MODELS:  # a builtin is built on first load; anything else must resolve now
         resolve_model_path(spec.name)
     return {"attention": f"{attn.implementation} ({attn.reason})", "dtype": str(dtype).removeprefix("torch.")}
