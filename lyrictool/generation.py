@@ -18,17 +18,19 @@ from typing import Any
 
 from lyrictool.controls import Controls, build_prompt
 
-# Every sampling setting ``generate`` takes from the checkpoint's generation_config when not given, at its neutral value.
-NEUTRAL_SAMPLING: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
-                                    "eta_cutoff": 0.0, "repetition_penalty": 1.0, "no_repeat_ngram_size": 0,
-                                    "num_beams": 1, "min_new_tokens": 0}
+# Every setting ``generate`` takes from the checkpoint's generation_config when not given, at its neutral value:
+# logits processors that act in greedy decoding too, and the warpers that act only when sampling.
+NEUTRAL_PROCESSORS: dict[str, Any] = {"repetition_penalty": 1.0, "no_repeat_ngram_size": 0, "num_beams": 1}
+NEUTRAL_WARPERS: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "typical_p": 1.0, "epsilon_cutoff": 0.0,
+                                   "eta_cutoff": 0.0}
 
 
 def sampling_kwargs(temperature: float, top_p: float) -> dict[str, Any]:
     """``model.generate`` kwargs for the recipe's sampling and nothing else (temperature 0: greedy)."""
     if temperature > 0:
-        return {**NEUTRAL_SAMPLING, "do_sample": True, "temperature": temperature, "top_p": top_p}
-    return {**NEUTRAL_SAMPLING, "do_sample": False, "temperature": 1.0, "top_p": 1.0}
+        return {**NEUTRAL_PROCESSORS, **NEUTRAL_WARPERS, "do_sample": True, "temperature": temperature,
+                "top_p": top_p}
+    return {**NEUTRAL_PROCESSORS, "do_sample": False}
 
 
 def vllm_sampling_kwargs(temperature: float, top_p: float, max_tokens: int) -> dict[str, Any]:
