@@ -172,3 +172,26 @@ def test_sft_loss_mask_covers_exactly_the_completion(qwen_tok, songs_file, tmp_p
         assert "〔" in completion and completion == row["completion"][0]["content"] + "<|im_end|>\n"
         prompt = lm.tokenizer.decode([i for i, lab in zip(ids, labels) if lab == -100])
         assert prompt == lm.tokenizer.apply_chat_template(row["prompt"], tokenize=False, add_generation_prompt=True)
+
+
+def test_loaded_tokenizer_is_cheap_to_fingerprint_and_still_whole(qwen_path, qwen_tok, tmp_path):
+    """datasets hashes the tokenizer on every TRL .map(); the loaded Qwen tokenizer drops its Python vocab copies."""
+    import time
+
+    from datasets.fingerprint import Hasher
+
+    from lyrictool.modeling import load_tokenizer
+
+    tok = load_tokenizer(QWEN)
+    assert tok._vocab is None and tok._merges is None and qwen_tok._merges  # AutoTokenizer's keeps them
+
+    def cpu(obj) -> float:
+        start = time.process_time()
+        Hasher.hash(obj)
+        return time.process_time() - start
+
+    assert cpu(tok) < cpu(qwen_tok) / 3
+    text = "[Verse]\n月光洒满小村〔江阳〕庄<|im_end|>"
+    assert tok(text)["input_ids"] == qwen_tok(text)["input_ids"]
+    tok.save_pretrained(tmp_path)
+    assert json.loads((tmp_path / "tokenizer.json").read_text()) == json.loads((qwen_path / "tokenizer.json").read_text())
