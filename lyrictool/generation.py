@@ -46,6 +46,17 @@ class Sample:
     new_tokens: int    # tokens generated (up to and including EOS)
 
 
+def stop_token_ids(model, tokenizer) -> list[int]:
+    """The tokenizer's eos, then any other end token the checkpoint's generation_config names (Qwen2.5-Instruct:
+    ``<|im_end|>`` and ``<|endoftext|>``), as vLLM stops on them too."""
+    ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for i in [extra] if isinstance(extra, int) else list(extra or []):
+        if i not in ids:
+            ids.append(int(i))
+    return ids
+
+
 def chat_prompt(tokenizer, user_text: str) -> str:
     """The model-ready prompt string for one user turn (the model's chat template, or plain text without one)."""
     if getattr(tokenizer, "chat_template", None):
@@ -75,13 +86,15 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
     old_side = tokenizer.padding_side
     tokenizer.padding_side = "left"
     out: list[list[Sample]] = []
+    stops = stop_token_ids(model, tokenizer)
+    stop_ids = torch.tensor(stops, device=device)
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
             enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
             gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
-                                              "pad_token_id": tokenizer.pad_token_id,
-                                              "eos_token_id": tokenizer.eos_token_id, "use_cache": True}
+                                          "pad_token_id": tokenizer.pad_token_id, "eos_token_id": stops,
+                                          "use_cache": True}
             gen_kwargs.update(sampling_kwargs(temperature, top_p))
             gen_kwargs.update(generate_kwargs or {})
             with torch.inference_mode():
@@ -92,10 +105,10 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
                 for j in range(n):
                     ids = new[i * n + j]
                     keep = ids != tokenizer.pad_token_id
-                    if tokenizer.eos_token_id is not None:
-                        eos = (ids == tokenizer.eos_token_id).nonzero()
-                        if len(eos):
-                            keep[int(eos[0]) + 1:] = False
+                    ends = torch.isin(ids, stop_ids).nonzero()
+                    if len(ends):  # up to and including the first end token (which may be the pad token)
+                        keep[int(ends[0]):] = False
+                        keep[int(ends[0])] = True
                     raw = tokenizer.decode(ids[keep], skip_special_tokens=True)
                     samples.append(Sample(text=strip_generated_hints(raw).strip(), raw=raw, new_tokens=int(keep.sum())))
                 out.append(samples)

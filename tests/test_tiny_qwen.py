@@ -195,3 +195,35 @@ def test_loaded_tokenizer_is_cheap_to_fingerprint_and_still_whole(qwen_path, qwe
     assert tok(text)["input_ids"] == qwen_tok(text)["input_ids"]
     tok.save_pretrained(tmp_path)
     assert json.loads((tmp_path / "tokenizer.json").read_text()) == json.loads((qwen_path / "tokenizer.json").read_text())
+
+
+def test_generation_stops_on_every_end_token_of_the_checkpoint(qwen_path):
+    """Qwen2.5-Instruct ends a turn with <|im_end|> or <|endoftext|> (its generation_config's eos list); both stop
+    generation, in generate_texts and in serve's streamer, although the tokenizer's eos is <|im_end|> only."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList
+
+    from lyrictool.generation import generate_texts, stop_token_ids
+    from lyrictool.modeling import load_model
+    from lyrictool.serve.backends import GenRow, _RowStreamer
+
+    lm = load_model(ModelSpec(name=QWEN), for_training=False, announce=False)
+    assert stop_token_ids(lm.model, lm.tokenizer) == [151645, 151643]
+
+    class EndAtThird(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            if input_ids.shape[1] - prompt_len == 2:
+                scores[:, :] = -float("inf")
+                scores[:, 151643] = 0.0
+            return scores
+
+    prompt = QWEN25_PROMPT
+    prompt_len = len(lm.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    (samples,) = generate_texts(lm.model, lm.tokenizer, [prompt], n=2, max_new_tokens=10, seed=0,
+                                generate_kwargs={"logits_processor": LogitsProcessorList([EndAtThird()])})
+    assert [s.new_tokens for s in samples] == [3, 3]
+    streamer = _RowStreamer(lm.tokenizer, [GenRow(prompt, 10)], stop_token_ids(lm.model, lm.tokenizer))
+    streamer.put(torch.tensor([[1, 2]]))  # the prompt
+    for token in (9754, 99225, 151643):
+        streamer.put(torch.tensor([token]))
+    assert streamer.state[0].done and streamer.state[0].eos and streamer.state[0].ids == [9754, 99225]
