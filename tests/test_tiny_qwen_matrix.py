@@ -87,6 +87,19 @@ def serving(args: list[str], log: Path):
         proc.wait(30)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread, as `OMP_NUM_THREADS=1 lyrictool ...` (and recipes/tiny/serve.yaml's cpu_threads: 1): the
+    tiny model's ops are too small to split, and on a busy 2-core box a second spinning thread made generation 14x
+    more expensive in CPU time (24 greedy tokens: 1.18 CPU-s with 2 threads, 0.085 with 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("qwen-runs")
