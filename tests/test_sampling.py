@@ -7,6 +7,8 @@ import types
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 PROMPTS = [{"rhyme": "江阳"}, {"topic": "夏天"}]
 
 

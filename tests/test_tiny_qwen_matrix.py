@@ -21,6 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # single-threaded: 88 CPU-s for the matrix, 147 with two
+
 QWEN = "builtin:tiny-qwen"
 STEPS = ["--set", "train.max_steps=2", "--set", "train.per_device_train_batch_size=2", "--set", "train.logging_steps=1"]
 LORA = ["--set", "model.lora={r: 4, alpha: 8}"]
@@ -85,19 +87,6 @@ def serving(args: list[str], log: Path):
     finally:
         proc.kill()
         proc.wait(30)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread, as `OMP_NUM_THREADS=1 lyrictool ...` (and recipes/tiny/serve.yaml's cpu_threads: 1): the
-    tiny model's ops are too small to split, and on a busy 2-core box a second spinning thread made generation 14x
-    more expensive in CPU time (24 greedy tokens: 1.18 CPU-s with 2 threads, 0.085 with 1)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
