@@ -6,7 +6,7 @@ things that differ when parameters are spread over processes (FSDP1, FSDP2 ``ful
 - :func:`full_params`: a context in which the model holds its full parameters (FSDP1 ``summon_full_params``,
   FSDP2 ``unshard`` of every sharded module), e.g. for after-training generation.  Collective: every rank
   enters it.  Under ZeRO-3 nothing is gathered; every rank generates and transformers syncs the steps
-  (``synced_gpus``), see :func:`generate_on_every_rank`.
+  (``synced_gpus``), see :func:`generates_on_every_rank`.
 - :func:`full_state_dict`: the whole model's weights on the main process (CPU), gathered from the shards.
 - :func:`merged_lora_model`: a LoRA model merged into plain weights on the main process, built from the
   gathered state dict on a fresh unwrapped copy (never ``merge_and_unload`` on sharded modules).
@@ -128,12 +128,6 @@ def _reshards_after_forward(module) -> bool:
         return True
 
 
-def generate_on_every_rank(model) -> bool:
-    """Whether after-training generation must run on every rank: under ZeRO-3 each forward pass gathers
-    parameters collectively (transformers turns on ``synced_gpus`` itself), so a main-only generate hangs."""
-    return sharding(model) == "zero3"
-
-
 def full_state_dict(model) -> dict[str, Any]:
     """The full state dict on the main process (on CPU); ``{}`` on the others.  Collective when sharded."""
     kind = sharding(model)
@@ -190,3 +184,103 @@ def merged_lora_model(model):
     merged = copy.merge_and_unload()
     merged.generation_config = base.generation_config
     return merged.eval()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# What the launcher or the recipe asks for, checked before the TRL config is built
+
+
+def _flag(env, name: str) -> bool:
+    return str(env.get(name, "false")).lower() in ("1", "true", "yes")
+
+
+def sharding_request(train: dict, env=None) -> tuple[str | None, str | None]:
+    """Which sharded backend the launcher or the recipe's ``train`` keys ask for, and who asks:
+    ``("fsdp" | "deepspeed" | None, description)``."""
+    env = os.environ if env is None else env
+    if _flag(env, "ACCELERATE_USE_FSDP"):
+        return "fsdp", "the launcher (accelerate's FSDP config, ACCELERATE_USE_FSDP)"
+    if train.get("fsdp") not in (None, "", False, []):
+        return "fsdp", f"train.fsdp: {train['fsdp']}"
+    if _flag(env, "ACCELERATE_USE_DEEPSPEED"):
+        return "deepspeed", "the launcher (accelerate's DeepSpeed config, ACCELERATE_USE_DEEPSPEED)"
+    if train.get("deepspeed"):
+        return "deepspeed", f"train.deepspeed: {train['deepspeed']}"
+    return None, None
+
+
+def sharding_problem(train: dict, *, cuda: bool, env=None) -> str | None:
+    """Why FSDP / DeepSpeed asked for here would not be applied (None when it would).
+
+    accelerate turns FSDP on only for GPU devices: on CPU (no CUDA, or ``use_cpu``) it trains plain DDP without a
+    word, so the run would differ from what was asked.  DeepSpeed needs its package and GPUs.
+    """
+    import importlib.util
+
+    kind, who = sharding_request(train, env)
+    if kind is None:
+        return None
+    where = "train.use_cpu is true" if train.get("use_cpu") else None if cuda else "this machine has no CUDA GPU"
+    if kind == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+        return f"{who} asks for DeepSpeed, but deepspeed is not installed (pip install deepspeed)"
+    if where:
+        name = "FSDP" if kind == "fsdp" else "DeepSpeed"
+        return (f"{who} asks for {name}, but {where}: {name} runs on GPUs only (on CPU accelerate would silently "
+                f"train plain DDP); launch with recipes/accelerate/multi_gpu.yaml or torchrun for DDP, or on GPUs")
+    return None
+
+
+def fsdp_activation_checkpointing(kwargs: dict, env=None) -> bool:
+    """Under FSDP, turn a recipe's ``gradient_checkpointing`` into FSDP's own activation checkpointing.
+
+    The trainer's checkpointing re-runs each layer's forward in backward outside FSDP's view, which all-gathers
+    that layer's parameters once more; FSDP's checkpoint wrapper recomputes inside the already gathered unit.
+    (transformers refuses both at once.)  Edits ``kwargs`` (the TRL config keys) and ``env`` (read by accelerate's
+    FSDP plugin); returns whether it changed anything.
+    """
+    env = os.environ if env is None else env
+    kind, _ = sharding_request(kwargs, env)
+    asked = bool(kwargs.get("gradient_checkpointing")) or bool(kwargs.get("activation_checkpointing"))
+    if kind != "fsdp" or not asked:
+        return False
+    kwargs["gradient_checkpointing"] = False
+    kwargs.pop("activation_checkpointing", None)
+    if isinstance(kwargs.get("fsdp_config"), dict) or kwargs.get("fsdp"):
+        kwargs["fsdp_config"] = {**(kwargs.get("fsdp_config") or {}), "activation_checkpointing": True}
+    env["FSDP_ACTIVATION_CHECKPOINTING"] = "true"
+    return True
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer-level steps
+
+
+def save_full_model(trainer, output_dir: str) -> None:
+    """``trainer.save_model`` with whole weights in ``output_dir`` under every backend.
+
+    Under FSDP a ``SHARDED_STATE_DICT`` setting (fast, resumable checkpoints) makes ``save_model`` write no model
+    at all; the final save is switched to ``FULL_STATE_DICT`` (gathered to the main process, on CPU).  Collective.
+    """
+    plugin = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "fsdp_plugin", None)
+    if getattr(trainer, "is_fsdp_enabled", False) and plugin is not None and \
+            "FULL_STATE_DICT" not in str(plugin.state_dict_type):
+        plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(output_dir)
+
+
+def trainer_model(trainer):
+    """The model to gather from: the FSDP1 wrapper when there is one (its root holds the embeddings), else the
+    trainer's model (FSDP2 and ZeRO-3 shard it in place)."""
+    wrapped = getattr(trainer, "model_wrapped", None)
+    if wrapped is not None and type(wrapped).__name__ == "FullyShardedDataParallel":
+        return wrapped
+    return trainer.model
+
+
+def generates_on_every_rank(trainer) -> bool:
+    """After-training generation on every rank (sharded parameters: each forward is collective) or the main
+    process only."""
+    if getattr(trainer, "is_fsdp_enabled", False):
+        return True
+    ds = getattr(getattr(getattr(trainer, "accelerator", None), "state", None), "deepspeed_plugin", None)
+    return getattr(ds, "zero_stage", 0) == 3 or sharding(trainer_model(trainer)) != "none"

@@ -71,6 +71,7 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         kwargs.update(bf16=False, fp16=False)
     kwargs.update(defaults)
     kwargs.update(recipe.train)
+    launch_checks(kwargs, recipe)
     if kwargs.get("packing") and attention != "flash_attention_2" and \
             kwargs.get("packing_strategy", "bfd") in ("bfd", "bfd_split"):
         raise UserError(f"train.packing: padding-free (bfd) packing needs flash_attention_2, but attention here "
@@ -80,6 +81,30 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         return config_cls(output_dir=recipe.output_dir, seed=recipe.seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"train: {e}", where=recipe_source(recipe)) from None
+
+
+def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:
+    """What the launcher and the recipe ask for, settled before the TRL config exists: FSDP/DeepSpeed that would
+    not be applied is an error; under FSDP, gradient checkpointing becomes FSDP's; a missing tensorboard is one
+    warning line, not a crash in TensorBoardCallback."""
+    import importlib.util
+
+    import torch
+
+    from lyrictool import distributed
+
+    problem = distributed.sharding_problem(kwargs, cuda=torch.cuda.is_available())
+    if problem:
+        raise UserError(problem, where=recipe_source(recipe))
+    if distributed.fsdp_activation_checkpointing(kwargs):
+        log.info("FSDP: gradient_checkpointing runs as FSDP activation checkpointing (no extra all-gather)")
+    report = kwargs.get("report_to")
+    wanted = [report] if isinstance(report, str) else list(report or [])
+    if "tensorboard" in wanted and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        log.warning("train.report_to: tensorboard is not installed (pip install tensorboard); logging to "
+                    "summary.json and the console only")
+        kept = [r for r in wanted if r != "tensorboard"]
+        kwargs["report_to"] = kept or "none"
 
 
 def callbacks() -> list:
