@@ -220,7 +220,7 @@ def sharding_problem(train: dict, *, cuda: bool, env=None) -> str | None:
     kind, who = sharding_request(train, env)
     if kind is None:
         return None
-    where = "train.use_cpu is true" if train.get("use_cpu") else None if cuda else "this machine has no CUDA GPU"
+    where = "this machine has no CUDA GPU" if not cuda else "train.use_cpu is true" if train.get("use_cpu") else None
     if kind == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
         return f"{who} asks for DeepSpeed, but deepspeed is not installed (pip install deepspeed)"
     if where:

@@ -281,6 +281,13 @@ class LoadedModel:
     dtype: Any
 
 
+def model_plan(spec: ModelSpec) -> tuple[AttentionChoice, Any]:
+    """The attention kernel and compute dtype ``load_model`` will use, known before loading (the TRL config is
+    built from them first, so ZeRO-3 / FSDP low-memory loading apply to the load)."""
+    dtype = resolve_dtype(spec.dtype)
+    return choose_attention(spec.attn, dtype), dtype
+
+
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 

@@ -3,6 +3,7 @@ not be applied, FSDP activation checkpointing, the final full-state-dict save, t
 
 from __future__ import annotations
 
+import json
 import logging
 from types import SimpleNamespace
 
@@ -54,7 +55,7 @@ def test_full_finetuning_loads_fp32_weights_and_computes_in_bf16(tiny_model_path
 @pytest.mark.parametrize(("train", "env", "cuda", "match"), [
     ({}, {"ACCELERATE_USE_FSDP": "true"}, False, "asks for FSDP, but this machine has no CUDA GPU"),
     ({"use_cpu": True}, {"ACCELERATE_USE_FSDP": "true"}, True, "asks for FSDP, but train.use_cpu is true"),
-    ({"fsdp": "full_shard", "use_cpu": True}, {}, False, "train.fsdp: full_shard asks for FSDP"),
+    ({"fsdp": "full_shard", "use_cpu": True}, {}, True, "train.fsdp: full_shard asks for FSDP, but train.use_cpu"),
     ({}, {"ACCELERATE_USE_DEEPSPEED": "true"}, True, "deepspeed is not installed"),
     ({"deepspeed": "ds.json"}, {}, True, "train.deepspeed: ds.json asks for DeepSpeed"),
 ])
@@ -86,7 +87,7 @@ def test_fsdp_on_cpu_is_one_clear_line_not_a_silent_ddp_run(tmp_path):
                 env={"ACCELERATE_USE_FSDP": "true"})
     assert r.returncode == 2, r.stderr[-2000:]
     lines = [line for line in r.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and "asks for FSDP, but train.use_cpu is true" in lines[0] \
+    assert len(lines) == 1 and "asks for FSDP, but this machine has no CUDA GPU" in lines[0] \
         and "recipes/tiny/sft.yaml" in lines[0]
     assert not (tmp_path / "out").exists()
 
@@ -128,3 +129,52 @@ def test_missing_tensorboard_falls_back_with_one_warning(monkeypatch, caplog, tm
     assert [r.message for r in caplog.records if "tensorboard" in r.message] == [
         ("train.report_to: tensorboard is not installed (pip install tensorboard); logging to summary.json and the "
         "console only")]
+
+
+def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from lyrictool.errors import UserError
+    from lyrictool.serve.backends import vllm_engine_args
+
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
+    get_peft_model(base, LoraConfig(r=12, target_modules=["q_proj"])).save_pretrained(tmp_path / "lora")
+    kwargs, adapter = vllm_engine_args(ModelSpec(name=str(tmp_path / "lora"), dtype="bf16"))
+    assert adapter == str(tmp_path / "lora")                  # served per request through a LoRARequest
+    assert kwargs["model"] == str(tiny_model_path) and kwargs["enable_lora"] is True
+    assert kwargs["max_lora_rank"] == 16 and kwargs["dtype"] == "bfloat16"   # r=12 rounded up to vLLM's 16
+
+    kwargs, adapter = vllm_engine_args(ModelSpec(name=str(tiny_model_path)))   # a full (merged) model as it is
+    assert adapter is None and kwargs["model"] == str(tiny_model_path) and "enable_lora" not in kwargs
+
+    config = json.loads((tmp_path / "lora" / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = None
+    (tmp_path / "lora" / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(UserError, match="names no base_model_name_or_path"):
+        vllm_engine_args(ModelSpec(name=str(tmp_path / "lora")))
+
+
+def test_dpo_before_margin_equals_an_evaluation_before_training(monkeypatch, tmp_path):
+    """The starting margin is derived from the evaluation after training (no evaluate() before train(), which
+    DeepSpeed ZeRO-2 refuses); it must equal what an evaluation before training measures."""
+    from trl import DPOTrainer
+
+    from lyrictool.recipes import load_recipe
+    from lyrictool.train.dpo import run_dpo
+
+    measured = {}
+    train = DPOTrainer.train
+
+    def evaluate_then_train(self, *a, **k):
+        m = self.evaluate(eval_dataset="train_pairs", metric_key_prefix="eval")
+        measured.update(chosen=m["eval_logps/chosen"], rejected=m["eval_logps/rejected"])
+        return train(self, *a, **k)
+
+    monkeypatch.setattr(DPOTrainer, "train", evaluate_then_train)
+    recipe = load_recipe("recipes/tiny/dpo.yaml", "dpo", [f"output_dir={tmp_path}", "train.max_steps=3",
+                                                          "margin_pairs=8"])
+    margins = run_dpo(recipe)["metrics"]["logprob_margin"]
+    assert margins["before"]["logp_chosen"] == pytest.approx(measured["chosen"], rel=1e-4)
+    assert margins["before"]["logp_rejected"] == pytest.approx(measured["rejected"], rel=1e-4)
+    assert margins["after"]["margin"] != pytest.approx(margins["before"]["margin"])   # training moved it

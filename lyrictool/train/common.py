@@ -68,7 +68,9 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         kwargs["bf16"] = dtype == torch.bfloat16
         kwargs["fp16"] = dtype == torch.float16
     elif not torch.cuda.is_available():
-        kwargs.update(bf16=False, fp16=False)
+        # use_cpu: without it, transformers does not join the launcher's process group on a CPU machine and every
+        # torchrun rank trains alone (world size 1, each saving into output_dir)
+        kwargs.update(bf16=False, fp16=False, use_cpu=True)
     kwargs.update(defaults)
     kwargs.update(recipe.train)
     launch_checks(kwargs, recipe)
@@ -258,10 +260,9 @@ def generates_here(trainer) -> bool:
     """Whether this process should run after-training generation.
 
     With sharded parameters (FSDP, DeepSpeed ZeRO-3) every forward pass is collective, so every rank must
-    generate (a main-process-only generate would hang); otherwise only the main process does.
+    generate (a main-process-only generate would hang), inside :func:`lyrictool.distributed.full_params`;
+    otherwise only the main process does.
     """
-    sharded = getattr(trainer, "is_fsdp_enabled", False) or (
-        getattr(trainer, "is_deepspeed_enabled", False)
-        and getattr(getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
-    )
-    return bool(sharded) or is_main_process()
+    from lyrictool.distributed import generates_on_every_rank
+
+    return generates_on_every_rank(trainer) or is_main_process()

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lyrictool.distributed import barrier
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
@@ -204,6 +205,7 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     """SFT (the `lyrictool sft` trainer) from the current policy on the pooled winners; a full model in model_dir."""
     from lyrictool.controls import build_messages
     from lyrictool.data.lyrics_rows import target_text
+    from lyrictool.distributed import merged_lora_model, trainer_model
     from lyrictool.train.common import train_loss_curve
     from lyrictool.train.sft import train_sft
 
@@ -218,10 +220,13 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
                                     seed=recipe.seed)
     sft._source = recipe_source(recipe)
     trainer, _ = train_sft(sft, rows, [], timer=timer)
-    if recipe.model.lora is not None and is_main_process():  # next round and users load a plain model folder
-        trainer.model.merge_and_unload().save_pretrained(model_dir)
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            (model_dir / name).unlink(missing_ok=True)
+    if recipe.model.lora is not None:  # next round and users load a plain model folder
+        merged = merged_lora_model(trainer_model(trainer))  # gathered; on the main process only
+        if is_main_process():
+            merged.save_pretrained(model_dir)
+            for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
+                (model_dir / name).unlink(missing_ok=True)
+        barrier()  # the next round loads model_dir
     losses = train_loss_curve(trainer)
     return {"rows": len(rows), "train_loss_first": losses[0] if losses else None,
             "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
@@ -243,6 +248,7 @@ def full_model_policy(recipe: RejectionSampleRecipe) -> str:
         merged = AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype))
         merged.merge_and_unload().save_pretrained(target)
         load_tokenizer(str(src)).save_pretrained(target)
+    barrier()  # the other ranks read it once it is complete
     return str(target)
 
 
@@ -279,18 +285,20 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
         return {}
     out.mkdir(parents=True, exist_ok=True)
     rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme)
-    rows = read_samples(samples_path)
+    rows = read_samples(samples_path, repair=is_main_process())
     policy = full_model_policy(recipe)
     per_round = []
     for r in range(1, recipe.rounds + 1):
         done = {row["id"] for row in rows if row.get("round") == r}
         todo = [p for p in prompts if p.id not in done]
         info: dict[str, Any] = {"round": r, "policy": policy, "resumed_rows": len(prompts) - len(todo)}
-        if todo:
-            console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
-                          f"({len(prompts) - len(todo)} already done) from {policy}")
-            info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
-            rows = read_samples(samples_path)
+        if todo:  # the main process samples and appends (one writer); the others wait, then read the file
+            if is_main_process():
+                console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
+                              f"({len(prompts) - len(todo)} already done) from {policy}")
+                info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
+            barrier()
+            rows = read_samples(samples_path, repair=False)
         ids = {p.id for p in prompts}
         info.update(round_stats([row for row in rows if row["id"] in ids], r))
         if recipe.finetune:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import random
 
+from lyrictool.distributed import full_params, trainer_model
 from lyrictool.recipes import SFTRecipe
 from lyrictool.train.common import (
     Timer,
@@ -45,25 +46,28 @@ def build_datasets(recipe: SFTRecipe):
 
 
 def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None, loaded=None):
-    """Load the model (unless ``loaded`` is given), run SFTTrainer, save. Returns (trainer, loaded model).
+              timer: Timer | None = None, on_load=None):
+    """Build the TRL config, load the model, run SFTTrainer, save. Returns (trainer, loaded model).
 
-    Rows are conversational prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain
-    language-modelling loss, the memorize stage of ``inject``).
+    The config comes first, so DeepSpeed ZeRO-3 (``zero.Init``) and FSDP's low-memory loading apply to the load.
+    ``on_load(lm)`` runs on the loaded model before the trainer wraps it.  Rows are conversational
+    prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain language-modelling loss, the
+    memorize stage of ``inject``).
     """
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.distributed import save_full_model
+    from lyrictool.modeling import load_model, model_plan, peft_config
 
     timer = timer or Timer()
-    if loaded is not None:
-        lm = loaded
-    else:
-        with timer("load_model"):
-            lm = load_model(recipe.model)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
+    attention, dtype = model_plan(recipe.model)
+    args = trl_config(recipe, attention=attention.implementation, dtype=dtype,
                       eval_strategy="epoch" if eval_rows else "no")
+    with timer("load_model"):
+        lm = load_model(recipe.model)
+    if on_load is not None:
+        on_load(lm)
     trainer = SFTTrainer(
         model=lm.model,
         args=args,
@@ -76,7 +80,7 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("train"):
         trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
     with timer("save"):
-        trainer.save_model(recipe.output_dir)
+        save_full_model(trainer, recipe.output_dir)
         if is_main_process():
             lm.tokenizer.save_pretrained(recipe.output_dir)
     return trainer, lm
@@ -100,12 +104,12 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
         with timer("eval_loss"):
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
     samples = []
-    if generates_here(trainer) and eval_controls and recipe.eval_generation.num_prompts:
-        with timer("eval_generation"):
-            gen_metrics, samples = generation_metrics(trainer.model, lm.tokenizer, eval_controls,
-                                                      recipe.eval_generation, seed=recipe.seed,
-                                                      scheme=recipe.data.scheme)
-        metrics["generation"] = gen_metrics
+    if eval_controls and recipe.eval_generation.num_prompts:
+        with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
+            if generates_here(trainer):
+                metrics["generation"], samples = generation_metrics(model, lm.tokenizer, eval_controls,
+                                                                    recipe.eval_generation, seed=recipe.seed,
+                                                                    scheme=recipe.data.scheme)
     summary = {"metrics": metrics, "timings_s": timer.times, "data": stats.as_dict(),
                "model": {"attention": lm.attention.implementation, "attention_reason": lm.attention.reason,
                          "dtype": str(lm.dtype).removeprefix("torch."), "lora": recipe.model.lora is not None},
