@@ -182,7 +182,8 @@ def merged_lora_model(model):
         raise RuntimeError(f"LoRA merge: state dict does not match the model (missing {missing[:3]}, "
                            f"unexpected {unexpected[:3]})")
     merged = copy.merge_and_unload()
-    merged.generation_config = base.generation_config
+    if base.can_generate():  # a causal LM keeps its sampling defaults; a scorer has none
+        merged.generation_config = base.generation_config
     return merged.eval()
 
 

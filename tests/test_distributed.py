@@ -93,3 +93,21 @@ def test_unsharded_model_helpers_in_one_process():
     with D.full_params(model) as whole:
         assert whole is model
     D.barrier()   # one process: returns at once
+
+
+def test_lora_merge_of_a_scorer_in_one_process():
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    from lyrictool import distributed as D
+
+    config = LlamaConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, num_labels=1, pad_token_id=0)
+    torch.manual_seed(0)
+    model = get_peft_model(LlamaForSequenceClassification(config),
+                           LoraConfig(r=2, target_modules=["q_proj"], task_type="SEQ_CLS", init_lora_weights=False))
+    ids = torch.tensor([[3, 4, 5, 6]])
+    with torch.no_grad():
+        merged = D.merged_lora_model(model)
+        assert type(merged) is LlamaForSequenceClassification
+        assert torch.allclose(merged(input_ids=ids).logits, model(input_ids=ids).logits, atol=1e-5)

@@ -178,3 +178,33 @@ def test_dpo_before_margin_equals_an_evaluation_before_training(monkeypatch, tmp
     assert margins["before"]["logp_chosen"] == pytest.approx(measured["chosen"], rel=1e-4)
     assert margins["before"]["logp_rejected"] == pytest.approx(measured["rejected"], rel=1e-4)
     assert margins["after"]["margin"] != pytest.approx(margins["before"]["margin"])   # training moved it
+
+
+class _Stop(Exception):
+    pass
+
+
+@pytest.mark.parametrize(("command", "module", "run"), [
+    ("sft", "lyrictool.train.sft", "run_sft"), ("score", "lyrictool.train.score", "run_score"),
+    ("dpo", "lyrictool.train.dpo", "run_dpo"), ("ppo", "lyrictool.train.ppo", "run_ppo")])
+def test_trl_config_exists_before_the_model_loads(monkeypatch, tmp_path, command, module, run):
+    """The TRL config first: it starts the process group and registers DeepSpeed ZeRO-3 / FSDP low-memory
+    loading, which ``from_pretrained`` applies only if they exist when it runs."""
+    import importlib
+
+    from lyrictool import modeling
+    from lyrictool.recipes import load_recipe
+
+    mod = importlib.import_module(module)
+    calls = []
+    real = mod.trl_config
+    monkeypatch.setattr(mod, "trl_config", lambda *a, **k: calls.append("config") or real(*a, **k))
+
+    def load_model(*a, **k):
+        calls.append("load")
+        raise _Stop
+
+    monkeypatch.setattr(modeling, "load_model", load_model)
+    with pytest.raises(_Stop):
+        getattr(mod, run)(load_recipe(f"recipes/tiny/{command}.yaml", command, [f"output_dir={tmp_path}"]))
+    assert calls == ["config", "load"]
