@@ -117,7 +117,7 @@ def test_missing_tensorboard_falls_back_with_one_warning(monkeypatch, caplog, tm
     import importlib.util
 
     from lyrictool.recipes import load_recipe
-    from lyrictool.train.common import trl_config
+    from lyrictool.training import trl_config
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
@@ -185,7 +185,7 @@ class _Stop(Exception):
 
 
 @pytest.mark.parametrize(("command", "module", "run"), [
-    ("sft", "lyrictool.train.sft", "run_sft"), ("score", "lyrictool.train.score", "run_score"),
+    ("sft", "lyrictool.training", "run_sft"), ("score", "lyrictool.train.score", "run_score"),
     ("dpo", "lyrictool.train.dpo", "run_dpo"), ("ppo", "lyrictool.train.ppo", "run_ppo")])
 def test_trl_config_exists_before_the_model_loads(monkeypatch, tmp_path, command, module, run):
     """The TRL config first: it starts the process group and registers DeepSpeed ZeRO-3 / FSDP low-memory
@@ -205,6 +205,7 @@ def test_trl_config_exists_before_the_model_loads(monkeypatch, tmp_path, command
         raise _Stop
 
     monkeypatch.setattr(modeling, "load_model", load_model)
+    runner = getattr(importlib.import_module(f"lyrictool.train.{command}"), run)
     with pytest.raises(_Stop):
-        getattr(mod, run)(load_recipe(f"recipes/tiny/{command}.yaml", command, [f"output_dir={tmp_path}"]))
+        runner(load_recipe(f"recipes/tiny/{command}.yaml", command, [f"output_dir={tmp_path}"]))
     assert calls == ["config", "load"]

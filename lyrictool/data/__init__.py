@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -146,3 +147,16 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def split_records(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+    """(train, held out): a seeded random ``eval_fraction`` of the records held out (at least one)."""
+    if not eval_fraction:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(records) * eval_fraction))
+    if n_eval >= len(records):
+        raise UserError(f"data.eval_fraction: {eval_fraction} leaves no training rows out of {len(records)}")
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]

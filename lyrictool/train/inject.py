@@ -19,10 +19,20 @@ import logging
 from contextlib import nullcontext
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lyrictool.knowledge import Augmentation, KnowledgeSource
-from lyrictool.recipes import DataSpec, GenerationSpec, ModelSpec, SFTRecipe, Strict
+from lyrictool.recipes import (
+    TRL_DEFAULTS,
+    DataSpec,
+    GenerationSpec,
+    ModelSpec,
+    SFTRecipe,
+    Strict,
+    derived_recipe,
+    recipe_source,
+    with_train_defaults,
+)
 
 log = logging.getLogger("lyrictool")
 
@@ -33,13 +43,18 @@ class InjectStage(Strict):
     """One TRL run. memorize/understand train on the recipe's knowledge; utilize on its own lyrics data."""
 
     name: Literal["memorize", "understand", "utilize"] = Field(..., description="Which stage this is.")
-    train: dict[str, Any] = Field(default_factory=dict, description="SFTConfig keys for this stage "
+    train: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="SFTConfig keys for this stage "
                                   "(max_steps, learning_rate, ...).")
     data: DataSpec | None = Field(None, description="utilize only: the lyrics data (as in `sft`).")
     skip: bool = Field(False, description="Leave this stage out of the run.")
     eval_generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=8),
         description="utilize only: generate for this many eval prompts at the end and score them.")
+
+    @field_validator("train")
+    @classmethod
+    def _resolve_train_defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return with_train_defaults(v, TRL_DEFAULTS)
 
     @model_validator(mode="after")
     def _data_matches_stage(self) -> InjectStage:
@@ -112,12 +127,10 @@ def params_fingerprint(model_or_state_dict) -> str:
 
 
 def _stage_recipe(recipe: InjectRecipe, stage: InjectStage, model_name: str, out_dir: str) -> SFTRecipe:
-    data = stage.data or DataSpec.model_construct(train="knowledge")  # knowledge stages never read data
-    sft = SFTRecipe.model_construct(model=recipe.model.model_copy(update={"name": model_name}), data=data,
-                                    train=stage.train, output_dir=out_dir, seed=recipe.seed,
-                                    eval_generation=stage.eval_generation)
-    sft._source = recipe._source
-    return sft
+    data = stage.data or DataSpec(train="builtin:knowledge")  # knowledge stages train on the knowledge, not data
+    return derived_recipe(SFTRecipe, recipe_source(recipe), model=recipe.model.model_copy(update={"name": model_name}),
+                          data=data, train=stage.train, output_dir=out_dir, seed=recipe.seed,
+                          eval_generation=stage.eval_generation)
 
 
 def _validate_stage_train(recipe: InjectRecipe) -> None:
@@ -134,8 +147,9 @@ def _validate_stage_train(recipe: InjectRecipe) -> None:
 def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     from pathlib import Path
 
-    from lyrictool.train.common import Timer, console, print_dry_run, write_run_files
-    from lyrictool.train.sft import build_datasets
+    from lyrictool.console import console, print_dry_run
+    from lyrictool.data.lyrics_rows import sft_datasets
+    from lyrictool.training import Timer, write_run_files
 
     _validate_stage_train(recipe)
     timer = Timer()
@@ -150,8 +164,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
             elif stage.name == "understand":
                 rows, eval_rows, extra = qa_messages(qa_train), qa_messages(qa_eval), {}
             else:
-                train_rows, eval_rows, eval_controls, stats = build_datasets(
-                    _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir))
+                stage_recipe = _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir)
+                train_rows, eval_rows, eval_controls, stats = sft_datasets(stage_recipe.data, stage_recipe.seed)
                 rows, extra = train_rows, {"eval_controls": eval_controls, "stats": stats.as_dict()}
             if not rows:
                 from lyrictool.errors import UserError
@@ -165,18 +179,16 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                                "stages": ", ".join(f"{i}:{s.name} ({len(r)} rows)" for i, s, r, _, _ in plan)})
         return {}
 
-    from lyrictool.distributed import (
-        barrier,
-        full_params,
-        full_state_dict,
-        merged_lora_model,
-        save_full_model,
-        trainer_model,
-    )
+    from lyrictool.distributed import full_params, full_state_dict, save_full_model, trainer_model
     from lyrictool.knowledge.evaluate import evaluate_qa
-    from lyrictool.modeling import to_accelerator
-    from lyrictool.train.common import generates_here, generation_metrics, is_main_process, train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.modeling import merge_lora, to_accelerator
+    from lyrictool.training import (
+        generates_here,
+        generation_metrics,
+        is_main_process,
+        loss_summary,
+        train_sft,
+    )
 
     def knowledge_scores(model, tokenizer) -> dict:
         if not recipe.qa_eval_max or not ks.qa:
@@ -210,30 +222,24 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         trainer, lm = train_sft(sft, rows, eval_rows, timer=stage_timer, on_load=fingerprint_start)
         merged = None
         if recipe.model.lora is not None:  # merge, so the next stage (and serve) load plain weights
-            merged = merged_lora_model(trainer_model(trainer))  # gathered; on the main process only
-            if is_main_process():
-                for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-                    (Path(out_dir) / name).unlink(missing_ok=True)
-                merged.save_pretrained(out_dir)
+            merged = merge_lora(trainer_model(trainer), out_dir)  # every rank; merged and saved on the main one
+            if merged is not None:
                 to_accelerator(merged)
-            barrier()  # the next stage loads out_dir on every rank
-        losses = train_loss_curve(trainer)
-        info: dict[str, Any] = {"index": i, "name": stage.name, "dir": out_dir, "rows": len(rows),
-                                "eval_rows": len(eval_rows), "steps": trainer.state.global_step,
-                                "train_loss_first": losses[0] if losses else None,
-                                "train_loss_last": losses[-1] if losses else None,
-                                "started_from": model_name, "start_fingerprint": start.get("fp")}
-        if eval_rows:
-            info["eval_loss"] = trainer.evaluate().get("eval_loss")
-        if merged is not None:
-            info["end_fingerprint"] = params_fingerprint(merged) if is_main_process() else None
+            end = params_fingerprint(merged) if is_main_process() else None
         else:  # gathered from the shards when sharded (collective)
             weights = full_state_dict(trainer_model(trainer))
-            info["end_fingerprint"] = params_fingerprint(weights) if is_main_process() else None
+            end = params_fingerprint(weights) if is_main_process() else None
             del weights
+        losses = loss_summary(trainer)
+        info: dict[str, Any] = {"index": i, "name": stage.name, "dir": out_dir, "rows": len(rows),
+                                "eval_rows": len(eval_rows), "steps": losses.pop("global_step"), **losses,
+                                "started_from": model_name, "start_fingerprint": start.get("fp"),
+                                "end_fingerprint": end}
+        if eval_rows:
+            info["eval_loss"] = trainer.evaluate().get("eval_loss")
         # evaluate the merged model on the main process, or the trained one (gathered if sharded)
-        with (nullcontext(merged) if merged is not None else full_params(trainer_model(trainer))) as model:
-            here = is_main_process() if merged is not None else generates_here(trainer)
+        with (nullcontext(merged) if recipe.model.lora is not None else full_params(trainer_model(trainer))) as model:
+            here = is_main_process() if recipe.model.lora is not None else generates_here(trainer)
             with stage_timer("knowledge_eval"):
                 info["knowledge_qa"] = knowledge_scores(model, lm.tokenizer) if here else {}
             if stage.name == "utilize" and here and extra.get("eval_controls"):
@@ -254,9 +260,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         model_name = out_dir
 
     if merged is not None:
-        if is_main_process():
-            merged.save_pretrained(recipe.output_dir)
-    else:
+        merged.save_pretrained(recipe.output_dir)  # the main process holds the merged model
+    elif recipe.model.lora is None:
         save_full_model(trainer, recipe.output_dir)  # collective when sharded
     if is_main_process():
         lm.tokenizer.save_pretrained(recipe.output_dir)
