@@ -35,10 +35,12 @@ from pydantic import (
 )
 
 from lyrictool.errors import UserError, did_you_mean
-from lyrictool.phonetics.tables import SCHEMES
+from lyrictool.phonetics.tables import SCHEMES, STRICTNESS
 
 #: A rhyme scheme name, for recipe fields: the choices are phonetics.tables.SCHEMES, the one list of them.
 SchemeName = Literal[SCHEMES]  # type: ignore[valid-type]
+#: strict (the scheme's own groups) or near (near rhymes too): phonetics.tables.STRICTNESS.
+StrictnessName = Literal[STRICTNESS]  # type: ignore[valid-type]
 
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe
@@ -141,6 +143,10 @@ class DataSpec(Strict):
     )
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
+    )
+    rhyme_strictness: StrictnessName = Field(
+        "strict", description="near: the rhyme reward also accepts near rhymes (front/back nasals 人辰~中东, "
+        "see docs/rhyme-schemes.md); strict: only the scheme's own groups."
     )
 
     @field_validator("train", "eval")
