@@ -137,7 +137,7 @@ def build_base(recipes: dict, out: Path) -> Path:
     """The demo's base model: builtin:tiny-zh (same architecture, random init) with its vocabulary cut from 6,894
     characters to the ~1,400 the demo uses, which makes every CPU training step about 1.8x cheaper.  A choice for
     the built-in demo model only: a user's model keeps its tokenizer."""
-    from lyrictool.modeling import save_tiny_model
+    from lyrictool.builtin_models import save_tiny_model
 
     return save_tiny_model(out / "base", demo_texts(recipes))
 

@@ -80,7 +80,9 @@ class ModelSpec(Strict):
 
     name: Annotated[str, not_blank("empty model name; use a hub name, a local directory or builtin:tiny-zh")] = Field(
         "builtin:tiny-zh",
-        description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
+        description="Hub name, local directory, or a built-in offline random-init model: 'builtin:tiny-zh' "
+                    "(character tokenizer, the demo model) or 'builtin:tiny-qwen' (Qwen2 with the real Qwen2.5 "
+                    "tokenizer).",
     )
     attn: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel; auto = flash_attention_2 if usable, else sdpa, else eager."
@@ -92,6 +94,10 @@ class ModelSpec(Strict):
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="Load the base model quantized with bitsandbytes (QLoRA); needs CUDA."
     )
+    master_weights: Literal["fp32", "dtype"] = Field(
+        "fp32", description="Full fine-tuning: fp32 keeps fp32 weights and computes in `dtype` with autocast "
+                            "(mixed precision); dtype stores the weights in `dtype` too (pure bf16: half the memory, "
+                            "but small updates round away). A LoRA/QLoRA base always loads in `dtype`.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
 
 

@@ -29,11 +29,11 @@ def test_demo_recipes_are_valid_and_chained(tmp_path):
 def test_demo_base_model_knows_every_character_the_demo_uses(tmp_path):
     """The base model's vocabulary is cut to the demo's characters: every prompt and target any step renders must
     still tokenize without <|unk|>, or a step would silently train on unknown tokens."""
+    from lyrictool.builtin_models import build_tiny_tokenizer, tiny_vocab, tiny_vocab_for
     from lyrictool.controls import build_prompt, derive_controls
     from lyrictool.data import load_records
     from lyrictool.demo import demo_recipes, demo_texts
     from lyrictool.lyrics import add_hints
-    from lyrictool.modeling import build_tiny_tokenizer, tiny_vocab, tiny_vocab_for
 
     recipes = demo_recipes(tmp_path)
     vocab = tiny_vocab_for(demo_texts(recipes))
