@@ -21,3 +21,24 @@ class UserError(Exception):
 def row_error(path: str, line: int, reason: str) -> UserError:
     """A malformed data row, reported as ``path:line: reason``."""
     return UserError(reason, where=f"{path}:{line}")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def not_utf8(path: str, raw: bytes, error: UnicodeDecodeError, *, first_line: int = 1) -> UserError:
+    """A file that is not UTF-8 text, reported at the line of the first bad byte (``raw`` is what was decoded)."""
+    line = first_line + raw.count(b"\n", 0, error.start)
+    column = error.start - raw.rfind(b"\n", 0, error.start)
+    return row_error(str(path), line, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); "
+                                      "save the file as UTF-8")
+
+
+def read_utf8(path) -> str:
+    """A text file's contents, as UTF-8; a leading BOM (as spreadsheets and Notepad write) is dropped."""
+    raw = path.read_bytes()
+    raw = raw.removeprefix(BOM)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(str(path), raw, e) from None

@@ -93,14 +93,17 @@ def callbacks() -> list:
     return []
 
 
-def split_records(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
+def split_records(records: list, eval_fraction: float, seed: int, *, what: str = "rows",
+                  where: str | None = None) -> tuple[list, list]:
+    """A seeded train / held-out split; ``what`` names the items in the error when too few are left to split."""
     if not eval_fraction:
         return records, []
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(len(records) * eval_fraction))
     if n_eval >= len(records):
-        raise UserError(f"data.eval_fraction: {eval_fraction} leaves no training rows out of {len(records)}")
+        raise UserError(f"data.eval_fraction: {eval_fraction} of {len(records)} {what} leaves none to train on; "
+                        "add more, or set data.eval_fraction: 0", where=where)
     held = set(order[:n_eval])
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
 

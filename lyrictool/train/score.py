@@ -200,7 +200,9 @@ def load_pairs(recipe: ScoreRecipe) -> tuple[list[Pair], list[Pair], dict[str, i
                                      recipe)
         train_groups = groups
     else:
-        train_groups, eval_groups = split_records(groups, data.eval_fraction, recipe.seed)
+        train_groups, eval_groups = split_records(groups, data.eval_fraction, recipe.seed,
+                                                  what=f"prompt(s) with pairs in {data.train}",
+                                                  where=recipe_source(recipe))
     train = [p for g in train_groups for p in g]
     held = [p for g in eval_groups for p in g]
     stats = {"rows": len(records), "ratings_rows": n_ratings, "prompts_train": len(train_groups),
