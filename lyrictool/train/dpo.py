@@ -15,7 +15,8 @@ TRL's choice: with LoRA none is loaded (the adapter is disabled to get reference
 copy of the starting model.
 
 summary.json reports the chosen-minus-rejected log-probability margin on (up to ``margin_pairs``) training pairs
-before and after training, measured by the trainer's own evaluation pass, and TRL's reward accuracies/margins.
+and on the held-out pairs, before and after training, measured by the trainer's own evaluation pass, and TRL's
+reward accuracies/margins.
 """
 
 from __future__ import annotations
@@ -146,14 +147,18 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
         callbacks=callbacks(),
     )
     margins: dict = {}
-    if recipe.margin_pairs:
+
+    def measure(when: str) -> None:
         with timer("margin"):
-            margins["before"] = logprob_margin(trainer, "train_pairs")
+            if recipe.margin_pairs:
+                margins[when] = logprob_margin(trainer, "train_pairs")
+            if eval_rows:  # what generalises: pairs the policy never trained on
+                margins.setdefault("heldout", {})[when] = logprob_margin(trainer, "heldout")
+
+    measure("before")
     with timer("train"):
         trainer.train()
-    if recipe.margin_pairs:
-        with timer("margin"):
-            margins["after"] = logprob_margin(trainer, "train_pairs")
+    measure("after")
     with timer("save"):
         trainer.save_model(recipe.output_dir)
         if is_main_process():
