@@ -13,6 +13,8 @@ from collections import Counter
 from itertools import pairwise
 from typing import Any
 
+from lyrictool.phonetics import main_group
+
 #: The per-song values in [0, 1] that :func:`aggregate` averages, in report order.
 RATE_METRICS = (
     "rhyme_accuracy",
@@ -61,7 +63,8 @@ def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str |
                 assigned[letter] = target
                 continue
             ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < n and groups[i]]
-            assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
+            found = main_group(ours)  # ties: the later line's group, as for the derived rhyme control
+            assigned[letter] = found[0] if found else None
         shared = Counter(g for g in assigned.values() if g is not None)
         constrained = correct = 0
         for i, letter in enumerate(letters):
@@ -82,11 +85,8 @@ def _rhyme_density(groups: list[str | None]) -> float:
     n = len(groups)
     if not n:
         return 0.0
-    counts = Counter(g for g in groups if g is not None)
-    dominant = None
-    if counts:
-        top, k = counts.most_common(1)[0]
-        dominant = top if k >= 2 else None
+    found = main_group(groups)
+    dominant = found[0] if found is not None and found[1] >= 2 else None
     rhyming = 0
     for i, g in enumerate(groups):
         if g is None:
