@@ -102,17 +102,26 @@ def test_auth_errors_and_wrong_model_through_the_client(server):
 
 def test_sigterm_lets_the_request_in_flight_finish(server):
     """Last in this module: it stops the server."""
+    body, headers = {"topic": "雨", "best_of": 4, "max_tokens": 32}, {"Authorization": f"Bearer {KEY}"}
+    took = []
+    for _ in range(2):  # the first one also warms up; time the second
+        start = time.monotonic()
+        assert httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=60).status_code == 200
+        took.append(time.monotonic() - start)
+    took = took[-1]  # one such request, on this machine now
     result = {}
 
     def slow_request():
-        result["r"] = httpx.post(server["base"] + "/v1/lyrics", json={"topic": "雨", "best_of": 4, "max_tokens": 32},
-                                 headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        result["r"] = httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=60)
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.3)
+    time.sleep(took / 3)
     server["proc"].send_signal(signal.SIGTERM)
+    running_at_signal = t.is_alive()  # no response yet when the signal was sent
     t.join(60)
+    assert running_at_signal, f"the request ({took:.2f} s) finished before SIGTERM was sent: nothing was tested"
+    # answered in full after the signal: it had reached the server before (a closed listener would refuse it)
     assert result["r"].status_code == 200, server["log"].read_text()
     assert len(result["r"].json()["choices"]) == 1
     assert server["proc"].wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled
