@@ -16,7 +16,7 @@ Arms (each ends with the same task stage, same steps):
                          sentence order permuted), then QA, then the task
   retrieval (RAG)        task-only, with the film's knowledge text in the prompt (train and test)
 
-Each stage is a TRL SFTTrainer run through lyrictool.train.sft.train_sft, as in `lyrictool inject`; the
+Each stage is a TRL SFTTrainer run through lyrictool.training.train_sft, as in `lyrictool inject`; the
 memorize stage is trained once per variant and shared by the arms that start from it.  The model is the
 built-in tiny model (builtin:tiny-zh, ~1.6M parameters, random init, character tokenizer).
 
@@ -129,8 +129,7 @@ def small_vocab_base(texts: list[str], out: Path, seed: int) -> str:
 def train_stage(rows: list[dict], start: str, out: Path, steps: int, lr: float, batch: int, seed: int) -> dict:
     """One SFTTrainer run from `start`, saved to `out` (the inject command's stage, without the recipe file)."""
     from lyrictool.recipes import ModelSpec, SFTRecipe
-    from lyrictool.train.common import Timer, train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.training import Timer, train_loss_curve, train_sft
 
     recipe = SFTRecipe.model_construct(
         model=ModelSpec(name=start), data=None, output_dir=str(out), seed=seed,

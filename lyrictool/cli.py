@@ -152,7 +152,9 @@ def eval_(
     output: Annotated[Path | None, typer.Option("--output", help="Write the JSON result here.")] = None,
     skip_invalid: Annotated[bool, typer.Option("--skip-invalid", help="Skip malformed rows (counted) "
                                                "instead of stopping.")] = False,
-    scheme: SchemeOpt = "shisanzhe",
+    scheme: Annotated[str | None, typer.Option(
+        "--scheme", help="Rhyme scheme: shisanzhe (十三辙), zhonghua_xinyun, zhonghua_tongyun, final; beats the "
+        "recipe's scheme.  [default: the recipe's, else shisanzhe]", show_default=False)] = None,
     mos_sheet: Annotated[Path | None, typer.Option("--mos-sheet", help="Export a blinded MOS rating sheet "
                                                       "(CSV).")] = None,
     mos_ratings: Annotated[list[Path] | None, typer.Option("--mos-ratings", help="Filled MOS sheets to "
@@ -163,7 +165,7 @@ def eval_(
     debug: DebugOpt = False,
 ) -> None:
     """Objective metrics (rhyme, rhythm, structure, format), scorer and knowledge accuracy; compare systems; MOS."""
-    from lyrictool.metrics.evaluate import run_eval
+    from lyrictool.commands.eval import run_eval
 
     _run(run_eval, recipe, "eval", set_,
          inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
@@ -184,7 +186,7 @@ def serve(
     debug: DebugOpt = False,
 ) -> None:
     """An OpenAI-compatible lyrics server with controls, query expansion, batching and limits."""
-    from lyrictool.serve.app import run_serve
+    from lyrictool.commands.serve import run_serve
 
     _run(run_serve, recipe, "serve", set_, model=model, host=host, port=port, api_key=api_key)
 
@@ -200,7 +202,7 @@ def rhyme(
     debug: DebugOpt = False,
 ) -> None:
     """Per line: the last sung syllable, its pinyin final, tone and rhyme group."""
-    from lyrictool.metrics.commands import run_rhyme
+    from lyrictool.commands.rhyme import run_rhyme
 
     run_rhyme(text, str(file) if file is not None else None, scheme, fmt)
 
@@ -231,9 +233,9 @@ def data_chinese_poetry(
     debug: DebugOpt = False,
 ) -> None:
     """Convert the chinese-poetry JSON format (tune name / title becomes a control; lines kept)."""
-    from lyrictool.data.convert import convert_chinese_poetry
+    from lyrictool.commands.convert import run_convert_chinese_poetry
 
-    convert_chinese_poetry(source, output, limit=limit)
+    run_convert_chinese_poetry(source, output, limit=limit)
 
 
 # ---- entry point ----------------------------------------------------------------------------------------------

@@ -129,6 +129,40 @@ class Controls(BaseModel):
         return self.model_dump(exclude_none=True)
 
 
+def controls_dict(controls: Any) -> dict[str, Any]:
+    """Controls in any form as a plain dict without unset keys (the form metrics and rewards read).
+
+    A :class:`Controls`, a mapping (datasets columns of dicts fill absent keys with None: dropped), a JSON string
+    (how TRL datasets carry them), or None.  Anything unreadable is no controls: scoring never fails on them.
+    """
+    if controls is None:
+        return {}
+    if hasattr(controls, "model_dump"):
+        controls = controls.model_dump(exclude_none=True)
+    elif isinstance(controls, str):
+        import json
+
+        try:
+            controls = json.loads(controls) if controls.strip() else {}
+        except json.JSONDecodeError:
+            return {}
+    return {k: v for k, v in controls.items() if v is not None} if isinstance(controls, dict) else {}
+
+
+def prompt_messages(prompt: Any, where: str | None = None) -> list[dict]:
+    """The user turn(s) of a prompt given as chat messages, as text, or as controls (through the one template).
+
+    With ``where`` (a data row's ``path:line``) messages and text are checked and a bad one is a UserError naming
+    it; without, unreadable controls count as none (a scorer at inference never fails on them).
+    """
+    if isinstance(prompt, (list, str)):
+        if where is not None and not (prompt.strip() if isinstance(prompt, str) else prompt and all(
+                isinstance(m, dict) and "content" in m for m in prompt)):
+            raise UserError("'prompt' must be text or a list of chat messages", where=where)
+        return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+    return build_messages(controls_dict(prompt) or None)["prompt"]
+
+
 def parse_controls(value: Any, where: str = "controls") -> Controls:
     """Validate a controls mapping; errors name `where` (a row's path:line or a request field)."""
     if value is None:
@@ -144,7 +178,7 @@ def parse_controls(value: Any, where: str = "controls") -> Controls:
 
 
 def format_controls_error(e: ValidationError, value: dict | None = None) -> str:
-    from lyrictool.recipes import did_you_mean
+    from lyrictool.errors import did_you_mean
 
     err = e.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])

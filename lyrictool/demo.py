@@ -28,7 +28,7 @@ SCHEME = "shisanzhe"
 
 def demo_recipes(out: Path) -> dict:
     """The five recipes, as a user would write them (validated by the same classes as the YAML files)."""
-    from lyrictool.metrics.evaluate import EvalRecipe
+    from lyrictool.eval.systems import EvalRecipe
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
     from lyrictool.train.rejection_sample import RejectionSampleRecipe
@@ -96,7 +96,7 @@ def sample_song_table(lyrics: str):
     """A rich table of one song's lines with their last syllable, final and rhyme group."""
     from rich.table import Table
 
-    from lyrictool.metrics.commands import rhyme_rows
+    from lyrictool.metrics import rhyme_rows
 
     table = Table(title="rhyme analysis", title_justify="left")
     for col in ("section", "line", "last", "pinyin", "group"):
@@ -113,8 +113,8 @@ def run_demo(output_dir: Path | str = "runs/demo") -> dict:
     from rich.console import Console
     from rich.rule import Rule
 
+    from lyrictool.commands.eval import run_eval
     from lyrictool.controls import build_prompt
-    from lyrictool.metrics.evaluate import run_eval
     from lyrictool.train.inject import run_inject
     from lyrictool.train.rejection_sample import run_rejection_sample
     from lyrictool.train.score import run_score

@@ -7,6 +7,8 @@ is an internal error (exit 1).  ``--debug`` shows the traceback in both cases.
 
 from __future__ import annotations
 
+import difflib
+
 
 class UserError(Exception):
     """An error the user can fix.  The message names the file, line or key, and the fix."""
@@ -21,6 +23,12 @@ class UserError(Exception):
 def row_error(path: str, line: int, reason: str) -> UserError:
     """A malformed data row, reported as ``path:line: reason``."""
     return UserError(reason, where=f"{path}:{line}")
+
+
+def did_you_mean(key: str, valid: list[str]) -> str:
+    """The hint after an unknown key: the closest valid one, or the list of valid keys."""
+    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
 
 
 BOM = b"\xef\xbb\xbf"

@@ -326,6 +326,23 @@ def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1,
     return LoadedModel(model=model, tokenizer=tok, path=path, attention=attn, dtype=dtype)
 
 
+#: What a LoRA run saves next to the base config; gone once the adapter is merged.
+ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin")
+
+
+def merge_lora(model, output_dir: str | Path | None = None):
+    """Fold a LoRA adapter into its base weights; with ``output_dir``, save the plain model there instead of the
+    adapter (the adapter files are removed: every consumer, the next stage or round, eval and serve, loads a plain
+    model folder).  Returns the merged model."""
+    merged = model.merge_and_unload()
+    if output_dir is not None:
+        out = Path(output_dir)
+        for name in ADAPTER_FILES:
+            (out / name).unlink(missing_ok=True)
+        merged.save_pretrained(out)
+    return merged
+
+
 def to_accelerator(model) -> None:
     """Move a model to this process's GPU (LOCAL_RANK) when there is one; quantized models are already placed."""
     if cuda_available() and getattr(model, "hf_device_map", None) is None:

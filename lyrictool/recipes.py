@@ -18,19 +18,41 @@ the TRL check imports trl when it runs.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+)
 
-from lyrictool.errors import UserError
+from lyrictool.errors import UserError, did_you_mean
+from lyrictool.phonetics.tables import SCHEMES
+
+#: A rhyme scheme name, for recipe fields: the choices are phonetics.tables.SCHEMES, the one list of them.
+SchemeName = Literal[SCHEMES]  # type: ignore[valid-type]
 
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe
+
+
+def not_blank(message: str) -> AfterValidator:
+    """A validator for a str field that must not be empty or blank; ``message`` says what to give instead."""
+
+    def check(v: str) -> str:
+        if not v.strip():
+            raise ValueError(message)
+        return v
+
+    return AfterValidator(check)
 
 
 class Strict(BaseModel):
@@ -54,7 +76,7 @@ class LoraSpec(Strict):
 class ModelSpec(Strict):
     """Which model to start from and how to load it."""
 
-    name: str = Field(
+    name: Annotated[str, not_blank("empty model name; use a hub name, a local directory or builtin:tiny-zh")] = Field(
         "builtin:tiny-zh",
         description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
     )
@@ -69,13 +91,6 @@ class ModelSpec(Strict):
         "none", description="Load the base model quantized with bitsandbytes (QLoRA); needs CUDA."
     )
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
-
-    @field_validator("name")
-    @classmethod
-    def _name_not_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("empty model name; use a hub name, a local directory or builtin:tiny-zh")
-        return v
 
 
 CONTROL_NAMES = ("genre", "topic", "title", "rhyme", "scheme", "structure", "line_lengths")
@@ -120,7 +135,7 @@ class DataSpec(Strict):
         0.0, ge=0.0, lt=1.0,
         description="Per row, drop each stated control with this probability (one model, any subset).",
     )
-    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+    scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
     )
 
@@ -146,26 +161,52 @@ class GenerationSpec(Strict):
     batch_size: int = Field(16, gt=0, description="Prompts per generate() call.")
 
 
+def check_aspect_weights(v: dict[str, float]) -> dict[str, float]:
+    """Rated aspects and their weights (ratings rows -> one weighted rating); ratings rows of score and dpo."""
+    if not v:
+        raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
+    if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
+        raise ValueError("aspect weights must be >= 0 with a positive sum")
+    return v
+
+
+AspectWeights = Annotated[dict[str, float], AfterValidator(check_aspect_weights)]
+
+
+#: lyrictool's own defaults for every TRL config (a recipe's ``train`` keys override them): no checkpoints
+#: unless asked for, no experiment tracker, a loss line every step, rich progress instead of tqdm bars.
+TRL_DEFAULTS: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
+                                "save_only_model": False}
+
+
+def with_train_defaults(train: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
+    """The resolved ``train`` section: our defaults under the recipe's own keys (what recipe.yaml and --dry-run
+    show, and what the TRL config is built from)."""
+    return {**defaults, **train}
+
+
 class BaseRecipe(Strict):
     """Fields every training recipe has."""
 
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model to start from.")
     data: DataSpec = Field(..., description="Training data.")
     train: dict[str, Any] = Field(
-        default_factory=dict, description="Keys of the command's TRL config class (e.g. SFTConfig)."
-    )
-    output_dir: str = Field(..., description="Where the model, resolved recipe and summary.json go.")
+        default_factory=dict, validate_default=True,
+        description="Keys of the command's TRL config class (e.g. SFTConfig); lyrictool's defaults (report_to: none, "
+                    "logging_steps: 1, save_strategy: 'no', ...) fill in what the recipe leaves out.")
+    output_dir: Annotated[str, not_blank("empty output_dir")] = Field(
+        ..., description="Where the model, resolved recipe and summary.json go.")
     seed: int = Field(42, description="Random seed (data order, init, sampling).")
 
     # The TRL config dataclass that validates `train` (module, class); subclasses override.
     trl_config: ClassVar[tuple[str, str]] = ("trl", "SFTConfig")
+    # Our defaults for `train`; a command may add its own (ppo: beta).
+    train_defaults: ClassVar[dict[str, Any]] = TRL_DEFAULTS
 
-    @field_validator("output_dir")
+    @field_validator("train")
     @classmethod
-    def _output_dir_not_empty(cls, v: str) -> str:
-        if not v.strip():
-            raise ValueError("empty output_dir")
-        return v
+    def _resolve_train_defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return with_train_defaults(v, cls.train_defaults)
 
 
 class SFTRecipe(BaseRecipe):
@@ -187,7 +228,7 @@ RECIPES: dict[str, str] = {
     "rejection-sample": "lyrictool.train.rejection_sample:RejectionSampleRecipe",
     "dpo": "lyrictool.train.dpo:DPORecipe",
     "ppo": "lyrictool.train.ppo:PPORecipe",
-    "eval": "lyrictool.metrics.evaluate:EvalRecipe",
+    "eval": "lyrictool.eval.systems:EvalRecipe",
     "serve": "lyrictool.serve.config:ServeRecipe",
 }
 
@@ -277,11 +318,6 @@ def _fields_at(model_cls: type[BaseModel], loc: tuple) -> list[str]:
     if isinstance(cls, type) and issubclass(cls, BaseModel):
         return list(cls.model_fields)
     return []
-
-
-def did_you_mean(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    return f"; did you mean {close[0]}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
 
 
 def _format_validation_error(err: ValidationError, model_cls: type[BaseModel]) -> str:
@@ -375,6 +411,43 @@ def load_recipe(path: str | Path, command: str, overrides: list[str] | None = No
     if check_train and isinstance(recipe, BaseRecipe):
         recipe.train = validate_train_keys(recipe.train, load_config_class(recipe), where=str(path))
     recipe._source = str(path)
+    return recipe
+
+
+def with_flags(recipe: BaseModel, flags: dict[str, Any]) -> BaseModel:
+    """The recipe with the command line's explicit flags on top, validated again; the given recipe is unchanged.
+
+    The one precedence: defaults < recipe file < ``--set`` (both applied before the first validation) < explicit
+    flags (here).  ``flags`` maps dotted keys to values; None means "flag not given".
+    """
+    given = {k: v for k, v in flags.items() if v is not None}
+    if not given:
+        return recipe
+    data = recipe.model_dump(mode="json")
+    for key, value in given.items():
+        node = data
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    cls = type(recipe)
+    try:
+        new = cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, cls), where=recipe_source(recipe)) from None
+    new._source = recipe._source
+    return new
+
+
+def derived_recipe(cls: type[BaseModel], source: str, **values: Any) -> BaseModel:
+    """A recipe one command builds for another (inject's stages, rejection sampling's SFT on the winners),
+    validated like a loaded one; a problem names ``source``, the file of the recipe it was built from."""
+    data = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in values.items()}
+    try:
+        recipe = cls.model_validate(data)
+    except ValidationError as e:
+        raise UserError(_format_validation_error(e, cls), where=source) from None
+    recipe._source = source
     return recipe
 
 

@@ -36,6 +36,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from lyrictool.controls import controls_dict, prompt_messages
 from lyrictool.errors import UserError
 from lyrictool.recipes import Strict
 
@@ -106,28 +107,12 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
 # Rule rewards
 
 
-def _controls_dict(controls: Any) -> dict:
-    if controls is None:
-        return {}
-    if hasattr(controls, "to_dict"):
-        return controls.to_dict()
-    if isinstance(controls, str):
-        import json
-
-        try:
-            controls = json.loads(controls) if controls.strip() else {}
-        except json.JSONDecodeError:
-            return {}
-    # datasets columns of dicts fill absent keys with None
-    return {k: v for k, v in controls.items() if v is not None} if isinstance(controls, dict) else {}
-
-
 def rule_rewards(lyrics: str, controls: Any = None, scheme: str = "shisanzhe",
                  names: Sequence[str] = RULE_REWARDS) -> dict[str, float]:
     """The rule rewards of one song, each in [0, 1] (see the module docstring for the definitions)."""
     from lyrictool.metrics import song_metrics
 
-    m = song_metrics(lyrics, _controls_dict(controls), scheme)
+    m = song_metrics(lyrics, controls_dict(controls), scheme)
     sung = 1.0 if m["n_lines"] else 0.0
     values = {
         "rhyme": m["rhyme_accuracy"] if m["rhyme_accuracy"] is not None else m["rhyme_density"],
@@ -172,23 +157,12 @@ class Blocklist:
 
     def is_safety_prompt(self, controls: Any) -> bool:
         """A prompt that asks for banned content: its free-text controls contain a banned term."""
-        c = _controls_dict(controls)
+        c = controls_dict(controls)
         return any(self.hits(str(c.get(k) or "")) for k in ("topic", "title", "genre"))
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The learned scorer
-
-
-def prompt_messages(prompt: Any) -> list[dict]:
-    """The user turn(s) a scorer sees: chat messages as given, else controls through the one prompt template."""
-    from lyrictool.controls import build_messages
-
-    if isinstance(prompt, list):
-        return list(prompt)
-    if isinstance(prompt, str):
-        return [{"role": "user", "content": prompt}]
-    return build_messages(_controls_dict(prompt) or None)["prompt"]
 
 
 def model_folder_problem(path: str | Path) -> str | None:
@@ -359,7 +333,7 @@ class Rewards:
         rules = [n for n in self.names if n in RULE_REWARDS]
         out = [rule_rewards(t, c, self.scheme, rules) for c, t in zip(controls, lyrics)]
         for name, scorer in self._scorers.items():
-            for row, raw in zip(out, scorer.score([_controls_dict(c) for c in controls], list(lyrics))):
+            for row, raw in zip(out, scorer.score([controls_dict(c) for c in controls], list(lyrics))):
                 row[name] = sigmoid(raw)
         if self._blocklist is not None:
             for row, text in zip(out, lyrics):

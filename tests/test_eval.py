@@ -69,7 +69,7 @@ def test_unpairable_inputs_are_scored_but_not_compared(tmp_path):
     b = tmp_path / "b.jsonl"
     a.write_text('{"lyrics": "月光照在小村庄\\n晚风吹过稻花香"}\n', encoding="utf-8")
     b.write_text('{"lyrics": "一"}\n{"lyrics": "二"}\n', encoding="utf-8")
-    from lyrictool.metrics.evaluate import run_eval
+    from lyrictool.commands.eval import run_eval
 
     result = run_eval(None, [a, b], fmt="json")
     assert "different numbers of songs" in result["comparison"]["skipped"]
@@ -89,7 +89,7 @@ def test_bad_row_in_a_compared_file_names_its_line(good_bad, tmp_path):
 
 
 def test_nothing_to_evaluate_is_a_user_error():
-    from lyrictool.metrics.evaluate import run_eval
+    from lyrictool.commands.eval import run_eval
 
     with pytest.raises(UserError, match="nothing to evaluate"):
         run_eval(None, [])

@@ -6,7 +6,8 @@ import random
 
 import pytest
 
-from lyrictool.metrics.compare import compare_systems, paired_bootstrap, win_rate
+from lyrictool.eval.compare import compare_systems
+from lyrictool.stats import paired_bootstrap, win_rate
 
 
 def test_known_difference_is_detected():

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
+from lyrictool.commands.eval import run_eval_input
 from lyrictool.errors import UserError
-from lyrictool.metrics.commands import run_eval_input, score_file
+from lyrictool.eval.input import score_file
 
 SONG = "[Verse]\n月光洒满窗\n思念我的故乡\n\n[Chorus]\n吹过一阵风\n天边的彩虹"
 CONTROLS = {

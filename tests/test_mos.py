@@ -8,15 +8,14 @@ import json
 import pytest
 
 from lyrictool.errors import UserError
-from lyrictool.metrics.mos import (
+from lyrictool.eval.mos import (
     ASPECTS,
     export_sheet,
     krippendorff_alpha,
     load_ratings,
-    mean_ci95,
     mos_summary,
-    t_critical_95,
 )
+from lyrictool.stats import mean_ci95, t_critical_95
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", section C: 4 coders, 12 units, values 1-5,
 # None = missing.  Published: interval alpha = 0.849, ordinal alpha = 0.815.

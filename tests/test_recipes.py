@@ -151,3 +151,62 @@ def test_set_indexes_into_lists():
     assert apply_overrides(data, ["systems.1.model=runs/x"])["systems"][1]["model"] == "runs/x"
     with pytest.raises(UserError, match="list of 2"):
         apply_overrides(data, ["systems.2.model=x"])
+
+
+# ---- one precedence: defaults < recipe < --set < explicit flags ---------------------------------------------
+
+
+def test_our_trl_defaults_are_in_the_dry_run_and_the_recipe_overrides_them(recipe_text, write_recipe, capsys):
+    path = write_recipe(recipe_text.replace("train: {", "train: {save_strategy: steps, save_steps: 5, "))
+    main(["sft", str(path), "--dry-run", "--set", "train.logging_steps=3"])
+    out = capsys.readouterr().out
+    assert "report_to: none" in out  # ours, shown although the recipe does not say it
+    assert "save_strategy: steps" in out and "save_strategy: 'no'" not in out  # the recipe beats ours
+    assert "logging_steps: 3" in out  # --set beats both
+
+
+def test_the_written_recipe_yaml_has_the_resolved_train_section(recipe_text, write_recipe, tmp_path):
+    import yaml
+
+    from lyrictool.recipes import dump_recipe, load_recipe
+
+    ppo = load_recipe(write_recipe(recipe_text), "ppo")
+    assert yaml.safe_load(dump_recipe(ppo))["train"]["beta"] == 0.01  # ppo's own default, written down
+    sft = yaml.safe_load(dump_recipe(load_recipe(write_recipe(recipe_text), "sft")))
+    assert sft["train"]["save_strategy"] == "no" and sft["train"]["max_steps"] == 2 and "beta" not in sft["train"]
+
+
+def test_a_flag_beats_recipe_and_set_without_touching_the_loaded_recipe(songs_file, write_recipe, tmp_path):
+    from lyrictool.errors import UserError
+    from lyrictool.recipes import load_recipe, with_flags
+
+    path = write_recipe("model: {name: builtin:tiny-zh}\nport: 9000\nhost: 127.0.0.1\n")
+    recipe = load_recipe(path, "serve", ["port=9001"])
+    flagged = with_flags(recipe, {"port": 9002, "model.name": "runs/other", "host": None})
+    assert (recipe.port, recipe.model.name) == (9001, "builtin:tiny-zh")  # the validated recipe is unchanged
+    assert (flagged.port, flagged.model.name, flagged.host) == (9002, "runs/other", "127.0.0.1")
+    with pytest.raises(UserError, match=rf"{path}: port: .*less than or equal to 65535"):
+        with_flags(recipe, {"port": 70000})  # a flag is validated like the file
+
+
+def test_eval_scheme_flag_beats_the_recipe(write_jsonl, write_recipe, tmp_path):
+    from lyrictool.commands.eval import run_eval
+    from lyrictool.recipes import load_recipe
+
+    gens = write_jsonl("a.jsonl", [{"id": "1", "lyrics": "月光照\n故乡", "controls": {}}])
+    path = write_recipe(f"systems: [{{name: a, generations: {gens}}}]\nscheme: zhonghua_xinyun\n"
+                        f"output_dir: {tmp_path / 'ev'}\n")
+    recipe = load_recipe(path, "eval")
+    assert run_eval(recipe, [], fmt="json", scheme="final")["scheme"] == "final"
+    assert run_eval(recipe, [], fmt="json")["scheme"] == "zhonghua_xinyun"
+    assert recipe.scheme == "zhonghua_xinyun"
+
+
+def test_a_recipe_one_command_builds_for_another_is_validated():
+    from lyrictool.errors import UserError
+    from lyrictool.recipes import SFTRecipe, derived_recipe
+
+    sft = derived_recipe(SFTRecipe, "inject.yaml", data={"train": "builtin:demo-songs"}, output_dir="runs/x")
+    assert sft.train["report_to"] == "none"  # the same resolved defaults as a loaded recipe
+    with pytest.raises(UserError, match="inject.yaml: output_dir: empty output_dir"):
+        derived_recipe(SFTRecipe, "inject.yaml", data={"train": "builtin:demo-songs"}, output_dir=" ")

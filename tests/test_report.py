@@ -7,10 +7,10 @@ import re
 
 from conftest import REPO
 
-from lyrictool.metrics.compare import compare_systems
-from lyrictool.metrics.evaluate import COMPARED_METRICS, SystemResult, score_songs
-from lyrictool.metrics.mos import mos_summary
-from lyrictool.metrics.report import line_length_errors, rhyme_confusion, write_report
+from lyrictool.eval.compare import compare_systems
+from lyrictool.eval.mos import mos_summary
+from lyrictool.eval.report import line_length_errors, rhyme_confusion, write_report
+from lyrictool.eval.systems import COMPARED_METRICS, SystemResult, score_songs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -39,7 +39,7 @@ def separable_ratings(n_songs: int) -> list[dict]:
 
 
 def test_pairs_within_a_prompt_with_rating_gap_margins(write_recipe, tmp_path):
-    from lyrictool.train.score import build_pairs
+    from lyrictool.data.pairs import build_pairs
 
     recipe = load_recipe(write_recipe(recipe_text("builtin:demo-ratings", tmp_path / "o",
                                                   aspects="{language: 3.0, content: 1.0}", margin_scale=0.5)),
@@ -49,7 +49,7 @@ def test_pairs_within_a_prompt_with_rating_gap_margins(write_recipe, tmp_path):
             Record("f:2", {"controls": a, "lyrics": "乙", "ratings": {"language": 2, "content": 2}}),   # 2.0
             Record("f:3", {"controls": b, "lyrics": "丙", "ratings": {"language": 1, "content": 1}}),   # alone
             Record("f:4", {"prompt": "写海", "chosen": "丁", "rejected": "戊"})]
-    groups, n_ratings = build_pairs(recs, recipe)
+    groups, n_ratings = build_pairs(recs, aspects=recipe.aspects, margin_scale=recipe.margin_scale)
     assert n_ratings == 3
     pairs = [p for g in groups for p in g]
     rated = [p for p in pairs if p.chosen == "甲"]
@@ -132,10 +132,11 @@ def test_cli_errors_name_the_key(write_recipe, write_jsonl, tmp_path):
 
 
 def test_tiny_recipe_dry_run_on_demo_ratings():
-    from lyrictool.train.score import load_pairs
+    from lyrictool.data.pairs import load_pairs
 
     recipe = load_recipe(REPO / "recipes/tiny/score.yaml", "score")
-    train, held, stats = load_pairs(recipe)
+    train, held, stats = load_pairs(recipe.data, seed=recipe.seed, where="score.yaml", aspects=recipe.aspects,
+                                    margin_scale=recipe.margin_scale)
     assert stats["ratings_rows"] >= 100 and stats["prompts_eval"] >= 5
     train_prompts = {json.dumps(p.prompt, ensure_ascii=False) for p in train}
     assert not any(json.dumps(p.prompt, ensure_ascii=False) in train_prompts for p in held)  # split by prompt

@@ -9,11 +9,16 @@ from conftest import SHARED_DATA
 
 from lyrictool.controls import Controls, build_messages, build_prompt, derive_controls
 from lyrictool.data import Record
-from lyrictool.data.lyrics_rows import RowStats, lyrics_example, prompt_controls, sft_rows
+from lyrictool.data.lyrics_rows import (
+    RowStats,
+    load_lyrics_examples,
+    lyrics_example,
+    prompt_controls,
+    sft_rows,
+)
 from lyrictool.errors import UserError
 from lyrictool.lyrics import has_hints, strip_hints
 from lyrictool.recipes import DataSpec
-from lyrictool.train.common import load_lyrics_examples
 
 SONG = "[Verse]\n月光洒满小村庄\n晚风吹过稻花香\n\n[Chorus]\n我在远方想故乡\n梦里回到老地方"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,3 +154,21 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
     tmp.replace(path)
+
+
+def split_records(records: list, eval_fraction: float, seed: int, *, what: str = "rows",
+                  where: str | None = None) -> tuple[list, list]:
+    """(train, held out): a seeded random ``eval_fraction`` of the records held out (at least one).
+
+    ``what`` names the records in the error when too few are left to split; ``where`` is the recipe file.
+    """
+    if not eval_fraction:
+        return records, []
+    order = list(range(len(records)))
+    random.Random(seed).shuffle(order)
+    n_eval = max(1, round(len(records) * eval_fraction))
+    if n_eval >= len(records):
+        raise UserError(f"data.eval_fraction: {eval_fraction} of {len(records)} {what} leaves none to train on; "
+                        "add more, or set data.eval_fraction: 0", where=where)
+    held = set(order[:n_eval])
+    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]

@@ -102,7 +102,6 @@ def convert_chinese_poetry(source: str | Path, output: str | Path, limit: int | 
     A poem whose text was already written (songci300.json repeats poems of ci.song.*.json) is left out.
     """
     from lyrictool.data import write_jsonl
-    from lyrictool.train.common import console
 
     if limit is not None and limit < 1:
         raise UserError(f"--limit: must be at least 1 (got {limit})")
@@ -121,6 +120,4 @@ def convert_chinese_poetry(source: str | Path, output: str | Path, limit: int | 
     if not rows:
         raise UserError(f"{source}: no usable poems found ({skipped} skipped for lost characters)")
     write_jsonl(output, rows)
-    console.print(f"[bold green]wrote[/] {len(rows)} rows to {output} ({skipped} skipped for lost characters □, "
-                  f"{duplicates} duplicates left out)")
     return {"written": len(rows), "skipped": skipped, "duplicates": duplicates}

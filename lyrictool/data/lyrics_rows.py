@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from lyrictool.controls import Controls, build_messages, derive_controls, parse_controls
-from lyrictool.data import Record
+from lyrictool.data import Record, load_records, split_records
 from lyrictool.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -108,3 +108,43 @@ def sft_rows(examples: list[LyricsExample], spec: DataSpec, seed: int = 0,
         if stats is not None:
             stats.rows += 1
     return rows
+
+
+def load_lyrics_examples(data: DataSpec, seed: int, *, check_controls: bool = True):
+    """Train and eval lyrics examples; every row validated (``path:line: reason`` on the first bad one)."""
+
+    def read(source: str, what: str) -> list:
+        exs = [lyrics_example(r) for r in load_records(source, split=data.split, fields=data.fields, what=what)]
+        if check_controls:
+            for ex in exs:
+                problem = check_against_lyrics(ex, data.scheme)
+                if problem:
+                    raise UserError(problem, where=ex.where)
+        if data.hints != "none":
+            from lyrictool.lyrics import has_hints
+
+            for ex in exs:
+                if has_hints(ex.lyrics):
+                    raise UserError("lyrics already contain hint markers 〔…〕; remove them or set data.hints: none",
+                                    where=ex.where)
+        return exs
+
+    train = read(data.train, "data.train")
+    if data.max_rows:
+        rng = random.Random(seed)
+        train = rng.sample(train, min(data.max_rows, len(train)))
+    if data.eval:
+        return train, read(data.eval, "data.eval")
+    return split_records(train, data.eval_fraction, seed)
+
+
+def sft_datasets(data: DataSpec, seed: int):
+    """Validated train/eval prompt-completion rows, and the eval controls for end-of-training generation."""
+    train_ex, eval_ex = load_lyrics_examples(data, seed)
+    stats = RowStats()
+    train_rows = sft_rows(train_ex, data, seed=seed, stats=stats)
+    eval_rows = sft_rows(eval_ex, data.model_copy(update={"control_dropout": 0.0}), seed=seed)
+    rng = random.Random(seed)
+    eval_spec = data.model_copy(update={"control_dropout": 0.0})
+    eval_controls = [prompt_controls(ex, eval_spec, rng) for ex in eval_ex]
+    return train_rows, eval_rows, eval_controls, stats

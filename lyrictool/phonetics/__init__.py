@@ -112,10 +112,15 @@ _NOT_SUNG = re.compile(r"〔[^〔〕]*〕|\[[^\[\]]*\]|【[^【】]*】")
 _SYLLABLE = re.compile(r"[A-Za-zÀ-ɏ]+(?:['’\-][A-Za-zÀ-ɏ]+)*|[^\W_]", re.UNICODE)
 
 
+def sung_syllables(line: str) -> list[str]:
+    """The sung syllables of ``line``: each hanzi, Latin word or digit (the tokens of the diversity metrics)."""
+    return _SYLLABLE.findall(_NOT_SUNG.sub(" ", line))
+
+
 def syllable_count(line: str) -> int:
     """Sung syllables in ``line``: one per hanzi, per Latin word, per digit.
 
     Punctuation, spaces, hints and section tags do not count.  This is the "characters per
     line" of the ``line_lengths`` control.
     """
-    return len(_SYLLABLE.findall(_NOT_SUNG.sub(" ", line)))
+    return len(sung_syllables(line))

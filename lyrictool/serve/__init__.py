@@ -1,6 +1,8 @@
 """`lyrictool serve`: an OpenAI-compatible lyrics server (FastAPI + uvicorn, the `serve` extra).
 
-config.py (ServeRecipe), schemas.py (request bodies), expansion.py (query expansion table), backends.py
-(transformers / vLLM), batching.py (the request queue), postprocess.py (hints, layout, controls check),
-app.py (the HTTP app and run_serve).  See docs/serve.md.
+config.py (ServeRecipe), schemas.py (request bodies), errors.py (OpenAI-shaped errors), metrics.py (Prometheus),
+middleware.py (API key, body cap), backends.py (transformers / vLLM), batching.py (the request queue),
+service.py (limits, generation, expansion), routes.py (the endpoints), streaming.py (SSE), expansion.py (query
+expansion table), postprocess.py (hints, layout, controls check), app.py (create_app).  The command,
+run_serve, is lyrictool.commands.serve.  See docs/serve.md.
 """

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.recipes import ModelSpec, Strict
+from lyrictool.recipes import ModelSpec, SchemeName, Strict
 from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
@@ -74,7 +74,7 @@ class ServeRecipe(Strict):
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Request caps and timeouts.")
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Default sampling settings.")
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
-    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+    scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
     rewards: list[RewardSpec] = Field(
         default_factory=default_rule_specs,

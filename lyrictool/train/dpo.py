@@ -1,7 +1,7 @@
 """`lyrictool dpo`: direct preference optimisation on chosen/rejected lyrics with TRL's DPOTrainer.
 
 Pairs come from one data source, any of these row kinds (mixed is fine); they are built by the scorer's own
-pairing code (:func:`lyrictool.train.score.load_pairs`), so ``score`` and ``dpo`` read a ratings file the same way:
+pairing code (:func:`lyrictool.data.pairs.load_pairs`), so ``score`` and ``dpo`` read a ratings file the same way:
 
 - preference rows ``{"controls" | "prompt", "chosen", "rejected"}`` (e.g. ``builtin:demo-preferences``, or the
   best-vs-worst rows ``lyrictool rejection-sample`` writes);
@@ -22,23 +22,13 @@ reward accuracies/margins.
 from __future__ import annotations
 
 import logging
-from typing import ClassVar
 
 from pydantic import Field, field_validator
 
+from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, recipe_source
-from lyrictool.train.common import (
-    Timer,
-    callbacks,
-    console,
-    is_main_process,
-    print_dry_run,
-    train_loss_curve,
-    trl_config,
-    write_run_files,
-)
-from lyrictool.train.score import AspectWeights
+from lyrictool.recipes import AspectWeights, BaseRecipe, recipe_source
+from lyrictool.training import Timer, callbacks, is_main_process, loss_summary, trl_config, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -59,9 +49,6 @@ class DPORecipe(BaseRecipe):
     margin_pairs: int = Field(256, ge=0, description="Training pairs on which the log-prob margin is measured before "
                                                      "and after training (0 = skip).")
 
-    # DPO's loss has no per-pair margin; the shared pairing code reads this attribute, so pin it to 0.
-    margin_scale: ClassVar[float] = 0.0
-
     @field_validator("train")
     @classmethod
     def _beta_positive(cls, v: dict) -> dict:
@@ -75,9 +62,12 @@ class DPORecipe(BaseRecipe):
 def build_datasets(recipe: DPORecipe) -> tuple[list[dict], list[dict], dict]:
     """Conversational preference rows (train, eval) and pair statistics; every row validated."""
     from lyrictool.data.lyrics_rows import target_text
-    from lyrictool.train.score import load_pairs
+    from lyrictool.data.pairs import load_pairs
 
-    train_pairs, eval_pairs, stats = load_pairs(recipe)
+    # DPO's loss has no per-pair margin: pairs come with margin 0
+    train_pairs, eval_pairs, stats = load_pairs(recipe.data, seed=recipe.seed, where=recipe_source(recipe),
+                                                aspects=recipe.aspects, min_gap=recipe.min_gap,
+                                                max_pairs_per_prompt=recipe.max_pairs_per_prompt)
 
     def rows(pairs) -> list[dict]:
         out = []
@@ -183,11 +173,8 @@ def run_dpo(recipe: DPORecipe, *, dry_run: bool = False) -> dict:
         return {}
     trainer, lm, margins = train_dpo(recipe, train_rows, eval_rows, timer=timer)
     history = trainer.state.log_history
-    losses = train_loss_curve(trainer)
     metrics: dict = {
-        "train_loss_first": losses[0] if losses else None,
-        "train_loss_last": losses[-1] if losses else None,
-        "global_step": trainer.state.global_step,
+        **loss_summary(trainer),
         "rewards_accuracy_last10": _tail_mean(history, "rewards/accuracies"),
         "rewards_margin_last10": _tail_mean(history, "rewards/margins"),
         "logprob_margin": margins,

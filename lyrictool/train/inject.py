@@ -18,10 +18,20 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from lyrictool.knowledge import Augmentation, KnowledgeSource
-from lyrictool.recipes import DataSpec, GenerationSpec, ModelSpec, SFTRecipe, Strict
+from lyrictool.recipes import (
+    TRL_DEFAULTS,
+    DataSpec,
+    GenerationSpec,
+    ModelSpec,
+    SFTRecipe,
+    Strict,
+    derived_recipe,
+    recipe_source,
+    with_train_defaults,
+)
 
 log = logging.getLogger("lyrictool")
 
@@ -32,13 +42,18 @@ class InjectStage(Strict):
     """One TRL run. memorize/understand train on the recipe's knowledge; utilize on its own lyrics data."""
 
     name: Literal["memorize", "understand", "utilize"] = Field(..., description="Which stage this is.")
-    train: dict[str, Any] = Field(default_factory=dict, description="SFTConfig keys for this stage "
+    train: dict[str, Any] = Field(default_factory=dict, validate_default=True, description="SFTConfig keys for this stage "
                                   "(max_steps, learning_rate, ...).")
     data: DataSpec | None = Field(None, description="utilize only: the lyrics data (as in `sft`).")
     skip: bool = Field(False, description="Leave this stage out of the run.")
     eval_generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=8),
         description="utilize only: generate for this many eval prompts at the end and score them.")
+
+    @field_validator("train")
+    @classmethod
+    def _resolve_train_defaults(cls, v: dict[str, Any]) -> dict[str, Any]:
+        return with_train_defaults(v, TRL_DEFAULTS)
 
     @model_validator(mode="after")
     def _data_matches_stage(self) -> InjectStage:
@@ -110,12 +125,10 @@ def params_fingerprint(model) -> str:
 
 
 def _stage_recipe(recipe: InjectRecipe, stage: InjectStage, model_name: str, out_dir: str) -> SFTRecipe:
-    data = stage.data or DataSpec.model_construct(train="knowledge")  # knowledge stages never read data
-    sft = SFTRecipe.model_construct(model=recipe.model.model_copy(update={"name": model_name}), data=data,
-                                    train=stage.train, output_dir=out_dir, seed=recipe.seed,
-                                    eval_generation=stage.eval_generation)
-    sft._source = recipe._source
-    return sft
+    data = stage.data or DataSpec(train="builtin:knowledge")  # knowledge stages train on the knowledge, not data
+    return derived_recipe(SFTRecipe, recipe_source(recipe), model=recipe.model.model_copy(update={"name": model_name}),
+                          data=data, train=stage.train, output_dir=out_dir, seed=recipe.seed,
+                          eval_generation=stage.eval_generation)
 
 
 def _validate_stage_train(recipe: InjectRecipe) -> None:
@@ -132,8 +145,9 @@ def _validate_stage_train(recipe: InjectRecipe) -> None:
 def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     from pathlib import Path
 
-    from lyrictool.train.common import Timer, console, print_dry_run, write_run_files
-    from lyrictool.train.sft import build_datasets
+    from lyrictool.console import console, print_dry_run
+    from lyrictool.data.lyrics_rows import sft_datasets
+    from lyrictool.training import Timer, write_run_files
 
     _validate_stage_train(recipe)
     timer = Timer()
@@ -148,8 +162,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
             elif stage.name == "understand":
                 rows, eval_rows, extra = qa_messages(qa_train), qa_messages(qa_eval), {}
             else:
-                train_rows, eval_rows, eval_controls, stats = build_datasets(
-                    _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir))
+                stage_recipe = _stage_recipe(recipe, stage, recipe.model.name, recipe.output_dir)
+                train_rows, eval_rows, eval_controls, stats = sft_datasets(stage_recipe.data, stage_recipe.seed)
                 rows, extra = train_rows, {"eval_controls": eval_controls, "stats": stats.as_dict()}
             if not rows:
                 from lyrictool.errors import UserError
@@ -164,9 +178,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         return {}
 
     from lyrictool.knowledge.evaluate import evaluate_qa
-    from lyrictool.modeling import load_model
-    from lyrictool.train.common import generation_metrics, is_main_process, train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.modeling import load_model, merge_lora
+    from lyrictool.training import generation_metrics, is_main_process, loss_summary, train_sft
 
     def knowledge_scores(model, tokenizer) -> dict:
         if not recipe.qa_eval_max or not ks.qa or not is_main_process():
@@ -196,17 +209,11 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         console.print(f"[bold]stage {i}: {stage.name}[/] from {model_name} ({len(rows)} rows)")
         trainer, lm = train_sft(sft, rows, eval_rows, timer=stage_timer, loaded=lm)
         if recipe.model.lora is not None:  # merge, so the next stage (and serve) load plain weights
-            merged = trainer.model.merge_and_unload()
-            for name in ("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin"):
-                (Path(out_dir) / name).unlink(missing_ok=True)
-            merged.save_pretrained(out_dir)
-            trainer.model = merged
+            trainer.model = merge_lora(trainer.model, out_dir)
         end = params_fingerprint(trainer.model)
-        losses = train_loss_curve(trainer)
+        losses = loss_summary(trainer)
         info: dict[str, Any] = {"index": i, "name": stage.name, "dir": out_dir, "rows": len(rows),
-                                "eval_rows": len(eval_rows), "steps": trainer.state.global_step,
-                                "train_loss_first": losses[0] if losses else None,
-                                "train_loss_last": losses[-1] if losses else None,
+                                "eval_rows": len(eval_rows), "steps": losses.pop("global_step"), **losses,
                                 "started_from": model_name, "start_fingerprint": start, "end_fingerprint": end}
         if eval_rows:
             info["eval_loss"] = trainer.evaluate().get("eval_loss")

@@ -26,21 +26,18 @@ from __future__ import annotations
 import json
 import logging
 import random
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, GenerationSpec, recipe_source
+from lyrictool.console import console, print_dry_run
+from lyrictool.recipes import TRL_DEFAULTS, BaseRecipe, GenerationSpec, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
-from lyrictool.train.common import (
+from lyrictool.training import (
     Timer,
     callbacks,
-    console,
     generates_here,
     is_main_process,
-    print_dry_run,
-    split_records,
     trl_config,
     write_run_files,
 )
@@ -54,6 +51,7 @@ class PPORecipe(BaseRecipe):
     """`lyrictool ppo`: GRPO (default) or RLOO on the policy's samples, rewarded by a weighted reward list."""
 
     trl_config = ("trl", "GRPOConfig")
+    train_defaults: ClassVar[dict[str, Any]] = {**TRL_DEFAULTS, "beta": 0.01}  # KL towards the starting policy, as in LLaMA 2
 
     algorithm: Literal["grpo", "rloo"] = Field(
         "grpo", description="grpo: clipped PPO objective, group-relative advantages, no critic (TRL GRPOTrainer); "
@@ -97,30 +95,16 @@ def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
     ``controls`` travels as a JSON string: Arrow would otherwise merge the rows' different control keys into one
     struct with nulls, and the reward functions read it back either way.
     """
-    from lyrictool.controls import build_messages, parse_controls
-    from lyrictool.data import load_records
-    from lyrictool.data.lyrics_rows import lyrics_example, prompt_controls
+    from lyrictool.data import split_records
+    from lyrictool.data.prompts import load_prompt_rows
 
     spec = recipe.data
     rng = random.Random(recipe.seed)
 
     def rows(source: str, what: str) -> list[dict]:
-        out = []
-        for rec in load_records(source, split=spec.split, fields=spec.fields, what=what):
-            d = rec.data
-            if "lyrics" in d:
-                controls = prompt_controls(lyrics_example(rec), spec, rng)
-            elif "controls" in d:
-                controls = parse_controls(d["controls"], where=rec.where)
-            elif isinstance(d.get("prompt"), str) and d["prompt"].strip():
-                out.append({"prompt": [{"role": "user", "content": d["prompt"]}], "controls": "{}"})
-                continue
-            else:
-                raise UserError(f"a prompt row needs 'controls' (or 'lyrics' to derive them from, or a text "
-                                f"'prompt'); fields present: {', '.join(map(str, d)) or 'none'}", where=rec.where)
-            out.append({**build_messages(controls),
-                        "controls": json.dumps(controls.to_dict(), ensure_ascii=False, sort_keys=True)})
-        return out
+        return [{"prompt": p.messages(), "controls": json.dumps(p.controls.to_dict(), ensure_ascii=False,
+                                                                 sort_keys=True)}
+                for p in load_prompt_rows(source, data=spec, rng=rng, what=what, text_prompts=True)]
 
     train = rows(spec.train, "data.train")
     if spec.max_rows:
@@ -196,7 +180,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     module, _, trainer_name = TRAINERS[recipe.algorithm]
     trainer_cls = getattr(importlib.import_module(module), trainer_name)
     args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
-                      beta=0.01, reward_weights=reward_weights)
+                      reward_weights=reward_weights)
     held = eval_rows or train_rows
     evals: dict = {}
     if is_main_process() and recipe.eval_generation.num_prompts:

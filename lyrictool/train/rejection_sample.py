@@ -31,10 +31,11 @@ from typing import Any
 
 from pydantic import Field, model_validator
 
+from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, recipe_source
+from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, derived_recipe, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
-from lyrictool.train.common import Timer, console, is_main_process, print_dry_run, write_run_files
+from lyrictool.training import Timer, is_main_process, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -83,27 +84,21 @@ class Prompt:
 
 def load_prompts(recipe: RejectionSampleRecipe) -> list[Prompt]:
     """Prompt rows {id?, controls?, lyrics?}: stated controls, plus those the recipe derives from lyrics."""
-    from lyrictool.controls import parse_controls
-    from lyrictool.data import load_records
-    from lyrictool.data.lyrics_rows import LyricsExample, lyrics_example, prompt_controls
+    from lyrictool.data.prompts import load_prompt_rows
 
     data = recipe.data.model_copy(update={"control_dropout": 0.0})
-    records = load_records(data.train, split=data.split, fields=data.fields, what="data.train")
+    rows = load_prompt_rows(data.train, data=data, rng=random.Random(recipe.seed), what="data.train")
     if data.max_rows:
-        records = random.Random(recipe.seed).sample(records, min(data.max_rows, len(records)))
-    rng = random.Random(recipe.seed)
+        rows = random.Random(recipe.seed).sample(rows, min(data.max_rows, len(rows)))
     prompts: list[Prompt] = []
     seen: dict[str, str] = {}
-    for rec in records:
-        d = rec.data
-        ex = lyrics_example(rec) if "lyrics" in d else \
-            LyricsExample(rec.where, "", parse_controls(d.get("controls"), where=rec.where))
-        pid = str(d["id"]) if d.get("id") is not None else rec.where
+    for row in rows:
+        pid = row.id if row.id is not None else row.where
         if pid in seen:
             raise UserError(f"duplicate id {pid!r} (first at {seen[pid]}); ids name prompts in samples.jsonl",
-                            where=rec.where)
-        seen[pid] = rec.where
-        prompts.append(Prompt(pid, rec.where, prompt_controls(ex, data, rng).to_dict()))
+                            where=row.where)
+        seen[pid] = row.where
+        prompts.append(Prompt(pid, row.where, row.controls.to_dict()))
     return prompts
 
 
@@ -204,8 +199,8 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     """SFT (the `lyrictool sft` trainer) from the current policy on the pooled winners; a full model in model_dir."""
     from lyrictool.controls import build_messages
     from lyrictool.data.lyrics_rows import target_text
-    from lyrictool.train.common import train_loss_curve
-    from lyrictool.train.sft import train_sft
+    from lyrictool.modeling import merge_lora
+    from lyrictool.training import loss_summary, train_sft
 
     rows = [build_messages(w["controls"], target_text(w["lyrics"], recipe.data.hints, recipe.data.scheme))
             for w in winners.values() if w["lyrics"].strip()]
@@ -214,17 +209,12 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
                         where=recipe_source(recipe))
     model = recipe.model if policy == recipe.model.name else \
         recipe.model.model_copy(update={"name": policy, "quantization": "none"})
-    sft = SFTRecipe.model_construct(model=model, data=recipe.data, train=recipe.train, output_dir=str(model_dir),
-                                    seed=recipe.seed)
-    sft._source = recipe_source(recipe)
+    sft = derived_recipe(SFTRecipe, recipe_source(recipe), model=model, data=recipe.data, train=recipe.train,
+                         output_dir=str(model_dir), seed=recipe.seed)
     trainer, _ = train_sft(sft, rows, [], timer=timer)
     if recipe.model.lora is not None and is_main_process():  # next round and users load a plain model folder
-        trainer.model.merge_and_unload().save_pretrained(model_dir)
-        for name in ("adapter_config.json", "adapter_model.safetensors"):
-            (model_dir / name).unlink(missing_ok=True)
-    losses = train_loss_curve(trainer)
-    return {"rows": len(rows), "train_loss_first": losses[0] if losses else None,
-            "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
+        merge_lora(trainer.model, model_dir)
+    return {"rows": len(rows), **loss_summary(trainer)}
 
 
 def full_model_policy(recipe: RejectionSampleRecipe) -> str:
@@ -237,11 +227,10 @@ def full_model_policy(recipe: RejectionSampleRecipe) -> str:
     if not has_model(target) and is_main_process():
         from peft import AutoPeftModelForCausalLM
 
-        from lyrictool.modeling import load_tokenizer, resolve_dtype
+        from lyrictool.modeling import load_tokenizer, merge_lora, resolve_dtype
 
         console.print(f"merging the LoRA adapter {src} into {target}")
-        merged = AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype))
-        merged.merge_and_unload().save_pretrained(target)
+        merge_lora(AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype)), target)
         load_tokenizer(str(src)).save_pretrained(target)
     return str(target)
 

@@ -22,26 +22,16 @@ from __future__ import annotations
 
 import json
 import logging
-import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import AfterValidator, Field
+from pydantic import Field
 
+from lyrictool.console import console, print_dry_run
+from lyrictool.data.pairs import Pair, load_pairs, row_prompt, row_text
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, Strict, recipe_source
-from lyrictool.train.common import (
-    Timer,
-    callbacks,
-    console,
-    is_main_process,
-    print_dry_run,
-    split_records,
-    train_loss_curve,
-    trl_config,
-    write_run_files,
-)
+from lyrictool.recipes import AspectWeights, BaseRecipe, Strict, recipe_source
+from lyrictool.training import Timer, callbacks, is_main_process, loss_summary, trl_config, write_run_files
 
 log = logging.getLogger("lyrictool")
 
@@ -53,18 +43,6 @@ class PredictSpec(Strict):
     output: str = Field(..., description="JSONL written with every input row plus its 'score'.")
     model: str | None = Field(None, description="Scorer folder; default: this recipe's output_dir.")
     batch_size: int = Field(16, gt=0, description="Sequences per forward pass.")
-
-
-def check_aspect_weights(v: dict[str, float]) -> dict[str, float]:
-    """Rated aspects and their weights (ratings rows -> one weighted rating); shared by score and dpo."""
-    if not v:
-        raise ValueError("name at least one rated aspect, e.g. {language: 1.0}")
-    if any(w < 0 for w in v.values()) or not sum(v.values()) > 0:
-        raise ValueError("aspect weights must be >= 0 with a positive sum")
-    return v
-
-
-AspectWeights = Annotated[dict[str, float], AfterValidator(check_aspect_weights)]
 
 
 class ScoreRecipe(BaseRecipe):
@@ -82,132 +60,6 @@ class ScoreRecipe(BaseRecipe):
                                                                      "(the largest gaps first).")
     predict: PredictSpec | None = Field(None, description="After training, score this lyrics file.")
 
-
-
-# --------------------------------------------------------------------------------------------------------------
-# Rows -> pairs
-
-
-@dataclass
-class Pair:
-    where: str
-    prompt: list[dict]   # the user turn(s)
-    chosen: str
-    rejected: str
-    margin: float
-
-    def as_row(self, with_margin: bool) -> dict[str, Any]:
-        row = {"prompt": self.prompt, "chosen": [{"role": "assistant", "content": self.chosen}],
-               "rejected": [{"role": "assistant", "content": self.rejected}]}
-        if with_margin:
-            row["margin"] = self.margin
-        return row
-
-
-def row_prompt(d: dict, where: str) -> list[dict]:
-    """The user turn of a row: its controls through the one prompt template, or its own prompt."""
-    from lyrictool.controls import build_messages, parse_controls
-
-    prompt = d.get("prompt")
-    if "controls" in d or prompt is None:
-        return build_messages(parse_controls(d.get("controls"), where=where))["prompt"]
-    if isinstance(prompt, str) and prompt.strip():
-        return [{"role": "user", "content": prompt}]
-    if isinstance(prompt, list) and prompt and all(isinstance(m, dict) and "content" in m for m in prompt):
-        return prompt
-    raise UserError("'prompt' must be text or a list of chat messages", where=where)
-
-
-def _text(d: dict, key: str, where: str, hint: str = "; map yours with data.fields") -> str:
-    v = d.get(key)
-    if v is None:
-        raise UserError(f"missing field '{key}' (fields present: {', '.join(map(str, d)) or 'none'}{hint})",
-                        where=where)
-    if not isinstance(v, str) or not v.strip():
-        raise UserError(f"'{key}' must be non-empty lyrics text, got {type(v).__name__ if v is not None else 'none'}",
-                        where=where)
-    return v
-
-
-def row_rating(ratings: Any, aspects: dict[str, float], where: str) -> float:
-    if not isinstance(ratings, dict):
-        raise UserError(f"'ratings' must be a mapping like {{language: 4, genre: 5}}, got {type(ratings).__name__}",
-                        where=where)
-    total = 0.0
-    for aspect, weight in aspects.items():
-        if aspect not in ratings:
-            raise UserError(f"ratings has no '{aspect}' (has {', '.join(map(str, ratings)) or 'none'}); rate it, "
-                            "or set the recipe's aspects to the rated ones", where=where)
-        v = ratings[aspect]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-            raise UserError(f"ratings.{aspect} must be a number, got {v!r}", where=where)
-        total += weight * v
-    return total / sum(aspects.values())
-
-
-def build_pairs(records: list, recipe: ScoreRecipe) -> tuple[list[list[Pair]], int]:
-    """Pairs grouped by prompt (so splits never share a prompt), and how many rows were ratings rows."""
-    groups: dict[str, list[Pair]] = {}
-    rated: dict[str, list[tuple[float, str, str, list[dict]]]] = {}
-    n_ratings = 0
-    for rec in records:
-        d, where = rec.data, rec.where
-        prompt = row_prompt(d, where)
-        key = json.dumps(prompt, ensure_ascii=False, sort_keys=True)
-        if "chosen" in d or "rejected" in d:
-            m = d.get("margin", 0.0)
-            m = m if isinstance(m, (int, float)) and not isinstance(m, bool) else 0.0
-            groups.setdefault(key, []).append(Pair(where, prompt, _text(d, "chosen", where),
-                                                   _text(d, "rejected", where), float(m)))
-        elif "lyrics" in d:
-            if d.get("ratings") is None:
-                raise UserError("ratings row without 'ratings' (e.g. {language: 4, genre: 5, content: 3}); add "
-                                "them, or give preference rows {chosen, rejected}", where=where)
-            n_ratings += 1
-            rated.setdefault(key, []).append((row_rating(d["ratings"], recipe.aspects, where),
-                                              _text(d, "lyrics", where), where, prompt))
-        else:
-            raise UserError(f"neither a ratings row (lyrics + ratings) nor a preference row (chosen + rejected); "
-                            f"fields present: {', '.join(map(str, d)) or 'none'} (map yours with data.fields)",
-                            where=where)
-    for key, rows in rated.items():
-        pairs = []
-        for i, (ri, ti, wi, prompt) in enumerate(rows):
-            for rj, tj, _, _ in rows[i + 1:]:
-                if abs(ri - rj) > recipe.min_gap and ti != tj:
-                    hi, lo = ((ti, tj) if ri > rj else (tj, ti))
-                    pairs.append(Pair(wi, prompt, hi, lo, recipe.margin_scale * abs(ri - rj)))
-        pairs.sort(key=lambda p: -p.margin)
-        groups.setdefault(key, []).extend(pairs[: recipe.max_pairs_per_prompt])
-    return [g for g in groups.values() if g], n_ratings
-
-
-def load_pairs(recipe: ScoreRecipe) -> tuple[list[Pair], list[Pair], dict[str, int]]:
-    from lyrictool.data import load_records
-
-    data = recipe.data
-    records = load_records(data.train, split=data.split, fields=data.fields, what="data.train")
-    groups, n_ratings = build_pairs(records, recipe)
-    if not groups:
-        raise UserError(f"data.train: no pairs in {data.train}: no two ratings of the same prompt differ by more "
-                        f"than min_gap ({recipe.min_gap}); rate several lyrics per prompt", where=recipe_source(recipe))
-    if data.max_rows:
-        import random
-
-        groups = random.Random(recipe.seed).sample(groups, min(data.max_rows, len(groups)))
-    if data.eval:
-        eval_groups, _ = build_pairs(load_records(data.eval, split=data.split, fields=data.fields, what="data.eval"),
-                                     recipe)
-        train_groups = groups
-    else:
-        train_groups, eval_groups = split_records(groups, data.eval_fraction, recipe.seed,
-                                                  what=f"prompt(s) with pairs in {data.train}",
-                                                  where=recipe_source(recipe))
-    train = [p for g in train_groups for p in g]
-    held = [p for g in eval_groups for p in g]
-    stats = {"rows": len(records), "ratings_rows": n_ratings, "prompts_train": len(train_groups),
-             "prompts_eval": len(eval_groups), "pairs_train": len(train), "pairs_eval": len(held)}
-    return train, held, stats
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -240,7 +92,7 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
     from transformers import set_seed
     from trl import RewardTrainer
 
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.modeling import load_model, merge_lora, peft_config
     from lyrictool.rewards import Scorer
 
     set_seed(recipe.seed)  # the new score head is initialised at load: same recipe, same scorer
@@ -264,7 +116,7 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
         trainer.train()
     model = trainer.model
     if recipe.model.lora is not None:  # a plain model folder is what every consumer of a scorer loads
-        model = model.merge_and_unload()
+        model = merge_lora(model)
     with timer("save"):
         if is_main_process():
             model.save_pretrained(recipe.output_dir)
@@ -283,7 +135,7 @@ def predict_file(spec: PredictSpec, default_model: str, *, key: str = "predict",
     prompts, texts = [], []
     for rec in records:
         prompts.append(row_prompt(rec.data, rec.where))
-        texts.append(_text(rec.data, "lyrics", rec.where, hint=""))
+        texts.append(row_text(rec.data, "lyrics", rec.where, hint=""))
     if scorer is None:
         scorer = Scorer(spec.model or default_model, key=f"{key}.model" if spec.model else "output_dir",
                         batch_size=spec.batch_size)
@@ -313,7 +165,9 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
 
     timer = Timer()
     with timer("data"):
-        train, held, stats = load_pairs(recipe)
+        train, held, stats = load_pairs(recipe.data, seed=recipe.seed, where=recipe_source(recipe),
+                                        aspects=recipe.aspects, margin_scale=recipe.margin_scale,
+                                        min_gap=recipe.min_gap, max_pairs_per_prompt=recipe.max_pairs_per_prompt)
     if dry_run:
         print_dry_run(recipe, {**stats, "aspects": recipe.aspects, "margin_scale": recipe.margin_scale})
         return {}
@@ -324,10 +178,8 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
         scorer = Scorer(recipe.output_dir, model=model, tokenizer=tokenizer, batch_size=16)
         after = pairwise_accuracy(scorer, held)
         on_train = pairwise_accuracy(scorer, train[:512])
-    losses = train_loss_curve(trainer)
     metrics = {"pairwise_accuracy": after, "pairwise_accuracy_before": before,
-               "train_pairwise_accuracy": on_train, "train_loss_first": losses[0] if losses else None,
-               "train_loss_last": losses[-1] if losses else None, "global_step": trainer.state.global_step}
+               "train_pairwise_accuracy": on_train, **loss_summary(trainer)}
     summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times,
                                "aspects": recipe.aspects, "margin_scale": recipe.margin_scale}
     if recipe.predict is not None and is_main_process():

@@ -9,93 +9,33 @@ the eval split, timings) in output_dir.
 from __future__ import annotations
 
 import logging
-import random
 
+from lyrictool.console import console, print_dry_run
+from lyrictool.data.lyrics_rows import sft_datasets
 from lyrictool.recipes import SFTRecipe
-from lyrictool.train.common import (
+from lyrictool.training import (
     Timer,
-    callbacks,
-    console,
     generates_here,
     generation_metrics,
     is_main_process,
-    load_lyrics_examples,
-    print_dry_run,
-    resume_checkpoint,
-    train_loss_curve,
-    trl_config,
+    loss_summary,
+    train_sft,
     write_run_files,
 )
 
 log = logging.getLogger("lyrictool")
 
 
-def build_datasets(recipe: SFTRecipe):
-    """Validated train/eval prompt-completion rows, and the eval controls for end-of-training generation."""
-    from lyrictool.data.lyrics_rows import RowStats, prompt_controls, sft_rows
-
-    train_ex, eval_ex = load_lyrics_examples(recipe.data, recipe.seed)
-    stats = RowStats()
-    train_rows = sft_rows(train_ex, recipe.data, seed=recipe.seed, stats=stats)
-    eval_rows = sft_rows(eval_ex, recipe.data.model_copy(update={"control_dropout": 0.0}), seed=recipe.seed)
-    rng = random.Random(recipe.seed)
-    eval_spec = recipe.data.model_copy(update={"control_dropout": 0.0})
-    eval_controls = [prompt_controls(ex, eval_spec, rng) for ex in eval_ex]
-    return train_rows, eval_rows, eval_controls, stats
-
-
-def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None, loaded=None):
-    """Load the model (unless ``loaded`` is given), run SFTTrainer, save. Returns (trainer, loaded model).
-
-    Rows are conversational prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain
-    language-modelling loss, the memorize stage of ``inject``).
-    """
-    from datasets import Dataset
-    from trl import SFTTrainer
-
-    from lyrictool.modeling import load_model, peft_config
-
-    timer = timer or Timer()
-    if loaded is not None:
-        lm = loaded
-    else:
-        with timer("load_model"):
-            lm = load_model(recipe.model)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
-                      eval_strategy="epoch" if eval_rows else "no")
-    trainer = SFTTrainer(
-        model=lm.model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
-        processing_class=lm.tokenizer,
-        peft_config=peft_config(recipe.model),
-        callbacks=callbacks(),
-    )
-    with timer("train"):
-        trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
-    with timer("save"):
-        trainer.save_model(recipe.output_dir)
-        if is_main_process():
-            lm.tokenizer.save_pretrained(recipe.output_dir)
-    return trainer, lm
-
-
 def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -> dict:
     timer = Timer()
     with timer("data"):
-        train_rows, eval_rows, eval_controls, stats = build_datasets(recipe)
+        train_rows, eval_rows, eval_controls, stats = sft_datasets(recipe.data, recipe.seed)
     if dry_run:
         print_dry_run(recipe, {"train rows": len(train_rows), "eval rows": len(eval_rows),
                                "controls stated": dict(stats.stated), "hints": recipe.data.hints})
         return {}
     trainer, lm = train_sft(recipe, train_rows, eval_rows, resume=resume, timer=timer)
-    losses = train_loss_curve(trainer)
-    metrics: dict = {"train_loss_first": losses[0] if losses else None,
-                     "train_loss_last": losses[-1] if losses else None,
-                     "train_loss": trainer.state.log_history[-1].get("train_loss"),
-                     "global_step": trainer.state.global_step}
+    metrics: dict = {**loss_summary(trainer), "train_loss": trainer.state.log_history[-1].get("train_loss")}
     if eval_rows:
         with timer("eval_loss"):
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")

@@ -68,7 +68,7 @@ def _save(fig, path: Path) -> Path:
 def plot_differences(result: dict, path: Path, label) -> Path | None:
     import matplotlib.pyplot as plt
 
-    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+    from lyrictool.eval.systems import LOWER_IS_BETTER
 
     pairs = (result.get("comparison") or {}).get("pairs") or []
     if not pairs:
@@ -100,7 +100,7 @@ def plot_metrics(systems, metrics: tuple, path: Path, label) -> Path | None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from lyrictool.metrics.mos import mean_ci95
+    from lyrictool.stats import mean_ci95
 
     shown = [m for m in metrics if any(s["metrics"].get(m) is not None for sr in systems for s in sr.songs)]
     if not shown or not systems:
@@ -270,7 +270,7 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def _verdict(result: dict) -> str:
-    from lyrictool.metrics.evaluate import LOWER_IS_BETTER
+    from lyrictool.eval.systems import LOWER_IS_BETTER
 
     comparison = result.get("comparison") or {}
     if comparison.get("skipped"):
@@ -289,7 +289,7 @@ def _verdict(result: dict) -> str:
 
 
 def _html(result: dict, systems, images: dict[str, Path]) -> str:
-    from lyrictool.metrics.evaluate import COMPARED_METRICS, LOWER_IS_BETTER
+    from lyrictool.eval.systems import COMPARED_METRICS, LOWER_IS_BETTER
 
     e = html.escape
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>lyrictool eval report</title>"
@@ -373,7 +373,7 @@ def _html(result: dict, systems, images: dict[str, Path]) -> str:
 
 def write_report(result: dict, systems, path: Path) -> dict[str, Path]:
     """Write the PNGs into ``<stem>_plots/`` and the self-contained HTML page at ``path``."""
-    from lyrictool.metrics.evaluate import COMPARED_METRICS
+    from lyrictool.eval.systems import COMPARED_METRICS
 
     path = Path(path)
     plots = path.parent / f"{path.stem}_plots"

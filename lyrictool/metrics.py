@@ -13,6 +13,7 @@ from collections import Counter
 from itertools import pairwise
 from typing import Any
 
+from lyrictool.controls import controls_dict
 from lyrictool.phonetics import main_group
 
 #: The per-song values in [0, 1] that :func:`aggregate` averages, in report order.
@@ -37,18 +38,9 @@ _LEAK = re.compile(
     r"|^\s*[{\[]\s*\"",
     re.IGNORECASE | re.MULTILINE,
 )
-_TOKEN = re.compile(r"[A-Za-zÀ-ɏ]+(?:['’\-][A-Za-zÀ-ɏ]+)*|[^\W_]")
 _CHAR_LOOP = re.compile(r"(.{1,4}?)\1{7,}")  # a unit of 1-4 chars repeated 8+ times in a row
 MAX_LINE_SYLLABLES = 64  # longer "lines" are run-on text, not lyric lines
 MAX_SAME_LINE_RUN = 4  # the same line 5+ times in a row is a loop, not a refrain
-
-
-def _controls_dict(controls: Any) -> dict:
-    if controls is None:
-        return {}
-    if hasattr(controls, "model_dump"):
-        controls = controls.model_dump(exclude_none=True)
-    return controls if isinstance(controls, dict) else {}
 
 
 def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None) -> float | None:
@@ -150,10 +142,10 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     repetition_rate, n_lines, n_sections, n_syllables.  None where no control asks for it.
     """
     from lyrictool.lyrics import parse, strip_hints
-    from lyrictool.phonetics import line_groups, normalize_rhyme, syllable_count
+    from lyrictool.phonetics import line_groups, normalize_rhyme, sung_syllables, syllable_count
 
     text = lyrics if isinstance(lyrics, str) else ""
-    c = _controls_dict(controls)
+    c = controls_dict(controls)
     doc = parse(strip_hints(text))  # score what was sung; leaked hints still fail format
     lines = doc.lines
     n = len(lines)
@@ -178,7 +170,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     if isinstance(wanted_structure, list) and wanted_structure:
         structure_acc = _structure_accuracy(doc.sections, wanted_structure)
 
-    tokens_per_line = [_TOKEN.findall(line) for line in lines]
+    tokens_per_line = [sung_syllables(line) for line in lines]
     unigrams = [t for toks in tokens_per_line for t in toks]
     bigrams = [(a, b) for toks in tokens_per_line for a, b in pairwise(toks)]
     repetition = (n - len(set(lines))) / n if n else 0.0
@@ -212,3 +204,26 @@ def aggregate(per_song: list[dict]) -> dict:
     issues = Counter(issue for s in per_song for issue in s.get("format_issues") or [])
     out["format_issues"] = dict(issues.most_common())
     return out
+
+
+def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
+    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group)."""
+    from lyrictool.lyrics import parse
+    from lyrictool.phonetics import analyze_line
+
+    rows = []
+    for section in parse(text).sections:
+        for line in section.lines:
+            sound = analyze_line(line, scheme)
+            rows.append(
+                {
+                    "section": section.name,
+                    "line": line,
+                    "char": sound.char if sound else None,
+                    "pinyin": sound.pinyin if sound else None,
+                    "final": sound.final if sound else None,
+                    "tone": sound.tone if sound else None,
+                    "group": sound.group if sound else None,
+                }
+            )
+    return rows

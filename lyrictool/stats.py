@@ -1,4 +1,6 @@
-"""Comparing systems on the same prompts: paired bootstrap confidence intervals and scorer win rates.
+"""Statistics shared by eval and the MOS study: Student's t interval of a mean, paired bootstrap, win rates.
+
+Pure functions (numpy only).  Comparing systems on the same prompts uses the paired bootstrap and the win rate:
 
 Two systems answered the same prompts, so their per-song values are paired: the difference of means is
 estimated by resampling *prompts* (Efron's paired bootstrap, as used for MT/NLG system comparison, Koehn 2004)
@@ -12,6 +14,7 @@ half, with the same paired bootstrap interval.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -81,41 +84,37 @@ def win_rate(a: Sequence[float | None], b: Sequence[float | None], *, resamples:
             "losses": int((outcome == 0.0).sum()), "n": len(outcome)}
 
 
-def compare_systems(per_song: dict[str, list[dict]], metrics: Sequence[str], *, baseline: str | None = None,
-                    scores: dict[str, list[float | None]] | None = None, resamples: int = DEFAULT_RESAMPLES,
-                    confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
-    """Every system against the baseline (default: the first), metric by metric; win rates for every pair.
+# Two-sided 95% critical values of Student's t by degrees of freedom (standard table values).
+_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
+         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
+         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
-    ``per_song``: system -> per-prompt metric dicts, aligned by prompt (same length for every system).
-    ``scores``: optional system -> per-prompt scorer score, for the win rates and the score difference.
-    """
-    names = list(per_song)
-    if not names:
-        return {"baseline": None, "pairs": [], "win_rates": []}
-    baseline = baseline or names[0]
-    if baseline not in per_song:
-        raise ValueError(f"unknown baseline system {baseline!r}")
-    lengths = {name: len(rows) for name, rows in per_song.items()}
-    if len(set(lengths.values())) > 1:
-        raise ValueError(f"systems must answer the same prompts to be compared; songs per system: {lengths}")
-    base_rows = per_song[baseline]
-    pairs = []
-    for name in names:
-        if name == baseline:
-            continue
-        rows = per_song[name]
-        result = {m: paired_bootstrap([r.get(m) for r in base_rows], [r.get(m) for r in rows],
-                                      resamples=resamples, confidence=confidence, seed=seed) for m in metrics}
-        if scores and baseline in scores and name in scores:
-            result["scorer"] = paired_bootstrap(scores[baseline], scores[name], resamples=resamples,
-                                                confidence=confidence, seed=seed)
-        pairs.append({"a": baseline, "b": name, "metrics": result})
-    wins = []
-    if scores:
-        scored = [n for n in names if n in scores]
-        for i, a in enumerate(scored):
-            for b in scored[i + 1:]:
-                wins.append({"a": a, "b": b, **win_rate(scores[a], scores[b], resamples=resamples,
-                                                        confidence=confidence, seed=seed)})
-    return {"baseline": baseline, "confidence": confidence, "resamples": resamples, "pairs": pairs,
-            "win_rates": wins}
+
+def t_critical_95(df: int) -> float:
+    """Two-sided 95% Student t critical value (table, linear in 1/df between entries; 1.960 as df -> inf)."""
+    if df < 1:
+        raise ValueError("df must be >= 1")
+    if df in _T975:
+        return _T975[df]
+    keys = sorted(_T975)
+    if df > keys[-1]:
+        lo_df, lo_t, hi_inv, hi_t = keys[-1], _T975[keys[-1]], 0.0, 1.960
+        return hi_t + (lo_t - hi_t) * ((1 / df) - hi_inv) / ((1 / lo_df) - hi_inv)
+    lo_df = max(k for k in keys if k < df)
+    hi_df = min(k for k in keys if k > df)
+    w = (1 / df - 1 / hi_df) / (1 / lo_df - 1 / hi_df)
+    return _T975[hi_df] + w * (_T975[lo_df] - _T975[hi_df])
+
+
+def mean_ci95(values: list[float]) -> dict[str, Any]:
+    """Mean with Student's t 95% interval; no interval from a single value."""
+    n = len(values)
+    if not n:
+        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
+    mean = sum(values) / n
+    if n == 1:
+        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    half = t_critical_95(n - 1) * sd / math.sqrt(n)
+    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import math
 import random
 from collections import defaultdict
 from collections.abc import Iterable
@@ -34,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError, row_error
+from lyrictool.stats import mean_ci95
 
 ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
 ASPECT_HELP = {
@@ -45,42 +45,6 @@ ASPECT_HELP = {
 }
 SCALE = (1, 5)
 SHEET_COLUMNS = ("item", "request", "lyrics", *ASPECTS, "rater", "comment")
-
-# Two-sided 95% critical values of Student's t by degrees of freedom (standard table values).
-_T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-         11: 2.201, 12: 2.179, 13: 2.160, 14: 2.145, 15: 2.131, 16: 2.120, 17: 2.110, 18: 2.101, 19: 2.093,
-         20: 2.086, 21: 2.080, 22: 2.074, 23: 2.069, 24: 2.064, 25: 2.060, 26: 2.056, 27: 2.052, 28: 2.048,
-         29: 2.045, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
-
-
-def t_critical_95(df: int) -> float:
-    """Two-sided 95% Student t critical value (table, linear in 1/df between entries; 1.960 as df -> inf)."""
-    if df < 1:
-        raise ValueError("df must be >= 1")
-    if df in _T975:
-        return _T975[df]
-    keys = sorted(_T975)
-    if df > keys[-1]:
-        lo_df, lo_t, hi_inv, hi_t = keys[-1], _T975[keys[-1]], 0.0, 1.960
-        return hi_t + (lo_t - hi_t) * ((1 / df) - hi_inv) / ((1 / lo_df) - hi_inv)
-    lo_df = max(k for k in keys if k < df)
-    hi_df = min(k for k in keys if k > df)
-    w = (1 / df - 1 / hi_df) / (1 / lo_df - 1 / hi_df)
-    return _T975[hi_df] + w * (_T975[lo_df] - _T975[hi_df])
-
-
-def mean_ci95(values: list[float]) -> dict[str, Any]:
-    """Mean with Student's t 95% interval; no interval from a single value."""
-    n = len(values)
-    if not n:
-        return {"mean": None, "ci_low": None, "ci_high": None, "n": 0}
-    mean = sum(values) / n
-    if n == 1:
-        return {"mean": mean, "ci_low": None, "ci_high": None, "n": 1}
-    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
-    half = t_critical_95(n - 1) * sd / math.sqrt(n)
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
-
 
 # ---- agreement --------------------------------------------------------------------------------------------------
 

@@ -10,18 +10,14 @@ import json
 import logging
 import os
 import platform
-import random
 import time
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, DataSpec, ModelSpec, dump_recipe, load_config_class, recipe_source
+from lyrictool.recipes import BaseRecipe, SFTRecipe, dump_recipe, load_config_class, recipe_source
 
 log = logging.getLogger("lyrictool")
-console = Console()
 
 
 def versions() -> dict[str, str]:
@@ -55,15 +51,16 @@ def keep_freed_memory() -> None:
 
 
 def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, **defaults: Any):
-    """The command's TRL config: our defaults, overridden by the recipe's ``train`` keys."""
+    """The command's TRL config from the recipe's resolved ``train`` (our defaults included, see
+    recipes.TRL_DEFAULTS); ``defaults`` are what only the run knows (an eval split, the reward weights), also
+    overridden by the recipe's own keys.  Precision follows the loaded model's dtype unless the recipe says."""
     import torch
 
     if not torch.cuda.is_available():
         keep_freed_memory()
 
     config_cls = load_config_class(recipe)
-    kwargs: dict[str, Any] = {"report_to": "none", "logging_steps": 1, "save_strategy": "no", "disable_tqdm": True,
-                                  "save_only_model": False}
+    kwargs: dict[str, Any] = {}
     if dtype is not None and torch.cuda.is_available():
         kwargs["bf16"] = dtype == torch.bfloat16
         kwargs["fp16"] = dtype == torch.float16
@@ -93,67 +90,6 @@ def callbacks() -> list:
     return []
 
 
-def split_records(records: list, eval_fraction: float, seed: int, *, what: str = "rows",
-                  where: str | None = None) -> tuple[list, list]:
-    """A seeded train / held-out split; ``what`` names the items in the error when too few are left to split."""
-    if not eval_fraction:
-        return records, []
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    n_eval = max(1, round(len(records) * eval_fraction))
-    if n_eval >= len(records):
-        raise UserError(f"data.eval_fraction: {eval_fraction} of {len(records)} {what} leaves none to train on; "
-                        "add more, or set data.eval_fraction: 0", where=where)
-    held = set(order[:n_eval])
-    return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]
-
-
-def load_lyrics_examples(data: DataSpec, seed: int, *, check_controls: bool = True):
-    """Train and eval lyrics examples; every row validated (``path:line: reason`` on the first bad one)."""
-    from lyrictool.data import load_records
-    from lyrictool.data.lyrics_rows import check_against_lyrics, lyrics_example
-
-    def read(source: str, what: str) -> list:
-        exs = [lyrics_example(r) for r in load_records(source, split=data.split, fields=data.fields, what=what)]
-        if check_controls:
-            for ex in exs:
-                problem = check_against_lyrics(ex, data.scheme)
-                if problem:
-                    raise UserError(problem, where=ex.where)
-        if data.hints != "none":
-            from lyrictool.lyrics import has_hints
-
-            for ex in exs:
-                if has_hints(ex.lyrics):
-                    raise UserError("lyrics already contain hint markers 〔…〕; remove them or set data.hints: none",
-                                    where=ex.where)
-        return exs
-
-    train = read(data.train, "data.train")
-    if data.max_rows:
-        rng = random.Random(seed)
-        train = rng.sample(train, min(data.max_rows, len(train)))
-    if data.eval:
-        return train, read(data.eval, "data.eval")
-    return split_records(train, data.eval_fraction, seed)
-
-
-def print_dry_run(recipe: BaseRecipe, checks: dict[str, Any]) -> None:
-    """Check the model settings (without loading weights) and print the resolved recipe and data checks."""
-    from rich.syntax import Syntax
-
-    from lyrictool.modeling import check_model_spec
-
-    if isinstance(getattr(recipe, "model", None), ModelSpec):
-        checks = {**check_model_spec(recipe.model), **checks}
-
-    console.print(f"[bold green]recipe OK[/] {recipe_source(recipe)}")
-    console.print(Syntax(dump_recipe(recipe), "yaml", theme="ansi_dark", background_color="default"))
-    for k, v in checks.items():
-        console.print(f"  {k}: {v}")
-    console.print("dry run: no model loaded, nothing written")
-
-
 def last_checkpoint(output_dir: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
 
@@ -175,6 +111,13 @@ def resume_checkpoint(recipe: BaseRecipe, resume: bool) -> str | None:
 
 def train_loss_curve(trainer) -> list[float]:
     return [h["loss"] for h in trainer.state.log_history if "loss" in h]
+
+
+def loss_summary(trainer) -> dict[str, Any]:
+    """The head of every training summary: first and last logged train loss, and the steps taken."""
+    losses = train_loss_curve(trainer)
+    return {"train_loss_first": losses[0] if losses else None, "train_loss_last": losses[-1] if losses else None,
+            "global_step": trainer.state.global_step}
 
 
 def write_run_files(recipe: BaseRecipe, command: str, summary: dict[str, Any]) -> Path:
@@ -243,3 +186,41 @@ def generates_here(trainer) -> bool:
         and getattr(getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
     )
     return bool(sharded) or is_main_process()
+
+
+def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
+              timer: Timer | None = None, loaded=None):
+    """Load the model (unless ``loaded`` is given), run SFTTrainer, save. Returns (trainer, loaded model).
+
+    Rows are conversational prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain
+    language-modelling loss, the memorize stage of ``inject``).
+    """
+    from datasets import Dataset
+    from trl import SFTTrainer
+
+    from lyrictool.modeling import load_model, peft_config
+
+    timer = timer or Timer()
+    if loaded is not None:
+        lm = loaded
+    else:
+        with timer("load_model"):
+            lm = load_model(recipe.model)
+    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
+                      eval_strategy="epoch" if eval_rows else "no")
+    trainer = SFTTrainer(
+        model=lm.model,
+        args=args,
+        train_dataset=Dataset.from_list(train_rows),
+        eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
+        processing_class=lm.tokenizer,
+        peft_config=peft_config(recipe.model),
+        callbacks=callbacks(),
+    )
+    with timer("train"):
+        trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
+    with timer("save"):
+        trainer.save_model(recipe.output_dir)
+        if is_main_process():
+            lm.tokenizer.save_pretrained(recipe.output_dir)
+    return trainer, lm

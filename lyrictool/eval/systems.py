@@ -1,10 +1,10 @@
-"""`lyrictool eval`: score one or more systems on the same prompts, compare them, and run the MOS workflow.
+"""The systems of `lyrictool eval`: its recipe, reading or generating each system's songs, scoring, comparing.
 
 A *system* is a model to generate from (fixed prompt file with controls, fixed seed, batched sampling) or a
 file of existing generations (e.g. a GPT-4 baseline collected elsewhere).  Per system: the objective metrics
 (:func:`lyrictool.metrics.song_metrics`), the learned scorer's mean when ``scorer`` is given, knowledge QA
 accuracy when ``knowledge_qa`` is given (model systems).  With two or more systems: each against the baseline
-with a paired bootstrap 95% CI per metric, and pairwise scorer win rates (:mod:`lyrictool.metrics.compare`).
+with a paired bootstrap 95% CI per metric, and pairwise scorer win rates (:mod:`lyrictool.eval.compare`).
 
     systems:
       - {name: base, model: builtin:tiny-zh}
@@ -15,23 +15,29 @@ with a paired bootstrap 95% CI per metric, and pairwise scorer win rates (:mod:`
     scorer: runs/score-tiny
     output_dir: runs/eval
 
-``lyrictool eval --input A.jsonl`` alone scores one file (:func:`lyrictool.metrics.commands.run_eval_input`);
+``lyrictool eval --input A.jsonl`` alone scores one file (:func:`lyrictool.commands.eval.run_eval_input`);
 ``--input A --input B`` compares files; ``--mos-sheet`` / ``--mos-ratings`` / ``--report`` work with either.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
 from lyrictool.errors import UserError
-from lyrictool.recipes import GenerationSpec, ModelSpec, Strict, looks_like_local_path, recipe_source
+from lyrictool.recipes import (
+    GenerationSpec,
+    ModelSpec,
+    SchemeName,
+    Strict,
+    looks_like_local_path,
+    recipe_source,
+)
 
 log = logging.getLogger("lyrictool")
 
@@ -77,7 +83,7 @@ class EvalRecipe(Strict):
     generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=64, temperature=0.7),
         description="Sampling for model systems; num_prompts = the first N prompts of the prompt file (0 = all).")
-    scheme: Literal["shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun", "final"] = Field(
+    scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme for the metrics.")
     scorer: str | None = Field(None, description="A trained scorer folder (lyrictool score): adds the mean score "
                                "per system and pairwise win rates.")
@@ -122,22 +128,17 @@ class SystemResult:
 
 
 def load_prompts(path: str, limit: int | None = None) -> list[dict]:
-    """Prompt rows ``{id, controls}`` (controls validated; ``path:line`` on the first bad row)."""
-    from lyrictool.controls import parse_controls
-    from lyrictool.data import load_records
+    """Prompt rows ``{id, controls}`` (controls validated; ``path:line`` on the first bad row); id = row number
+    when the row has none."""
+    from lyrictool.data.prompts import load_prompt_rows
 
-    rows = []
-    for i, rec in enumerate(load_records(path, what="prompts")):
-        controls = parse_controls(rec.data.get("controls"), where=rec.where).to_dict()
-        rows.append({"id": str(rec.data.get("id", i)), "controls": controls})
-        if limit and len(rows) >= limit:
-            break
-    return rows
+    return [{"id": p.id if p.id is not None else str(i), "controls": p.controls.to_dict()}
+            for i, p in enumerate(load_prompt_rows(path, limit=limit))]
 
 
 def load_generations(path: str, scheme: str, skip_invalid: bool) -> tuple[list[dict], list[str]]:
     """Rows ``{id, controls, lyrics}`` of a generations file and the skipped rows' messages."""
-    from lyrictool.metrics.commands import generation_rows
+    from lyrictool.eval.input import generation_rows
 
     file = Path(path).expanduser()
     if not file.is_file():
@@ -216,8 +217,8 @@ def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | Non
             s["metrics"] = song_metrics(s["lyrics"], s["controls"], scheme)
         sr.metrics = aggregate([s["metrics"] for s in sr.songs])
     if scorer_path:
-        from lyrictool.metrics.mos import mean_ci95
         from lyrictool.rewards import Scorer
+        from lyrictool.stats import mean_ci95
 
         scorer = Scorer(scorer_path, key="scorer")
         for sr in systems:
@@ -227,7 +228,7 @@ def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | Non
             sr.scorer = mean_ci95(scores)
 
 
-# ---- the command -----------------------------------------------------------------------------------------------
+# ---- collecting and comparing -----------------------------------------------------------------------------------------------
 
 
 def _unique_name(name: str, taken: set[str]) -> str:
@@ -236,19 +237,6 @@ def _unique_name(name: str, taken: set[str]) -> str:
         out, k = f"{name}-{k}", k + 1
     taken.add(out)
     return out
-
-
-def _check_format(fmt: str) -> None:
-    if fmt not in ("table", "json"):
-        raise UserError(f"unknown --format {fmt!r}; choose one of: table, json")
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(obj, ensure_ascii=False, indent=2, default=str) + "\n", encoding="utf-8")
-    except OSError as e:
-        raise UserError(f"{path}: cannot write ({e.strerror})") from None
 
 
 def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, skip_invalid: bool,
@@ -306,7 +294,7 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
 def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "shisanzhe", skip_invalid: bool = False
              ) -> tuple[dict, list[SystemResult]]:
     """Score and compare; returns the JSON-able result and the per-system songs (for sheets and reports)."""
-    from lyrictool.metrics.compare import compare_systems
+    from lyrictool.eval.compare import compare_systems
 
     start = time.perf_counter()
     systems, _ = collect_systems(recipe, inputs, scheme, skip_invalid, dry_run=False)
@@ -330,170 +318,3 @@ def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "sh
                 resamples=recipe.bootstrap_resamples if recipe else 2000, seed=recipe.seed if recipe else 0)
     result["wall_s"] = round(time.perf_counter() - start, 3)
     return result, systems
-
-
-def _fmt_ci(m: dict) -> str:
-    if m.get("diff") is None:
-        return "-"
-    return f"{m['diff']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}]"
-
-
-def comparison_table(result: dict):
-    """Rich table: metrics down, systems across, then each system's difference from the baseline with its CI."""
-    from rich.table import Table
-
-    names = list(result["systems"])
-    comparison = result.get("comparison") or {}
-    pairs = {p["b"]: p["metrics"] for p in comparison.get("pairs", [])}
-    base = comparison.get("baseline")
-    table = Table(title="systems side by side" + (f" (differences vs {base}, 95% bootstrap CI)" if pairs else ""),
-                  title_justify="left")
-    table.add_column("metric")
-    for n in names:
-        table.add_column(n, justify="right")
-    for n in pairs:
-        table.add_column(f"{n} − {base}", justify="right")
-    rows = list(COMPARED_METRICS) + (["scorer"] if any(s["scorer"] for s in result["systems"].values()) else [])
-    table.add_row("songs", *[str(s["n"]) for s in result["systems"].values()], *["" for _ in pairs])
-    for metric in rows:
-        cells = []
-        for n in names:
-            sysres = result["systems"][n]
-            v = sysres["scorer"]["mean"] if metric == "scorer" and sysres["scorer"] else sysres["metrics"].get(metric)
-            cells.append("-" if v is None else f"{v:.3f}")
-        for n, metrics in pairs.items():
-            m = metrics.get(metric) or {}
-            text = _fmt_ci(m)
-            if m.get("significant"):
-                good = (m["diff"] < 0) if metric in LOWER_IS_BETTER else (m["diff"] > 0)
-                text = f"[{'green' if good else 'red'}]{text}[/]"
-            cells.append(text)
-        table.add_row(metric, *cells)
-    return table
-
-
-def print_result(result: dict) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    if result.get("systems"):
-        console.print(comparison_table(result))
-        knowledge = {n: s["knowledge"] for n, s in result["systems"].items() if s["knowledge"]}
-        for n, k in knowledge.items():
-            console.print(f"knowledge QA ({n}): exact match {k['exact_match']:.3f}, contains {k['contains']:.3f} "
-                          f"over {k['n']} questions")
-        comparison = result.get("comparison") or {}
-        if comparison.get("skipped"):
-            console.print(f"[yellow]no comparison:[/] {comparison['skipped']}")
-        for w in comparison.get("win_rates", []):
-            console.print(f"scorer win rate of {w['b']} over {w['a']}: {w['win_rate']:.3f} "
-                          f"[{w['ci_low']:.3f}, {w['ci_high']:.3f}] ({w['wins']} wins, {w['ties']} ties, "
-                          f"{w['losses']} losses)")
-        for n, s in result["systems"].items():
-            if s["invalid_rows"]:
-                console.print(f"[yellow]{n}: skipped {s['invalid_rows']} invalid rows[/]")
-    mos = result.get("mos")
-    if mos:
-        from lyrictool.metrics.mos import ASPECTS
-
-        table = Table(title=f"MOS (1-5, 95% CI over items; {len(mos['raters'])} raters, {mos['n_ratings']} "
-                            "ratings)", title_justify="left")
-        table.add_column("aspect")
-        for s in mos["systems"]:
-            table.add_column(s, justify="right")
-        table.add_column("agreement α (interval / ordinal)", justify="right")
-        for aspect in ASPECTS:
-            cells = []
-            for s in mos["systems"]:
-                m = mos["mos"][s][aspect]
-                cells.append("-" if m["mean"] is None else f"{m['mean']:.2f}" + (
-                    f" [{m['ci_low']:.2f}, {m['ci_high']:.2f}]" if m["ci_low"] is not None else ""))
-            a = mos["agreement"][aspect]
-            fa = "-" if a["krippendorff_alpha_interval"] is None else f"{a['krippendorff_alpha_interval']:.2f}"
-            fo = "-" if a["krippendorff_alpha_ordinal"] is None else f"{a['krippendorff_alpha_ordinal']:.2f}"
-            cells.append(f"{fa} / {fo}")
-            table.add_row(aspect, *cells)
-        console.print(table)
-    for what, path in (result.get("artefacts") or {}).items():
-        console.print(f"{what}: {path}")
-
-
-def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", output: Path | None = None,
-             skip_invalid: bool = False, scheme: str = "shisanzhe", mos_sheet: Path | None = None,
-             mos_ratings: list[Path] | None = None, report: Path | None = None, dry_run: bool = False) -> dict:
-    """The body of ``lyrictool eval`` (see the module docstring)."""
-    inputs = list(inputs or [])
-    mos_ratings = list(mos_ratings or [])
-    _check_format(fmt)
-    if recipe is None and not inputs and not mos_ratings:
-        raise UserError("nothing to evaluate: give an eval RECIPE (models to generate from), --input FILE "
-                        "(existing generations; repeat to compare) or --mos-ratings FILLED.csv")
-    if recipe is None and len(inputs) == 1 and not (mos_sheet or mos_ratings or report or dry_run):
-        from lyrictool.metrics.commands import run_eval_input
-
-        return run_eval_input(str(inputs[0]), fmt, str(output) if output else None, skip_invalid, scheme)
-    if recipe is not None:
-        scheme = recipe.scheme
-    from lyrictool.phonetics import check_scheme
-
-    check_scheme(scheme)
-    if dry_run:
-        from lyrictool.train.common import console
-
-        _, checks = collect_systems(recipe, inputs, scheme, skip_invalid, dry_run=True)
-        if recipe is not None:
-            from lyrictool.train.common import print_dry_run
-
-            print_dry_run(recipe, checks)  # type: ignore[arg-type]
-        else:
-            for k, v in checks.items():
-                console.print(f"  {k}: {v}")
-            console.print("dry run: no model loaded, nothing written")
-        return {}
-
-    result: dict[str, Any] = {"scheme": scheme}
-    systems: list[SystemResult] = []
-    if recipe is not None or inputs:
-        result, systems = evaluate(recipe, inputs, scheme=scheme, skip_invalid=skip_invalid)
-    artefacts: dict[str, str] = {}
-    if mos_ratings:
-        from lyrictool.metrics.mos import load_ratings, mos_summary
-
-        result["mos"] = mos_summary(load_ratings(mos_ratings))
-    if mos_sheet:
-        if not systems:
-            raise UserError("--mos-sheet needs songs to rate: give an eval RECIPE or --input files")
-        from lyrictool.metrics.mos import export_sheet
-
-        items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
-                  "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
-        key = export_sheet(items, mos_sheet, seed=recipe.seed if recipe else 0)
-        artefacts["MOS sheet (give to raters)"] = str(mos_sheet)
-        artefacts["MOS key (keep from raters)"] = str(key)
-    if recipe is not None:
-        out = Path(recipe.output_dir)
-        from lyrictool.data import write_jsonl
-
-        for sr in systems:
-            write_jsonl(out / "generations" / f"{sr.name}.jsonl",
-                        [{"id": s["id"], "system": sr.name, "controls": s["controls"], "lyrics": s["lyrics"],
-                          **({"score": s["score"]} if "score" in s else {})} for s in sr.songs])
-        artefacts["generations"] = str(out / "generations")
-        artefacts["result"] = str(out / "result.json")
-    if report:
-        from lyrictool.metrics.report import write_report
-
-        paths = write_report(result, systems, Path(report))
-        artefacts["report"] = str(paths["html"])
-        artefacts["plots"] = str(paths["plots_dir"])
-    result["artefacts"] = artefacts
-    if recipe is not None:
-        _write_json(Path(recipe.output_dir) / "result.json", result)
-    if output:
-        _write_json(Path(output), result)
-    if fmt == "json":
-        print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
-    else:
-        print_result(result)
-    return result
