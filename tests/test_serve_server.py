@@ -100,6 +100,30 @@ def test_auth_errors_and_wrong_model_through_the_client(server):
     assert r.status_code == 422 and "江阳" in r.json()["error"]["message"]
 
 
+def test_list_form_content_is_text_parts_and_anything_else_is_a_clear_4xx(server):
+    c = client(server)
+    as_text = c.chat.completions.create(model="lyrictool-tiny", max_tokens=4,
+                                        messages=[{"role": "user", "content": "写一首歌"}])
+    as_parts = c.chat.completions.create(model="lyrictool-tiny", max_tokens=4, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "写一首"}, {"type": "text", "text": "歌"}]}])
+    assert as_parts.usage.prompt_tokens == as_text.usage.prompt_tokens  # the parts are the same prompt
+    with pytest.raises(openai.APIStatusError) as e:
+        c.chat.completions.create(model="lyrictool-tiny", max_tokens=4, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}])
+    assert 400 <= e.value.status_code < 500
+    message = e.value.body["message"]
+    assert "messages.0.content" in message and "image_url" in message and "text parts" in message, message
+    assert "(and" not in message  # one problem, not pydantic's list of failed union branches
+
+
+def test_a_body_that_is_not_utf8_is_a_400_that_says_so(server):
+    for route in ("/v1/lyrics", "/v1/chat/completions"):
+        r = httpx.post(server["base"] + route, content='{"topic": "夏天"}'.encode("gbk"),
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert "UTF-8" in r.json()["error"]["message"], r.text
+
+
 def test_sigterm_lets_the_request_in_flight_finish(server):
     """Last in this module: it stops the server."""
     body, headers = {"topic": "雨", "best_of": 4, "max_tokens": 32}, {"Authorization": f"Bearer {KEY}"}
