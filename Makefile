@@ -2,7 +2,8 @@
 #   make demo   - create .venv if missing, install, run the whole method on the built-in tiny model
 #   make test   - create .venv if missing, install, run the test suite
 # torch is installed first and explicitly: a bare `torch` requirement would pull a multi-GB CUDA build.
-# On a GPU box: make install TORCH_SPEC="torch" (or your CUDA build) and pip install -e ".[gpu]".
+# On a GPU box: make install TORCH_SPEC="torch" (or your CUDA build), pip install flash-attn --no-build-isolation,
+# then pip install -e ".[gpu]" (docs/gpu.md).
 
 PYTHON ?= python3
 VENV ?= .venv

@@ -159,6 +159,10 @@ def eval_(
                                                       "(CSV).")] = None,
     mos_ratings: Annotated[list[Path] | None, typer.Option("--mos-ratings", help="Filled MOS sheets to "
                                                               "aggregate (repeatable).")] = None,
+    mos_study: Annotated[Path | None, typer.Option("--mos-study", help="Create a browser MOS study (SQLite) "
+                                                      "for `serve` /rate, or add --mos-raters to one.")] = None,
+    mos_raters: Annotated[str | None, typer.Option("--mos-raters", help="Rater names for --mos-study, "
+                                                      "comma-separated (default rater1,rater2,rater3).")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Write a self-contained HTML report.")] = None,
     set_: SetOpt = None,
     dry_run: DryRunOpt = False,
@@ -169,7 +173,8 @@ def eval_(
 
     _run(run_eval, recipe, "eval", set_,
          inputs=input or [], fmt=fmt, output=output, skip_invalid=skip_invalid, scheme=scheme,
-         mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run)
+         mos_sheet=mos_sheet, mos_ratings=mos_ratings or [], report=report, dry_run=dry_run, mos_study=mos_study,
+         mos_raters=[n for n in (mos_raters or "").split(",") if n.strip()] or None)
 
 
 @app.command()
@@ -199,12 +204,18 @@ def rhyme(
     = None,
     scheme: SchemeOpt = "shisanzhe",
     fmt: FormatOpt = "table",
+    strictness: Annotated[str, typer.Option("--strictness", help="strict, or near: near rhymes (人辰~中东) share "
+                                            "a pattern letter.")] = "strict",
+    skip_particles: Annotated[bool, typer.Option("--skip-particles", help="虚字脚: rhyme on the syllable before a "
+                                                 "trailing particle (吗 吧 了 的 ...); off: the particle rhymes.")]
+    = False,
     debug: DebugOpt = False,
 ) -> None:
-    """Per line: the last sung syllable, its pinyin final, tone and rhyme group."""
+    """Per line: the last sung syllable, its pinyin final, tone, rhyme group and letter in its section's rhyme
+    pattern (A A B B; X = rhymes with no other line of the section)."""
     from lyrictool.commands.rhyme import run_rhyme
 
-    run_rhyme(text, str(file) if file is not None else None, scheme, fmt)
+    run_rhyme(text, str(file) if file is not None else None, scheme, fmt, strictness, skip_particles)
 
 
 @app.command()

@@ -1,7 +1,8 @@
 """The controls a user can ask for, and how they become prompt text.
 
 Controls (all optional): ``genre``, ``topic``, ``title`` (a tune name / 词牌 or song title), ``rhyme``
-(a rhyme-group name such as "江阳", or a final such as "ang"), ``scheme`` (one letter per line, "X" = free),
+(a rhyme-group name such as "江阳", or a final such as "ang"), ``scheme`` (one letter per line, "X" = free;
+sections separated by "|", or one short pattern such as "AABB" for every section),
 ``structure`` (ordered sections with line counts) and ``line_lengths`` (characters per line).
 
 :func:`build_prompt` is the one prompt template: training, rejection sampling, eval and serve all use it, so a
@@ -28,7 +29,7 @@ SECTION_LABELS_ZH = {
     "rap": "说唱段",
     "interlude": "间奏段",
 }
-SCHEME_RE = re.compile(r"^[A-Z]+$")
+SCHEME_RE = re.compile(r"^[A-Z]+(\|[A-Z]+)*$")
 
 
 class SectionSpec(BaseModel):
@@ -57,7 +58,8 @@ class Controls(BaseModel):
     topic: str | None = Field(None, max_length=200, description="Topic or theme, e.g. 夏天.")
     title: str | None = Field(None, max_length=80, description="Song title or tune name (词牌).")
     rhyme: str | None = Field(None, description="Rhyme group (e.g. 江阳) or final (e.g. ang).")
-    scheme: str | None = Field(None, description="Rhyme scheme, one letter per line, X = free (e.g. AABB).")
+    scheme: str | None = Field(None, description="Rhyme scheme, one letter per line, X = free (e.g. AABB); "
+                               "sections separated by | (AABB|ABAB), or one pattern for every section.")
     structure: list[SectionSpec] | None = Field(None, description="Sections in order with their line counts.")
     line_lengths: list[int] | None = Field(None, description="Characters (sung syllables) per line.")
 
@@ -84,11 +86,12 @@ class Controls(BaseModel):
     def _scheme_letters(cls, v: str | None) -> str | None:
         if v is None:
             return None
-        v = v.replace(" ", "").upper()
+        v = v.replace(" ", "").replace("/", "|").upper()
         if not v:
             return None
         if not SCHEME_RE.match(v) or len(v) > 256:
-            raise ValueError(f"scheme {v!r}: one capital letter per line, X for a free line, e.g. AABB or XAXA")
+            raise ValueError(f"scheme {v!r}: one capital letter per line, X for a free line, sections separated "
+                             "by |, e.g. AABB, XAXA or AABB|ABAB")
         return v
 
     @field_validator("line_lengths")
@@ -107,8 +110,19 @@ class Controls(BaseModel):
             counts["structure"] = sum(s.lines for s in self.structure)
         if self.line_lengths:
             counts["line_lengths"] = len(self.line_lengths)
-        if self.scheme:
-            counts["scheme"] = len(self.scheme)
+        if self.scheme and "|" in self.scheme:
+            counts["scheme"] = len(self.scheme.replace("|", ""))
+            parts = [len(p) for p in self.scheme.split("|")]
+            if self.structure and parts != [s.lines for s in self.structure]:
+                raise ValueError(f"contradictory controls: scheme has sections of {parts} lines, structure "
+                                 f"{[s.lines for s in self.structure]}")
+        elif self.scheme:
+            # one pattern: for the whole song, or repeated over each section (AABB for every quatrain)
+            n = len(self.scheme)
+            other = next(iter(counts.values()), None)
+            per_section = self.structure and all(s.lines % n == 0 for s in self.structure)
+            if other is not None and other != n and not per_section and (self.structure or other % n):
+                counts["scheme"] = n
         if len(set(counts.values())) > 1:
             said = ", ".join(f"{k} has {n} lines" for k, n in counts.items())
             raise ValueError(f"contradictory controls: {said}")
@@ -121,7 +135,7 @@ class Controls(BaseModel):
         if self.line_lengths:
             return len(self.line_lengths)
         if self.scheme:
-            return len(self.scheme)
+            return len(self.scheme.replace("|", ""))
         return None
 
     def to_dict(self) -> dict[str, Any]:
@@ -195,7 +209,7 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
     dominant rhyme and asking for one would teach the model a false instruction).
     """
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import line_groups, main_group, syllable_count
+    from lyrictool.phonetics import groups_pattern, line_groups, main_group, syllable_count
 
     doc = parse(lyrics)
     out: dict[str, Any] = {}
@@ -219,16 +233,7 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
             if found is not None and found[1] * 2 >= len(lines):
                 out["rhyme"] = found[0]
         if "scheme" in wanted:
-            letters: dict[str, str] = {}
-            seq = []
-            for g in groups:
-                if g is None or groups.count(g) < 2:
-                    seq.append("X")
-                    continue
-                if g not in letters:
-                    letters[g] = "ABCDEFGHIJKLMNOPQRSTUVWYZ"[min(len(letters), 24)]
-                seq.append(letters[g])
-            out["scheme"] = "".join(seq)
+            out["scheme"] = "".join(groups_pattern(groups, scheme))
     return out
 
 

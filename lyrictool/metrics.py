@@ -20,6 +20,8 @@ from lyrictool.phonetics import main_group
 RATE_METRICS = (
     "rhyme_accuracy",
     "rhyme_density",
+    "rhyme_accuracy_near",
+    "rhyme_density_near",
     "line_length_accuracy",
     "line_length_accuracy_pm1",
     "structure_accuracy",
@@ -43,36 +45,115 @@ MAX_LINE_SYLLABLES = 64  # longer "lines" are run-on text, not lyric lines
 MAX_SAME_LINE_RUN = 4  # the same line 5+ times in a row is a loop, not a refrain
 
 
-def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None) -> float | None:
+def _same_group(a: str | None, b: str | None) -> bool:
+    return a is not None and a == b
+
+
+def pattern_units(pattern: str, section_sizes: list[int]) -> list[tuple[list[int | None], str]]:
+    """The units a ``scheme`` control is scored on: (line index per letter, letters) pairs.
+
+    Letters are local to a unit (A in the chorus need not rhyme with A in the verse).  A pattern
+    with sections separated by ``|`` or ``/`` ("AABB|ABAB") gives one unit per section (by the
+    song's sections when their numbers agree, else by consecutive lines); a single pattern as long
+    as the song (or longer: missing lines are None) is one unit, letters shared by the whole
+    song; a single shorter pattern ("AABB") applies to each section, repeated over its lines in
+    chunks of the pattern's length.
+    """
+    segments = ["".join(ch for ch in seg.upper() if not ch.isspace()) for seg in re.split(r"[|/]", pattern)]
+    segments = [seg for seg in segments if seg]
+    n = sum(section_sizes)
+    starts = [sum(section_sizes[:k]) for k in range(len(section_sizes))]
+    units: list[tuple[list[int | None], str]] = []
+    if len(segments) > 1:
+        if len(segments) == len(section_sizes):
+            for seg, start, size in zip(segments, starts, section_sizes):
+                units.append(([start + j if j < size else None for j in range(len(seg))], seg))
+        else:
+            start = 0
+            for seg in segments:
+                units.append(([i if i < n else None for i in range(start, start + len(seg))], seg))
+                start += len(seg)
+        return units
+    if not segments:
+        return []
+    seg = segments[0]
+    if len(seg) >= n:
+        return [([i if i < n else None for i in range(len(seg))], seg)]
+    for start, size in zip(starts, section_sizes):
+        for chunk in range(0, size, len(seg)):
+            idx = list(range(start + chunk, start + min(chunk + len(seg), size)))
+            units.append((idx, seg[: len(idx)]))
+    return units
+
+
+def _scheme_groups(groups: list[str | None], target: str | None, idx: list[int | None], letters: str,
+                   same=_same_group) -> dict[str, str | None]:
+    """The group each letter of one pattern unit stands for: the requested one for the first letter, else the
+    majority of its lines; None for a letter whose group another letter also rhymes with (letters rhyme apart)."""
+    first = next((ch for ch in letters if ch != "X"), None)
+    assigned: dict[str, str | None] = {}
+    for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
+        if letter == first and target is not None:
+            assigned[letter] = target
+            continue
+        ours = [groups[i] for i, ch in zip(idx, letters) if ch == letter and i is not None and groups[i]]
+        found = main_group(ours)  # ties: the later line's group, as for the derived rhyme control
+        assigned[letter] = found[0] if found else None
+    return {letter: g if g is not None and not any(same(g, h) for k, h in assigned.items() if k != letter) else None
+            for letter, g in assigned.items()}
+
+
+def rhyme_line_hits(groups: list[str | None], target: str | None, pattern: str | None,
+                    section_sizes: list[int] | None = None, same=_same_group) -> list[bool | None]:
+    """Per line: rhymes as asked (True/False), or None where nothing is asked of it (an X, or no rhyme control).
+
+    The per-line view of ``rhyme_accuracy`` (docs/metrics.md): with a scheme, a line must end in its letter's
+    group in its pattern unit (per section: ``pattern_units``; the requested group for the first letter, else
+    the letter's majority group, which no other letter may share); with only a group, every line must end in
+    it.  ``section_sizes`` are the song's lines per section (default: one section); ``same`` compares groups
+    (strict equality, or near rhymes).
+    """
+    n = len(groups)
+    if pattern:
+        hits: list[bool | None] = [None] * n
+        for idx, letters in pattern_units(pattern, section_sizes if section_sizes is not None else [n]):
+            assigned = _scheme_groups(groups, target, idx, letters, same)
+            for i, ch in zip(idx, letters):
+                if ch != "X" and i is not None:
+                    hits[i] = assigned[ch] is not None and same(groups[i], assigned[ch])
+        return hits
+    if target is not None:
+        return [same(g, target) for g in groups]
+    return [None] * n
+
+
+def rhyme_request(controls: Any, scheme: str = "shisanzhe") -> tuple[str | None, str | None]:
+    """What the controls ask of the rhyme: (target group under ``scheme``, or None; scheme pattern, or None)."""
+    from lyrictool.phonetics import normalize_rhyme
+
+    c = controls_dict(controls)
+    rhyme = c.get("rhyme")
+    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
+    pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
+    return target, pattern
+
+
+def _rhyme_accuracy(groups: list[str | None], target: str | None, pattern: str | None,
+                    section_sizes: list[int] | None = None, same=_same_group) -> float | None:
     """Share of constrained lines that rhyme as asked (see docs/metrics.md)."""
     n = len(groups)
     if pattern:
-        letters = [ch for ch in pattern.upper() if not ch.isspace()]
-        first = next((ch for ch in letters if ch != "X"), None)
-        assigned: dict[str, str | None] = {}
-        for letter in dict.fromkeys(ch for ch in letters if ch != "X"):
-            if letter == first and target is not None:
-                assigned[letter] = target
-                continue
-            ours = [groups[i] for i, ch in enumerate(letters) if ch == letter and i < n and groups[i]]
-            found = main_group(ours)  # ties: the later line's group, as for the derived rhyme control
-            assigned[letter] = found[0] if found else None
-        shared = Counter(g for g in assigned.values() if g is not None)
-        constrained = correct = 0
-        for i, letter in enumerate(letters):
-            if letter == "X":
-                continue
-            constrained += 1
-            group = assigned[letter]
-            if i < n and group is not None and groups[i] == group and shared[group] == 1:
-                correct += 1
+        units = pattern_units(pattern, section_sizes if section_sizes is not None else [n])
+        # lines the scheme asks for but the song lacks count as misses
+        constrained = sum(ch != "X" for _, letters in units for ch in letters)
+        correct = sum(hit is True for hit in rhyme_line_hits(groups, target, pattern, section_sizes, same))
         return correct / constrained if constrained else None
     if target is not None:
-        return sum(g == target for g in groups) / n if n else 0.0
+        return sum(same(g, target) for g in groups) / n if n else 0.0
     return None
 
 
-def _rhyme_density(groups: list[str | None]) -> float:
+def _rhyme_density(groups: list[str | None], same=_same_group) -> float:
     """Share of lines whose group is the song's dominant one (used 2+ times) or a neighbour's."""
     n = len(groups)
     if not n:
@@ -83,7 +164,7 @@ def _rhyme_density(groups: list[str | None]) -> float:
     for i, g in enumerate(groups):
         if g is None:
             continue
-        if g == dominant or (i and groups[i - 1] == g) or (i + 1 < n and groups[i + 1] == g):
+        if same(g, dominant) or (i and same(groups[i - 1], g)) or (i + 1 < n and same(groups[i + 1], g)):
             rhyming += 1
     return rhyming / n
 
@@ -137,12 +218,13 @@ def _format_issues(text: str, lines: list[str], lengths: list[int], repetition: 
 def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisanzhe") -> dict:
     """All objective metrics of one song against its controls (docs/metrics.md).
 
-    Keys: rhyme_accuracy, rhyme_density, line_length_accuracy, line_length_accuracy_pm1,
-    structure_accuracy, format_validity, format_issues, distinct_1, distinct_2,
-    repetition_rate, n_lines, n_sections, n_syllables.  None where no control asks for it.
+    Keys: rhyme_accuracy, rhyme_density (strict rhymes), rhyme_accuracy_near, rhyme_density_near
+    (near rhymes count too), line_length_accuracy, line_length_accuracy_pm1, structure_accuracy,
+    format_validity, format_issues, distinct_1, distinct_2, repetition_rate, n_lines, n_sections,
+    n_syllables.  None where no control asks for it.
     """
     from lyrictool.lyrics import parse, strip_hints
-    from lyrictool.phonetics import line_groups, normalize_rhyme, sung_syllables, syllable_count
+    from lyrictool.phonetics import groups_rhyme, line_groups, sung_syllables, syllable_count
 
     text = lyrics if isinstance(lyrics, str) else ""
     c = controls_dict(controls)
@@ -152,10 +234,15 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     groups = line_groups(lines, scheme)
     lengths = [syllable_count(line) for line in lines]
 
-    rhyme = c.get("rhyme")
-    target = normalize_rhyme(rhyme, scheme) if isinstance(rhyme, str) else None
-    pattern = c.get("scheme") if isinstance(c.get("scheme"), str) and c.get("scheme").strip() else None
-    rhyme_accuracy = _rhyme_accuracy(groups, target, pattern) if (target or pattern) else None
+    def near(a: str | None, b: str | None) -> bool:
+        return groups_rhyme(a, b, scheme, "near")
+
+    target, pattern = rhyme_request(c, scheme)
+    sizes = [len(sec.lines) for sec in doc.sections if sec.lines]
+    rhyme_accuracy = rhyme_accuracy_near = None
+    if target or pattern:
+        rhyme_accuracy = _rhyme_accuracy(groups, target, pattern, sizes)
+        rhyme_accuracy_near = _rhyme_accuracy(groups, target, pattern, sizes, near)
 
     wanted_lengths = c.get("line_lengths")
     length_acc = length_acc_pm1 = None
@@ -179,6 +266,8 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     return {
         "rhyme_accuracy": rhyme_accuracy,
         "rhyme_density": _rhyme_density(groups),
+        "rhyme_accuracy_near": rhyme_accuracy_near,
+        "rhyme_density_near": _rhyme_density(groups, near),
         "line_length_accuracy": length_acc,
         "line_length_accuracy_pm1": length_acc_pm1,
         "structure_accuracy": structure_acc,
@@ -206,15 +295,18 @@ def aggregate(per_song: list[dict]) -> dict:
     return out
 
 
-def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
-    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group)."""
+def rhyme_rows(text: str, scheme: str, strictness: str = "strict", skip_particles: bool = False
+               ) -> list[dict[str, Any]]:
+    """One dict per lyric line: section, line, char, pinyin, final, tone, group (None if no group), and
+    pattern, the line's letter in its section's rhyme pattern (A, B, ...; X = rhymes with no other line)."""
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import analyze_line
+    from lyrictool.phonetics import analyze_line, groups_pattern
 
     rows = []
     for section in parse(text).sections:
-        for line in section.lines:
-            sound = analyze_line(line, scheme)
+        sounds = [analyze_line(line, scheme, skip_particles=skip_particles) for line in section.lines]
+        letters = groups_pattern([sound.group if sound else None for sound in sounds], scheme, strictness)
+        for line, sound, letter in zip(section.lines, sounds, letters):
             rows.append(
                 {
                     "section": section.name,
@@ -224,6 +316,7 @@ def rhyme_rows(text: str, scheme: str) -> list[dict[str, Any]]:
                     "final": sound.final if sound else None,
                     "tone": sound.tone if sound else None,
                     "group": sound.group if sound else None,
+                    "pattern": letter,
                 }
             )
     return rows

@@ -1,10 +1,9 @@
 """Model and tokenizer loading, shared by every command.
 
-- ``builtin:tiny-zh``: a randomly initialised Llama-architecture decoder (~2M parameters, seeded, identical on every
-  machine) with a Chinese character tokenizer built offline (GB2312 hanzi + ASCII + Chinese punctuation +
-  chat special tokens, ChatML chat template).  It is written once in Hugging Face format to a cache folder,
-  so TRL trainers, ``from_pretrained`` and ``serve`` use it like any hub model.  Nothing is downloaded.
-- Attention: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports and CUDA with a half dtype is in use,
+- Built-in models (``builtin:tiny-zh``, ``builtin:tiny-qwen``; see :mod:`lyrictool.builtin_models`): random-initialised,
+  seeded, built offline and written once in Hugging Face format to a cache folder, so TRL trainers,
+  ``from_pretrained`` and ``serve`` use them like any hub model.  Nothing is downloaded.
+- Attention: ``auto`` picks FlashAttention-2 when ``flash_attn`` imports (a broken build falls back) and CUDA with a half dtype is in use,
   else PyTorch SDPA, else eager, and logs which and why.
 - dtype, LoRA (peft) and 4/8-bit quantization (bitsandbytes, imported only when asked for).
 """
@@ -14,146 +13,34 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lyrictool.builtin_models import (  # noqa: F401  (re-exported: the builtin models' old home)
+    BUILTIN_MODELS,
+    BUILTIN_TINY,
+    BUILTIN_TINY_QWEN,
+    CHAT_TEMPLATE,
+    CHINESE_PUNCT,
+    EXTRA_CHARS,
+    SPECIAL_TOKENS,
+    TINY_CONFIG,
+    build_tiny_model,
+    build_tiny_qwen_model,
+    build_tiny_qwen_tokenizer,
+    build_tiny_tokenizer,
+    builtin_tiny_path,
+    builtin_tiny_qwen_path,
+    cache_dir,
+    tiny_vocab,
+)
 from lyrictool.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
     from lyrictool.recipes import ModelSpec
 
 log = logging.getLogger("lyrictool")
-
-BUILTIN_TINY = "builtin:tiny-zh"
-TINY_VERSION = "v1"  # bump when the tiny model's config or tokenizer changes
-
-SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
-# Brackets used by phonetic hints and section tags must be single tokens too.
-EXTRA_CHARS = "〔〕[]【】「」『』《》（）()：:，,。.！!？?、；;…—-～~“”‘’·\n \t"
-CHINESE_PUNCT = "，。！？、；：“”‘’（）《》〈〉【】「」『』〔〕…—～·"
-
-CHAT_TEMPLATE = (
-    "{% for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\n' }}"
-    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
-    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
-    "{{ '\n' }}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
-)
-
-TINY_CONFIG = {
-    "hidden_size": 128,
-    "intermediate_size": 352,
-    "num_hidden_layers": 4,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
-    "max_position_embeddings": 1024,
-    "tie_word_embeddings": True,
-    "rms_norm_eps": 1e-6,
-}
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LYRICTOOL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lyrictool"
-    )
-    return Path(root)
-
-
-def tiny_vocab() -> list[str]:
-    """Deterministic vocabulary: special tokens, ASCII, punctuation, then the 6,763 GB2312 hanzi in code order."""
-    chars: list[str] = []
-    seen: set[str] = set()
-
-    def add(c: str) -> None:
-        if c not in seen:
-            seen.add(c)
-            chars.append(c)
-
-    for c in EXTRA_CHARS + CHINESE_PUNCT:
-        add(c)
-    for i in range(32, 127):
-        add(chr(i))
-    for hi in range(0xB0, 0xF8):
-        for lo in range(0xA1, 0xFF):
-            try:
-                add(bytes([hi, lo]).decode("gb2312"))
-            except UnicodeDecodeError:
-                continue
-    return SPECIAL_TOKENS + chars
-
-
-def build_tiny_tokenizer():
-    """A character-level fast tokenizer: every character is one token; unknown characters map to <|unk|>."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
-    from transformers import PreTrainedTokenizerFast
-
-    vocab = {tok: i for i, tok in enumerate(tiny_vocab())}
-    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
-    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
-    tk.decoder = decoders.Fuse()
-    tok = PreTrainedTokenizerFast(
-        tokenizer_object=tk,
-        unk_token="<|unk|>",
-        pad_token="<|pad|>",
-        eos_token="<|im_end|>",
-        bos_token=None,
-        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
-        clean_up_tokenization_spaces=False,
-        model_max_length=TINY_CONFIG["max_position_embeddings"],
-    )
-    tok.chat_template = CHAT_TEMPLATE
-    return tok
-
-
-def build_tiny_model(tokenizer, seed: int = 0):
-    import torch
-
-    # Llama, not Qwen2: transformers 5 forces Qwen2's BPE tokenizer class onto any qwen2 checkpoint, which
-    # would silently break a character tokenizer loaded through AutoTokenizer.
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        bos_token_id=None,
-        **TINY_CONFIG,
-    )
-    gen = torch.random.fork_rng(devices=[])
-    with gen:
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.bos_token_id = None
-    return model
-
-
-def builtin_tiny_path() -> Path:
-    """Build the tiny model once per machine (atomically) and return its Hugging Face folder."""
-    target = cache_dir() / f"tiny-zh-{TINY_VERSION}"
-    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tiny-zh-", dir=target.parent))
-    try:
-        tok = build_tiny_tokenizer()
-        model = build_tiny_model(tok)
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
 
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
@@ -165,10 +52,11 @@ def has_tokenizer(folder: Path) -> bool:
 
 
 def resolve_model_path(name: str) -> str:
-    if name == BUILTIN_TINY:
-        return str(builtin_tiny_path())
+    if name in BUILTIN_MODELS:
+        return str(BUILTIN_MODELS[name]())
     if name.startswith("builtin:"):
-        raise UserError(f"model.name: unknown builtin model {name!r}; the built-in model is {BUILTIN_TINY}")
+        raise UserError(f"model.name: unknown builtin model {name!r}; the built-in models are "
+                        f"{', '.join(BUILTIN_MODELS)}")
     p = Path(name).expanduser()
     if p.exists():
         if not p.is_dir():
@@ -213,15 +101,43 @@ class AttentionChoice:
     reason: str
 
 
+def flash_attn_problem() -> str | None:
+    """None when ``flash_attn`` imports; else why not (not installed, or the import error of a broken build).
+
+    Imported, not looked up with ``find_spec``: a flash-attn wheel built against another torch or CUDA is "installed"
+    but fails at import ("undefined symbol ..."), and ``attn: auto`` must then fall back instead of choosing it.
+    """
+    global _FLASH_ATTN_PROBLEM
+    if _FLASH_ATTN_PROBLEM is _UNCHECKED:
+        if importlib.util.find_spec("flash_attn") is None:
+            _FLASH_ATTN_PROBLEM = "flash_attn not installed (pip install flash-attn --no-build-isolation)"
+        else:
+            try:
+                import flash_attn  # noqa: F401
+            except (ImportError, OSError, RuntimeError, AttributeError) as e:  # undefined symbol, missing .so, CUDA
+                first = (str(e).strip().splitlines() or [""])[0][:200]
+                _FLASH_ATTN_PROBLEM = (f"flash_attn is installed but does not import ({type(e).__name__}: {first}); "
+                                       f"reinstall it with pip install flash-attn --no-build-isolation")
+                log.warning("%s", _FLASH_ATTN_PROBLEM)
+            else:
+                _FLASH_ATTN_PROBLEM = None
+    return _FLASH_ATTN_PROBLEM
+
+
+_UNCHECKED = object()
+_FLASH_ATTN_PROBLEM: Any = _UNCHECKED
+
+
 def choose_attention(requested: str, dtype) -> AttentionChoice:
     """The attention kernel to load with, and why."""
     import torch
 
     half = dtype in (torch.bfloat16, torch.float16)
-    has_fa = importlib.util.find_spec("flash_attn") is not None
+    fa_problem = flash_attn_problem() if requested in ("auto", "flash_attention_2") else None
+    has_fa = fa_problem is None
     cuda = cuda_available()
     if requested == "flash_attention_2":
-        problems = [m for ok, m in ((has_fa, "flash_attn is not installed (pip install 'lyrictool[gpu]')"),
+        problems = [m for ok, m in ((has_fa, fa_problem),
                                     (cuda, "no CUDA device"),
                                     (half, "dtype is not bf16/fp16")) if not ok]
         if problems:
@@ -231,8 +147,8 @@ def choose_attention(requested: str, dtype) -> AttentionChoice:
     if requested in ("sdpa", "eager"):
         return AttentionChoice(requested, "requested")
     if has_fa and cuda and half:
-        return AttentionChoice("flash_attention_2", "flash_attn installed, CUDA with a half dtype")
-    why = ("flash_attn not installed" if not has_fa else "no CUDA" if not cuda else "dtype is fp32")
+        return AttentionChoice("flash_attention_2", "flash_attn imports, CUDA with a half dtype")
+    why = fa_problem if not has_fa else "no CUDA" if not cuda else "dtype is fp32"
     if hasattr(torch.nn.functional, "scaled_dot_product_attention"):
         return AttentionChoice("sdpa", f"{why}; PyTorch SDPA available")
     return AttentionChoice("eager", f"{why}; no SDPA in this PyTorch")
@@ -254,12 +170,21 @@ def quantization_config(spec: ModelSpec, dtype):
     return BitsAndBytesConfig(load_in_8bit=True)
 
 
-def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM"):
-    """The peft LoraConfig for the recipe, or None (TRL trainers take it as ``peft_config``)."""
+def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM", *, check_start: bool = True):
+    """The peft LoraConfig for the recipe, or None (TRL trainers take it as ``peft_config``).
+
+    ``check_start``: refuse a LoRA adapter folder as the model to train a new LoRA on (rejection-sample merges such
+    a folder first, so its --dry-run passes False).
+    """
     if spec.lora is None:
         if spec.quantization != "none":
             raise UserError("model.lora: quantized weights cannot be trained directly; add a lora: section (QLoRA)")
         return None
+    if check_start and (Path(spec.name).expanduser() / "adapter_config.json").exists():
+        # peft would stack a second adapter on the loaded one, and the new adapter would name the bare base model
+        raise UserError(f"model.name: {spec.name} is a LoRA adapter folder, and a new LoRA cannot be trained on top of "
+                        "it; start from a full model: a full-weight sft output, or the output_dir of rejection-sample "
+                        "(which merges such an adapter)")
     from peft import LoraConfig
 
     return LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
@@ -285,7 +210,26 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
         raise UserError(f"model.name: cannot load a tokenizer from {name_or_path}: {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
+    slim_tokenizer(tok)
     return tok
+
+
+# Tokenizer classes whose Python copies of the vocabulary and merges are read only while __init__ builds the Rust
+# tokenizer (checked against transformers 5.24's sources; whisper's, for one, writes them out on save).
+_SLIMMABLE = frozenset({"Qwen2Tokenizer", "LlamaTokenizer", "GPT2Tokenizer"})
+
+
+def slim_tokenizer(tok) -> None:
+    """Drop the Python copies of a BPE tokenizer's vocabulary and merges that transformers 5 keeps after building it.
+
+    datasets fingerprints every ``.map`` (TRL runs four to eight per trainer) by pickling the transform's arguments,
+    the tokenizer among them; for Qwen2.5's tokenizer (151,643 entries, 294,166 merges) that took 1.7 s of CPU per
+    map, 0.15 s without these copies.  Tokenization uses the Rust tokenizer, which keeps its own.
+    """
+    if type(tok).__name__ in _SLIMMABLE:
+        for attr in ("_vocab", "_merges"):
+            if isinstance(getattr(tok, attr, None), (dict, list)):
+                setattr(tok, attr, None)
 
 
 def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1, for_training: bool = True,
@@ -358,7 +302,7 @@ def check_model_spec(spec: ModelSpec) -> dict[str, str]:
     dtype = resolve_dtype(spec.dtype)
     attn = choose_attention(spec.attn, dtype)
     quantization_config(spec, dtype)
-    peft_config(spec)
-    if spec.name != BUILTIN_TINY:  # the builtin is built on first load; anything else must resolve now
+    peft_config(spec, check_start=False)
+    if spec.name not in BUILTIN_MODELS:  # a builtin is built on first load; anything else must resolve now
         resolve_model_path(spec.name)
     return {"attention": f"{attn.implementation} ({attn.reason})", "dtype": str(dtype).removeprefix("torch.")}

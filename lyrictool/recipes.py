@@ -35,10 +35,12 @@ from pydantic import (
 )
 
 from lyrictool.errors import UserError, did_you_mean
-from lyrictool.phonetics.tables import SCHEMES
+from lyrictool.phonetics.tables import SCHEMES, STRICTNESS
 
 #: A rhyme scheme name, for recipe fields: the choices are phonetics.tables.SCHEMES, the one list of them.
 SchemeName = Literal[SCHEMES]  # type: ignore[valid-type]
+#: strict (the scheme's own groups) or near (near rhymes too): phonetics.tables.STRICTNESS.
+StrictnessName = Literal[STRICTNESS]  # type: ignore[valid-type]
 
 # --------------------------------------------------------------------------------------------------------------
 # Building blocks shared by every recipe
@@ -78,7 +80,9 @@ class ModelSpec(Strict):
 
     name: Annotated[str, not_blank("empty model name; use a hub name, a local directory or builtin:tiny-zh")] = Field(
         "builtin:tiny-zh",
-        description="Hub name, local directory, or 'builtin:tiny-zh' (the offline random-init demo model).",
+        description="Hub name, local directory, or a built-in offline random-init model: 'builtin:tiny-zh' "
+                    "(character tokenizer, the demo model) or 'builtin:tiny-qwen' (Qwen2 with the real Qwen2.5 "
+                    "tokenizer).",
     )
     attn: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel; auto = flash_attention_2 if usable, else sdpa, else eager."
@@ -137,6 +141,10 @@ class DataSpec(Strict):
     )
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for derived rhyme controls, hints and metrics."
+    )
+    rhyme_strictness: StrictnessName = Field(
+        "strict", description="near: the rhyme reward also accepts near rhymes (front/back nasals 人辰~中东, "
+        "see docs/rhyme-schemes.md); strict: only the scheme's own groups."
     )
 
     @field_validator("train", "eval")

@@ -108,14 +108,19 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
 
 
 def rule_rewards(lyrics: str, controls: Any = None, scheme: str = "shisanzhe",
-                 names: Sequence[str] = RULE_REWARDS) -> dict[str, float]:
-    """The rule rewards of one song, each in [0, 1] (see the module docstring for the definitions)."""
+                 names: Sequence[str] = RULE_REWARDS, strictness: str = "strict") -> dict[str, float]:
+    """The rule rewards of one song, each in [0, 1] (see the module docstring for the definitions).
+
+    ``strictness="near"`` (the recipe's ``data.rhyme_strictness``) scores rhyme with near rhymes accepted.
+    """
     from lyrictool.metrics import song_metrics
 
     m = song_metrics(lyrics, controls_dict(controls), scheme)
     sung = 1.0 if m["n_lines"] else 0.0
+    suffix = "_near" if strictness == "near" else ""
+    accuracy, density = m["rhyme_accuracy" + suffix], m["rhyme_density" + suffix]
     values = {
-        "rhyme": m["rhyme_accuracy"] if m["rhyme_accuracy"] is not None else m["rhyme_density"],
+        "rhyme": accuracy if accuracy is not None else density,
         "structure": m["structure_accuracy"] if m["structure_accuracy"] is not None else sung,
         "line_length": m["line_length_accuracy"] if m["line_length_accuracy"] is not None else sung,
         "format": m["format_validity"],
@@ -304,6 +309,7 @@ class Rewards:
     specs: list[RewardSpec]
     scheme: str = "shisanzhe"
     key: str = "rewards"
+    strictness: str = "strict"
     _scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
     _blocklist: Blocklist | None = field(default=None, repr=False)
 
@@ -320,9 +326,9 @@ class Rewards:
 
     @classmethod
     def from_specs(cls, specs: Sequence[RewardSpec] | Sequence[dict], *, scheme: str = "shisanzhe",
-                   key: str = "rewards") -> Rewards:
+                   key: str = "rewards", strictness: str = "strict") -> Rewards:
         return cls([s if isinstance(s, RewardSpec) else RewardSpec.model_validate(s) for s in specs],
-                   scheme=scheme, key=key)
+                   scheme=scheme, key=key, strictness=strictness)
 
     @property
     def names(self) -> list[str]:
@@ -331,7 +337,7 @@ class Rewards:
     def components(self, controls: Sequence[Any], lyrics: Sequence[str]) -> list[dict[str, float]]:
         """Every component for every pair (model components batched across the whole list)."""
         rules = [n for n in self.names if n in RULE_REWARDS]
-        out = [rule_rewards(t, c, self.scheme, rules) for c, t in zip(controls, lyrics)]
+        out = [rule_rewards(t, c, self.scheme, rules, self.strictness) for c, t in zip(controls, lyrics)]
         for name, scorer in self._scorers.items():
             for row, raw in zip(out, scorer.score([controls_dict(c) for c in controls], list(lyrics))):
                 row[name] = sigmoid(raw)

@@ -29,6 +29,19 @@ def tiny_model_path() -> Path:
     return builtin_tiny_path()
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module, as `OMP_NUM_THREADS=1`: tiny-model ops are too small to split, and on a busy
+    2-core box a second spinning thread multiplied the CPU time of generation (24 greedy tokens of tiny-qwen: 1.18
+    CPU-s with 2 threads, 0.085 with 1)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def write_jsonl(tmp_path):
     def _write(name: str, rows: list, raw_lines: list[str] | None = None) -> Path:

@@ -173,3 +173,66 @@ def test_no_input_crashes_and_rates_stay_in_range(text, controls, scheme):
     for key in RATE_METRICS:
         assert m[key] is None or 0.0 <= m[key] <= 1.0, key
     aggregate([m, m])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(["江阳", "发花", "中东", None]), min_size=1, max_size=8),
+       st.sampled_from([None, "江阳", "发花"]), st.sampled_from([None, "AABB", "ABAB", "AAXA", "XAXA", "AAAA"]))
+def test_rhyme_line_hits_is_the_per_line_view_of_rhyme_accuracy(groups, target, pattern):
+    """What the playground marks per line adds up to the song's rhyme_accuracy."""
+    from lyrictool.metrics import _rhyme_accuracy, pattern_units, rhyme_line_hits
+
+    hits = rhyme_line_hits(groups, target, pattern)
+    assert len(hits) == len(groups)
+    accuracy = _rhyme_accuracy(groups, target, pattern)
+    if pattern is None and target is None:
+        assert accuracy is None and hits == [None] * len(groups)
+    elif pattern is None:
+        assert accuracy == sum(hits) / len(groups)
+    else:
+        # a pattern shorter than the song repeats over it (pattern_units), as rhyme_accuracy scores it
+        units = pattern_units(pattern, [len(groups)])
+        constrained = sum(ch != "X" for _, letters in units for ch in letters)
+        assert accuracy == sum(h is True for h in hits) / constrained
+        assert all(hits[i] is None for idx, letters in units for i, ch in zip(idx, letters) if ch == "X" and i is not None)
+
+
+# Two sections that rhyme differently: AABB in the verse, ABAB in the chorus.
+TWO_PATTERNS = """[Verse]
+月光洒满窗
+思念我的故乡
+路边一朵花
+何时能回家
+
+[Chorus]
+吹过一阵风
+又是一年春
+天边的彩虹
+温暖我的心"""
+
+
+def test_scheme_per_section():
+    # one pattern per section, letters local to each section
+    assert song_metrics(TWO_PATTERNS, {"scheme": "AABB|ABAB"})["rhyme_accuracy"] == 1.0
+    assert song_metrics(TWO_PATTERNS, {"scheme": "AABB / ABAB"})["rhyme_accuracy"] == 1.0
+    # one short pattern applies to every section: the chorus is ABAB, not AABB
+    assert song_metrics(TWO_PATTERNS, {"scheme": "AABB"})["rhyme_accuracy"] == pytest.approx(4 / 8)
+    assert song_metrics(TWO_PATTERNS, {"scheme": "ABAB"})["rhyme_accuracy"] == pytest.approx(4 / 8)
+    # a whole-song pattern keeps its letters across sections: C and D are new groups
+    assert song_metrics(TWO_PATTERNS, {"scheme": "AABBCDCD"})["rhyme_accuracy"] == 1.0
+    # without section tags, a short pattern repeats over the lines in chunks
+    plain = "\n".join(TWO_PATTERNS.replace("[Verse]\n", "").replace("[Chorus]\n", "").split("\n\n"))
+    assert song_metrics(plain, {"scheme": "AABB"})["rhyme_accuracy"] == pytest.approx(4 / 8)
+
+
+def test_near_rhyme_figures_are_reported_next_to_strict_ones():
+    # 风/彩虹 (中东) and 春/心 (人辰) are near rhymes of each other: strict ABAB holds, and near
+    # rhymes make A and B rhyme together, so the letters no longer rhyme apart.
+    m = song_metrics(TWO_PATTERNS, {"scheme": "AABB|ABAB"})
+    assert m["rhyme_accuracy"] == 1.0 and m["rhyme_accuracy_near"] == pytest.approx(4 / 8)
+    chorus = "吹过一阵风\n又是一年春\n天边的彩虹\n温暖我的心"
+    m = song_metrics(chorus, {"rhyme": "中东"})
+    assert m["rhyme_accuracy"] == pytest.approx(2 / 4) and m["rhyme_accuracy_near"] == 1.0
+    m = song_metrics("你的心\n满天的星\n一个人")
+    assert m["rhyme_density"] == pytest.approx(2 / 3) and m["rhyme_density_near"] == 1.0
+    assert song_metrics(chorus)["rhyme_accuracy_near"] is None  # nothing asked

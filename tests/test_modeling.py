@@ -91,3 +91,31 @@ def test_bitsandbytes_not_imported_without_quantization():
             "check_model_spec(ModelSpec())\nprint('BNB', 'bitsandbytes' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False).stdout
     assert "BNB False" in out
+
+
+@pytest.mark.parametrize("broken", [True, False])
+def test_flash_attn_is_detected_by_importing_it(broken, tmp_path, monkeypatch, caplog):
+    """A flash_attn that is installed but does not import (a wheel built for another torch) is not chosen by auto."""
+    import torch
+
+    from lyrictool import modeling
+
+    pkg = tmp_path / "flash_attn"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(
+        "raise ImportError('flash_attn_2_cuda.so: undefined symbol: _ZN3c104cuda9SetDeviceEi')\n" if broken
+        else "__version__ = '2.8.3'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(__import__("sys").modules, "flash_attn", raising=False)
+    monkeypatch.setattr(modeling, "_FLASH_ATTN_PROBLEM", modeling._UNCHECKED)
+    monkeypatch.setattr(modeling, "cuda_available", lambda: True)  # a GPU box, as far as the choice goes
+    with caplog.at_level("WARNING", logger="lyrictool"):
+        choice = modeling.choose_attention("auto", torch.bfloat16)
+    if not broken:
+        assert choice.implementation == "flash_attention_2"
+        return
+    assert choice.implementation == "sdpa"
+    assert "does not import" in choice.reason and "undefined symbol" in choice.reason
+    assert "--no-build-isolation" in caplog.text
+    with pytest.raises(UserError, match="flash_attention_2 cannot run here: flash_attn is installed but does not"):
+        modeling.choose_attention("flash_attention_2", torch.bfloat16)

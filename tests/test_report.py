@@ -71,3 +71,29 @@ def test_report_without_comparison_still_renders(tmp_path):
     paths = write_report(result, systems, tmp_path / "one.html")
     assert "png_differences" not in paths and paths["png_metrics"].is_file()
     assert "<h2>Metrics</h2>" in paths["html"].read_text(encoding="utf-8")
+
+
+def test_chart_labels_are_chinese_with_a_cjk_font_and_pinyin_without():
+    """fonts-noto-cjk (.ci/install-browser) -> Chinese labels; no font -> pinyin, never empty boxes."""
+    import shutil
+    import subprocess
+    import warnings
+
+    import pytest
+
+    from lyrictool.eval.report import _Labels, _setup_matplotlib
+
+    assert _Labels(False)("江阳辙 rhyme") == "JiangYangZhe rhyme" and _Labels(True)("江阳") == "江阳"
+    has_font = shutil.which("fc-list") and "CJK" in subprocess.run(["fc-list"], capture_output=True, text=True,
+                                                                   check=False).stdout
+    if not has_font:
+        pytest.skip("no CJK font installed (apt-get install fonts-noto-cjk): charts use pinyin")
+    assert _setup_matplotlib() is True
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.set_title("押韵 江阳")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warns "Glyph ... missing from font(s)" without a CJK font
+        fig.canvas.draw()
+    plt.close(fig)

@@ -42,6 +42,17 @@ def test_rule_rewards_without_controls():
     assert rule_rewards(BROKEN_RHYME, json.dumps({"rhyme": "发花"}))["rhyme"] == 0.5
 
 
+def test_rhyme_reward_accepts_near_rhymes_when_the_recipe_asks():
+    near = "吹过一阵风\n又是一年春\n天边的彩虹\n温暖我的心"  # 中东 and 人辰: near rhymes of each other
+    assert rule_rewards(near, {"rhyme": "中东"})["rhyme"] == 0.5
+    assert rule_rewards(near, {"rhyme": "中东"}, strictness="near")["rhyme"] == 1.0
+    rewards = Rewards.from_specs([{"name": "rhyme"}], strictness="near")
+    assert rewards.score([{"rhyme": "中东"}], [near])[0].components == {"rhyme": 1.0}
+    from lyrictool.recipes import DataSpec
+
+    assert DataSpec(train="builtin:demo-songs").rhyme_strictness == "strict"
+
+
 def test_weighted_sum():
     specs = [RewardSpec(name="rhyme", weight=2.0), RewardSpec(name="format", weight=0.5)]
     total, overridden = combine({"rhyme": 0.5, "format": 1.0}, specs)

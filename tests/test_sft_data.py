@@ -46,6 +46,19 @@ def test_derived_controls_read_structure_lengths_and_dominant_rhyme():
     assert "rhyme" not in derive_controls("春风吹\n花儿开\n月亮圆\n星星亮", ["rhyme"])
 
 
+def test_scheme_control_per_section():
+    verse_chorus = [{"section": "verse", "lines": 4}, {"section": "chorus", "lines": 4}]
+    assert Controls(scheme="aabb / abab").scheme == "AABB|ABAB"
+    assert Controls(scheme="AABB|ABAB", structure=verse_chorus).n_lines == 8
+    assert Controls(scheme="AABB", structure=verse_chorus).scheme == "AABB"  # the same pattern for each section
+    assert Controls(scheme="AABB", line_lengths=[7] * 8).scheme == "AABB"  # repeated every four lines
+    for bad in ({"scheme": "AABB|AB", "structure": verse_chorus}, {"scheme": "AABBCC", "line_lengths": [7] * 8},
+                {"scheme": "AA||BB"}):
+        with pytest.raises(ValueError, match="contradictory|capital letter"):
+            Controls.model_validate(bad)
+    assert "韵式：AABB|ABAB" in build_prompt({"scheme": "AABB|ABAB"})
+
+
 def test_recipe_chooses_stated_and_derived_controls_and_counts_missing_ones():
     spec = DataSpec(train="builtin:demo-songs", controls=["genre", "rhyme", "line_lengths"], derive=["rhyme"])
     stats = RowStats()

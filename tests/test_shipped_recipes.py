@@ -58,3 +58,43 @@ def test_accelerate_configs_parse():
     kinds = {load_config_from_file(str(p)).distributed_type.value
              for p in (REPO / "recipes" / "accelerate").glob("*.yaml")}
     assert {"DEEPSPEED", "FSDP", "MULTI_GPU"} <= kinds
+
+
+def test_gpu_training_recipes_start_from_folders_a_shipped_recipe_writes():
+    """A GPU training recipe's local model folder is some shipped recipe's output_dir, and a recipe that trains a new
+    LoRA starts from a full model (not a LoRA adapter folder, which a new adapter cannot stack on)."""
+    import yaml
+
+    raw = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
+    writers = {r["output_dir"]: name for name, r in raw.items() if "output_dir" in r}
+    for name, r in raw.items():
+        model = (r.get("model") or {}).get("name", "")
+        if not model.startswith("runs/") or command_of(REPO / "recipes" / name) == "serve":
+            continue
+        assert model in writers, f"{name}: model.name {model} is not the output_dir of any recipe in recipes/"
+        writer = raw[writers[model]]
+        writes_adapter = command_of(REPO / "recipes" / writers[model]) in ("sft", "dpo", "ppo") and \
+            (writer.get("model") or {}).get("lora") is not None
+        if (r.get("model") or {}).get("lora") is not None and command_of(REPO / "recipes" / name) != "rejection-sample":
+            assert not writes_adapter, f"{name} trains a LoRA on {model}, a LoRA adapter folder ({writers[model]})"
+
+
+def test_docs_name_the_accelerate_configs_that_exist():
+    import re
+
+    for doc in [REPO / "README.md", *(REPO / "docs").glob("*.md"), *GPU]:
+        for ref in re.findall(r"recipes/accelerate/[\w.-]+\.yaml", doc.read_text(encoding="utf-8")):
+            assert (REPO / ref).exists(), f"{doc.name} names {ref}, which does not exist"
+
+
+def test_a_new_lora_is_not_stacked_on_an_adapter_folder(tmp_path):
+    from lyrictool.errors import UserError
+    from lyrictool.modeling import peft_config
+    from lyrictool.recipes import ModelSpec
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    spec = ModelSpec(name=str(tmp_path), lora={"r": 4})
+    with pytest.raises(UserError, match="is a LoRA adapter folder"):
+        peft_config(spec)
+    assert peft_config(spec, check_start=False) is not None  # rejection-sample merges it first
+    assert peft_config(ModelSpec(name=str(tmp_path))) is None  # no new LoRA: nothing stacks

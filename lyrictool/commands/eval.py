@@ -40,17 +40,55 @@ def run_eval_input(input: str, fmt: str, output: str | None, skip_invalid: bool,
     return result
 
 
+DEFAULT_RATERS = ("rater1", "rater2", "rater3")
+
+
+def _study_links(study, names: list[str] | None) -> dict[str, Any]:
+    """Add raters to a study; their links, also written to ``<study>.links.txt`` (private: one token each)."""
+    import os
+
+    tokens = study.add_raters(list(names) if names else list(DEFAULT_RATERS))
+    links = {name: f"/rate#token={token}" for name, token in tokens.items()}
+    path = study.path.with_name(study.path.name + ".links.txt")
+    with open(path, "a", encoding="utf-8") as f:
+        os.chmod(path, 0o600)
+        f.writelines(f"{name}\t{link}\n" for name, link in links.items())
+    return {"path": str(study.path), "links": links, "links_file": str(path)}
+
+
+def _add_study_raters(path: Path, names: list[str] | None, fmt: str) -> dict:
+    """``eval --mos-study EXISTING.db --mos-raters NAME``: more raters for a running study."""
+    from lyrictool.eval.study import Study
+
+    if not path.is_file():
+        raise UserError(f"--mos-study {path}: no such study; create it with an eval RECIPE or --input files")
+    if not names:
+        raise UserError(f"--mos-study {path}: already exists; name new raters with --mos-raters NAME")
+    result = {"mos_study": _study_links(Study(path), names)}
+    if fmt == "json":
+        print(json.dumps(result, ensure_ascii=False, indent=2))
+    else:
+        print_result(result)
+    return result
+
+
 def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", output: Path | None = None,
              skip_invalid: bool = False, scheme: str | None = None, mos_sheet: Path | None = None,
-             mos_ratings: list[Path] | None = None, report: Path | None = None, dry_run: bool = False) -> dict:
+             mos_ratings: list[Path] | None = None, report: Path | None = None, dry_run: bool = False,
+             mos_study: Path | None = None, mos_raters: list[str] | None = None) -> dict:
     """The body of ``lyrictool eval`` (see the module docstring)."""
     inputs = list(inputs or [])
     mos_ratings = list(mos_ratings or [])
     check_format(fmt)
+    if recipe is None and not inputs and mos_study is not None and not dry_run:
+        return _add_study_raters(mos_study, mos_raters, fmt)
+    if mos_study is not None and mos_study.exists() and not dry_run:  # before any generation, not after
+        raise UserError(f"--mos-study {mos_study}: already exists; add raters with `lyrictool eval --mos-study "
+                        f"{mos_study} --mos-raters NAME`, or choose a new file")
     if recipe is None and not inputs and not mos_ratings:
         raise UserError("nothing to evaluate: give an eval RECIPE (models to generate from), --input FILE "
                         "(existing generations; repeat to compare) or --mos-ratings FILLED.csv")
-    if recipe is None and len(inputs) == 1 and not (mos_sheet or mos_ratings or report or dry_run):
+    if recipe is None and len(inputs) == 1 and not (mos_sheet or mos_study or mos_ratings or report or dry_run):
         return run_eval_input(str(inputs[0]), fmt, str(output) if output else None, skip_invalid,
                               scheme or "shisanzhe")
     if scheme is not None:
@@ -78,16 +116,25 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
         from lyrictool.eval.mos import load_ratings, mos_summary
 
         result["mos"] = mos_summary(load_ratings(mos_ratings))
+    # the songs to rate, for a sheet and/or a study
+    items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
+              "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
     if mos_sheet:
         if not systems:
             raise UserError("--mos-sheet needs songs to rate: give an eval RECIPE or --input files")
         from lyrictool.eval.mos import export_sheet
 
-        items = [{"system": sr.name, "prompt_id": s["id"] if s["id"] is not None else i, "controls": s["controls"],
-                  "lyrics": s["lyrics"]} for sr in systems for i, s in enumerate(sr.songs)]
         key = export_sheet(items, mos_sheet, seed=recipe.seed if recipe else 0)
         artefacts["MOS sheet (give to raters)"] = str(mos_sheet)
         artefacts["MOS key (keep from raters)"] = str(key)
+    if mos_study:
+        if not systems:
+            raise UserError("--mos-study needs songs to rate: give an eval RECIPE or --input files")
+        from lyrictool.eval.study import Study
+
+        study = Study.create(mos_study, items, seed=recipe.seed if recipe else 0)
+        artefacts["MOS study (serve it: pages.study)"] = str(mos_study)
+        result["mos_study"] = _study_links(study, mos_raters)
     if recipe is not None:
         out = Path(recipe.output_dir)
         for sr in systems:

@@ -39,5 +39,10 @@ def run_serve(recipe: ServeRecipe | None, model: str | None = None, host: str | 
     app = create_app(recipe, backend, api_key)
     log.info("lyrictool serve: http://%s:%d/v1 (model id %s%s)", recipe.host, recipe.port, recipe.model_id(),
              ", API key required" if api_key else "")
+    if recipe.pages.playground:
+        log.info("playground: http://%s:%d/", recipe.host, recipe.port)
+    if recipe.pages.rate:
+        log.info("blind rating: http://%s:%d/rate#token=... (%s)", recipe.host, recipe.port,
+                 f"study {recipe.pages.study}" if recipe.pages.study else "no study: set pages.study")
     uvicorn.run(app, host=recipe.host, port=recipe.port, log_level="warning",
                 timeout_graceful_shutdown=int(recipe.limits.shutdown_timeout_s) or None)

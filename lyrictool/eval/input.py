@@ -7,6 +7,7 @@ raised or, with ``skip_invalid``, collected.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -28,8 +29,8 @@ def _check_controls(controls: Any, scheme: str) -> str | None:
     if rhyme is not None and (not isinstance(rhyme, str) or normalize_rhyme(rhyme, scheme) is None):
         return f"controls.rhyme: unknown rhyme {rhyme!r} for scheme {scheme}; use a group name or a final"
     pattern = controls.get("scheme")
-    if pattern is not None and not (isinstance(pattern, str) and pattern.replace(" ", "").isalpha()):
-        return f'controls.scheme: {pattern!r} is not one letter per line (e.g. "AABB", X = free)'
+    if pattern is not None and not (isinstance(pattern, str) and re.sub(r"[\s|/]", "", pattern).isalpha()):
+        return f'controls.scheme: {pattern!r} is not one letter per line (e.g. "AABB", X = free, "AABB|ABAB")'
     lengths = controls.get("line_lengths")
     if lengths is not None and not (
         isinstance(lengths, list) and all(isinstance(n, int) and not isinstance(n, bool) for n in lengths)

@@ -96,6 +96,20 @@ def _request_text(controls: dict | None) -> str:
     return build_prompt(controls or {}).replace("\n", "；")
 
 
+def blind(items: list[dict], seed: int, prefix: str) -> tuple[str, list[tuple[str, dict]]]:
+    """(sheet or study id, [(item id, item)] in shuffled order): the blinding a MOS sheet and a study share.
+
+    The id is ``prefix`` + 6 hex digits of a hash of the seed and the songs; item ids are ``<id>-007``.
+    """
+    digest = hashlib.sha1(json.dumps([seed, [(i["system"], i["prompt_id"], i["lyrics"]) for i in items]],
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+    blind_id = prefix + digest[:6]
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    width = max(3, len(str(len(items))))
+    return blind_id, [(f"{blind_id}-{pos:0{width}d}", items[idx]) for pos, idx in enumerate(order, 1)]
+
+
 def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     """Write the blinded, shuffled rating sheet; returns the key file's path (keep it from the raters).
 
@@ -106,17 +120,10 @@ def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     path = Path(path)
     if not items:
         raise UserError(f"--mos-sheet {path}: no songs to rate")
-    digest = hashlib.sha1(json.dumps([seed, [(i["system"], i["prompt_id"], i["lyrics"]) for i in items]],
-                                     ensure_ascii=False).encode("utf-8")).hexdigest()
-    sheet_id = "k" + digest[:6]
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    width = max(3, len(str(len(items))))
+    sheet_id, blinded = blind(items, seed, "k")
     key = {"sheet_id": sheet_id, "aspects": list(ASPECTS), "scale": list(SCALE), "items": {}}
     rows = []
-    for pos, idx in enumerate(order, 1):
-        item = items[idx]
-        item_id = f"{sheet_id}-{pos:0{width}d}"
+    for item_id, item in blinded:
         key["items"][item_id] = {"system": item["system"], "prompt_id": str(item["prompt_id"])}
         rows.append({"item": item_id, "request": _request_text(item.get("controls")),
                      "lyrics": strip_hints(item["lyrics"]), **{a: "" for a in ASPECTS}, "rater": "", "comment": ""})
@@ -146,7 +153,8 @@ def _find_key(sheet_id: str, ratings_path: Path, key_paths: list[Path]) -> dict:
 
 
 def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -> list[dict]:
-    """Read filled sheets; every rating un-blinded as ``{rater, item, system, prompt_id, scores{aspect: 1..5}}``.
+    """Read filled sheets and study databases (:mod:`lyrictool.eval.study`); every rating un-blinded as
+    ``{rater, item, system, prompt_id, scores{aspect: 1..5}}``.
 
     A blank aspect cell is 'not rated'; any other value must be an integer on the 1-5 scale.  Problems are
     reported as ``path:line: reason`` (line = the row's first line in the file).
@@ -157,7 +165,12 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
     for raw_path in paths:
         path = Path(raw_path)
         if not path.is_file():
-            raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s)")
+            raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s) or a study database")
+        from lyrictool.eval.study import Study, is_study_file
+
+        if is_study_file(path):  # a browser study (lyrictool serve /rate): already un-blinded rows
+            ratings.extend(Study(path).ratings())
+            continue
         text = read_utf8(path)  # path:line of the first non-UTF-8 byte (a spreadsheet's local encoding)
         reader = csv.reader(text.splitlines(keepends=True))
         try:

@@ -11,7 +11,8 @@ Plots (each a PNG next to the page, in ``<report stem>_plots/``):
 - ``scores.png``: scorer score distribution per system (when a scorer was given).
 - ``mos.png``: MOS per aspect and system with 95% CIs (when ratings were given).
 
-Without a CJK font on the machine, Chinese labels in the PNGs are written in pinyin (the HTML keeps the
+Chinese labels in the PNGs need a CJK font (Debian/Ubuntu: ``apt-get install fonts-noto-cjk``; found even when
+installed after matplotlib built its font cache); without one they are written in pinyin (the HTML keeps the
 characters).
 """
 
@@ -26,6 +27,7 @@ from lyrictool.errors import UserError
 
 _CJK_FONTS = ("Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
               "SimHei", "Microsoft YaHei", "PingFang SC", "Heiti SC", "AR PL UMing CN", "Droid Sans Fallback")
+_CJK_FILE_TAGS = ("notosanscjk", "notoserifcjk", "sourcehansans", "wqy", "droidsansfallback", "simhei", "msyh")
 _GOOD, _BAD, _FLAT = "#2e7d32", "#c62828", "#9e9e9e"
 
 
@@ -37,6 +39,16 @@ def _setup_matplotlib() -> bool:
     from matplotlib import font_manager, rcParams
 
     installed = {f.name for f in font_manager.fontManager.ttflist}
+    if not any(f in installed for f in _CJK_FONTS):
+        # matplotlib caches the font list the first time it runs: a CJK font installed since (apt-get install
+        # fonts-noto-cjk) is not in the cache.  Add the system's CJK font files to this process's list.
+        for path in font_manager.findSystemFonts():
+            if any(tag in Path(path).name.lower() for tag in _CJK_FILE_TAGS):
+                try:
+                    font_manager.fontManager.addfont(path)
+                except (OSError, RuntimeError, ValueError):
+                    continue
+        installed = {f.name for f in font_manager.fontManager.ttflist}
     cjk = [f for f in _CJK_FONTS if f in installed]
     if cjk:
         rcParams["font.sans-serif"] = cjk + list(rcParams["font.sans-serif"])

@@ -42,7 +42,8 @@ from lyrictool.recipes import (
 log = logging.getLogger("lyrictool")
 
 #: Metrics shown side by side and compared (all in [0, 1]); lower is better only for repetition.
-COMPARED_METRICS = ("rhyme_accuracy", "rhyme_density", "line_length_accuracy", "line_length_accuracy_pm1",
+COMPARED_METRICS = ("rhyme_accuracy", "rhyme_density", "rhyme_accuracy_near", "rhyme_density_near",
+                    "line_length_accuracy", "line_length_accuracy_pm1",
                     "structure_accuracy", "format_validity", "distinct_1", "distinct_2", "repetition_rate")
 LOWER_IS_BETTER = frozenset({"repetition_rate"})
 

@@ -118,5 +118,11 @@ def print_result(result: dict) -> None:
             cells.append(f"{fa} / {fo}")
             table.add_row(aspect, *cells)
         console.print(table)
+    study = result.get("mos_study")
+    if study:
+        console.print(f"MOS study {study['path']}: rater links (append to the server's address, e.g. "
+                      f"http://127.0.0.1:8000; each link is that rater's password, also in {study['links_file']})")
+        for name, link in study["links"].items():
+            console.print(f"  {name}: {link}", soft_wrap=True)
     for what, path in (result.get("artefacts") or {}).items():
         console.print(f"{what}: {path}")

@@ -118,6 +118,75 @@ for _scheme, _table in TABLES.items():  # every scheme covers every final exactl
     assert sorted(f for fs in _table.values() for f in fs) == sorted(FINALS), _scheme
 
 
+# --- near rhymes -----------------------------------------------------------------------------
+#
+# A near rhyme is a pair of groups that the scheme in use keeps apart but that Mandarin songs
+# rhyme together.  Two groups of a scheme are near when they hold a near pair of finals; two
+# kinds of pair, both documented in docs/rhyme-schemes.md ("Near rhymes"):
+#
+# * front and back nasals, which pop lyricists rhyme freely (人辰 with 中东) and which many
+#   speakers, Taiwan and southern Mandarin especially, do not distinguish: en/eng, in/ing, and
+#   uen/vn with their back counterparts ueng/ong and iong (ong is ueng after an initial).
+#   an/ang (言前/江阳) are not included: they stay apart in Taiwan and southern Mandarin too;
+# * any two finals that one of the three standard systems above puts in the same group: what is
+#   a different group in one scheme is a recognised rhyme in another (e with ie/üe: 中华通韵's 鹅;
+#   the apical -i with i: 十三辙's 一七; eng with ong: 十三辙's 中东).
+#
+# The relation is between groups (under 十三辙: 人辰~中东 and 梭波~乜斜), so a line rhymes near with
+# every line of a near group, as a lyricist who merges two groups treats them.  It is not chained:
+# near groups of near groups are not near.
+
+#: The strictness levels ``rhymes`` and the metrics accept; strict is the default.
+STRICTNESS: tuple[str, ...] = ("strict", "near")
+
+#: Front/back nasal pairs (see above).
+NASAL_PAIRS: tuple[tuple[str, str], ...] = (("en", "eng"), ("in", "ing"), ("uen", "ueng"), ("uen", "ong"), ("vn", "iong"))
+
+
+def _near_pairs() -> frozenset[frozenset[str]]:
+    pairs = {frozenset(p) for p in NASAL_PAIRS}
+    for scheme in ("shisanzhe", "zhonghua_xinyun", "zhonghua_tongyun"):
+        for finals in TABLES[scheme].values():
+            pairs.update(frozenset((a, b)) for a in finals for b in finals if a != b)
+    return frozenset(pairs)
+
+
+#: Unordered pairs of distinct finals that are near rhymes.
+NEAR_FINALS: frozenset[frozenset[str]] = _near_pairs()
+
+_NEAR_GROUPS: dict[str, frozenset[frozenset[str]]] = {
+    scheme: frozenset(
+        frozenset((g, h))
+        for g, fg in table.items()
+        for h, fh in table.items()
+        if g != h and any(frozenset((a, b)) in NEAR_FINALS for a in fg for b in fh)
+    )
+    for scheme, table in TABLES.items()
+}
+
+
+def check_strictness(strictness: str) -> str:
+    """Return ``strictness`` if known, else raise UserError naming the choices."""
+    if strictness not in STRICTNESS:
+        from lyrictool.errors import UserError
+
+        raise UserError(f"unknown rhyme strictness {strictness!r}; choose one of: {', '.join(STRICTNESS)}")
+    return strictness
+
+
+def groups_rhyme(a: str | None, b: str | None, scheme: str = "shisanzhe", strictness: str = "strict") -> bool:
+    """Whether two groups of ``scheme`` rhyme: the same group, or (``near``) a near pair of groups."""
+    if a is None or b is None:
+        return False
+    return a == b or (strictness == "near" and frozenset((a, b)) in _NEAR_GROUPS[scheme])
+
+
+def near_groups(scheme: str = "shisanzhe") -> list[tuple[str, str]]:
+    """The pairs of groups of ``scheme`` that rhyme as near rhymes, in table order."""
+    names = list(TABLES[check_scheme(scheme)])
+    return [(g, h) for i, g in enumerate(names) for h in names[i + 1 :] if frozenset((g, h)) in _NEAR_GROUPS[scheme]]
+
+
 def check_scheme(scheme: str) -> str:
     """Return ``scheme`` if known, else raise UserError naming the choices."""
     if scheme not in TABLES:

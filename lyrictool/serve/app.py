@@ -70,4 +70,9 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
                             status_code=500)
 
     routes.register(app)
-    return Guard(app, api_key=api_key or None, max_body_bytes=recipe.limits.max_body_bytes, metrics=metrics)
+    from lyrictool.serve.pages import open_paths, pages_router
+
+    if recipe.pages.playground or recipe.pages.rate:
+        app.include_router(pages_router(recipe, service.model_id, api_key_required=bool(api_key)))
+    return Guard(app, api_key=api_key or None, max_body_bytes=recipe.limits.max_body_bytes, metrics=metrics,
+                 open_paths=open_paths(recipe))

@@ -58,11 +58,11 @@ class _RowStreamer:
     It also records which rows ended with EOS (finish_reason) and which asked to stop (read by :class:`_RowStop`).
     """
 
-    def __init__(self, tokenizer, rows: list[GenRow]):
+    def __init__(self, tokenizer, rows: list[GenRow], stop_ids: list[int] | None = None):
         self.tokenizer = tokenizer
         self.rows = rows
         self.state = [_RowState() for _ in rows]
-        self.eos_id = tokenizer.eos_token_id
+        self.stop_ids = set(stop_ids if stop_ids is not None else [tokenizer.eos_token_id])
         self._prompt_seen = False
 
     def put(self, value) -> None:
@@ -73,7 +73,7 @@ class _RowStreamer:
             st = self.state[i]
             if st.done:
                 continue
-            if token == self.eos_id:
+            if token in self.stop_ids:
                 st.done = st.eos = True
                 continue
             st.ids.append(token)
@@ -147,9 +147,9 @@ class TransformersBackend:
         return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
-        from lyrictool.generation import generate_texts
+        from lyrictool.generation import generate_texts, stop_token_ids
 
-        streamer = _RowStreamer(self.tokenizer, rows)
+        streamer = _RowStreamer(self.tokenizer, rows, stop_token_ids(self.model, self.tokenizer))
         samples = generate_texts(
             self.model, self.tokenizer, [r.prompt for r in rows], n=1,
             max_new_tokens=max(r.max_tokens for r in rows), temperature=temperature, top_p=top_p,
@@ -193,8 +193,10 @@ class VLLMBackend:
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
         from vllm import SamplingParams
 
-        params = [SamplingParams(temperature=temperature, top_p=top_p if temperature > 0 else 1.0,
-                                 max_tokens=r.max_tokens) for r in rows]
+        from lyrictool.generation import vllm_sampling_kwargs
+
+        # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
+        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
         outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False)
         results = []
         for row, out in zip(rows, outs):

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.recipes import ModelSpec, SchemeName, Strict
+from lyrictool.recipes import ModelSpec, SchemeName, Strict, StrictnessName
 from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
@@ -60,6 +60,17 @@ class ExpansionSpec(Strict):
     thin_max_chars: int = Field(6, ge=1, le=40, description="A topic this short (in characters) counts as thin.")
 
 
+class PagesSpec(Strict):
+    """The browser pages (off by default: a server that only answers the API shows nothing else)."""
+
+    playground: bool = Field(False, description="The playground at / (uses the public API; asks for the API key "
+                             "when the server has one).")
+    rate: bool = Field(False, description="The blind-rating page at /rate for a MOS study (rater links from "
+                       "`lyrictool eval ... --mos-study`).")
+    study: str | None = Field(None, description="The study database /rate serves (written by `lyrictool eval ... "
+                              "--mos-study FILE.db`).")
+
+
 class ServeRecipe(Strict):
     """`lyrictool serve`: an OpenAI-compatible lyrics server (see docs/serve.md)."""
 
@@ -76,6 +87,8 @@ class ServeRecipe(Strict):
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
+    rhyme_strictness: StrictnessName = Field(
+        "strict", description="near: the rhyme reward that ranks candidates also accepts near rhymes (人辰~中东).")
     rewards: list[RewardSpec] = Field(
         default_factory=default_rule_specs,
         description="How best_of candidates are ranked (lyrictool.rewards, as in rejection sampling): rule rewards, "
@@ -84,6 +97,7 @@ class ServeRecipe(Strict):
         None, ge=1, description="torch intra-op threads when serving on CPU (default: torch's choice). Small models "
         "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")
     seed: int | None = Field(None, description="Seed the sampler once at start (reproducible single requests).")
+    pages: PagesSpec = Field(default_factory=PagesSpec, description="Browser pages: the playground and /rate.")
 
     def model_id(self) -> str:
         """The id clients must send as `model`."""

@@ -25,9 +25,14 @@ def _not_utf8(body: bytes):
 class Guard:
     """ASGI middleware: API key, body-size cap (read before the app sees it), request metrics."""
 
-    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: Metrics):
+    def __init__(self, app, *, api_key: str | None, max_body_bytes: int, metrics: Metrics,
+                 open_paths: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())):
         self.app = app
         self.api_key = api_key
+        # The browser pages and the rating API (lyrictool.serve.pages): they load without the API key (the
+        # playground then asks for it; /rate/api takes rater tokens instead).
+        self.open_exact = OPEN_ROUTES + open_paths[0]
+        self.open_prefixes = open_paths[1]
         self.max_body = max_body_bytes
         self.metrics = metrics
 
@@ -35,7 +40,7 @@ class Guard:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
-        route = path if path in ROUTES else "other"
+        route = path if path in ROUTES else "pages" if self._is_open_page(path) else "other"
         start = time.perf_counter()
         status = {"code": 500}
 
@@ -71,9 +76,17 @@ class Guard:
             self.metrics.requests.labels(route, str(status["code"])).inc()
             self.metrics.latency.labels(route).observe(time.perf_counter() - start)
 
+    def _is_open(self, path: str) -> bool:
+        """Reachable without the API key."""
+        return path in self.open_exact or path.startswith(self.open_prefixes)
+
+    def _is_open_page(self, path: str) -> bool:
+        return path != "/healthz" and self._is_open(path)
+
     def _refuse(self, scope):
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
-        if self.api_key and scope["path"] not in OPEN_ROUTES:
+        path = scope["path"]
+        if self.api_key and not self._is_open(path):
             auth = headers.get("authorization", "")
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), self.api_key.encode()):

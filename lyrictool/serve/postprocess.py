@@ -114,12 +114,16 @@ CONTROL_METRIC = {  # control -> the metric that must be 1.0 for it to count as 
 
 
 def analyze(text: str, controls: dict[str, Any], scheme: str = "shisanzhe") -> dict[str, Any]:
-    """Per-line sound (last sung syllable, final, tone, rhyme group), the song's metrics, and the controls met."""
+    """Per-line sound (last sung syllable, final, tone, rhyme group, whether it rhymes as the controls ask), the
+    song's metrics, and the controls met."""
     from lyrictool.lyrics import parse
-    from lyrictool.metrics import song_metrics
-    from lyrictool.phonetics import analyze_line, syllable_count
+    from lyrictool.metrics import rhyme_line_hits, rhyme_request, song_metrics
+    from lyrictool.phonetics import analyze_line, line_groups, syllable_count
 
     doc = parse(text)
+    target, pattern = rhyme_request(controls, scheme)  # read as song_metrics reads them
+    sizes = [len(section.lines) for section in doc.sections if section.lines]  # a scheme is scored per section
+    hits = rhyme_line_hits(line_groups(doc.lines, scheme), target, pattern, sizes)
     lines = []
     for section in doc.sections:
         for line in section.lines:
@@ -133,6 +137,7 @@ def analyze(text: str, controls: dict[str, Any], scheme: str = "shisanzhe") -> d
                 "final": sound.final if sound else None,
                 "tone": sound.tone if sound else None,
                 "rhyme_group": sound.group if sound else None,
+                "rhymes_as_asked": hits[len(lines)],  # None: the controls ask nothing of this line's rhyme
             })
     metrics = song_metrics(text, controls, scheme)
     met: dict[str, bool] = {}

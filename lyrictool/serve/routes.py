@@ -6,7 +6,6 @@ Each handler finds the :class:`~lyrictool.serve.service.LyricsService` on ``requ
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 
@@ -46,8 +45,6 @@ async def models(request: Request):
 
 
 async def lyrics(req: LyricsRequest, request: Request):
-    from lyrictool.serve.postprocess import analyze
-
     service = _service(request)
     limits = service.recipe.limits
     service.check_count(req.n, limits.max_n, "n", "max_n")
@@ -64,19 +61,18 @@ async def lyrics(req: LyricsRequest, request: Request):
     outs, results = await service.generate(prompt, best_of, max_tokens, temperature, top_p)
 
     wanted = controls.to_dict()
-    texts = [out.text for out in outs]
-    scored = await asyncio.to_thread(service.rewards.score, [wanted] * len(texts), texts)
-    candidates = []
-    for out, result, reward in zip(outs, results, scored):
-        analysis = await asyncio.to_thread(analyze, out.text, wanted, service.recipe.scheme)
-        candidates.append({"lyrics": out.text, "finish_reason": finish_reason(out, result),
-                           "score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
+    judged = await service.judge([out.text for out in outs], wanted)
+    candidates = [{"lyrics": out.text, "finish_reason": finish_reason(out, result), **judgement}
+                  for out, result, judgement in zip(outs, results, judged)]
     ranked = sorted(candidates, key=lambda c: c["score"], reverse=True) if best_of > req.n else candidates
     choices = [{"index": i, **cand} for i, cand in enumerate(ranked[:req.n])]
-    return {"id": f"lyr-{uuid.uuid4().hex[:24]}", "object": "lyrics", "created": int(time.time()),
+    body = {"id": f"lyr-{uuid.uuid4().hex[:24]}", "object": "lyrics", "created": int(time.time()),
             "model": service.model_id, "controls": wanted,
             "expansion": expansion.as_dict() if expansion else None, "best_of": best_of,
             "choices": choices, "usage": usage(prompt_tokens, results)}
+    if req.candidates:  # every candidate, best first (the playground shows why the best one won)
+        body["candidates"] = [{"index": i, **cand} for i, cand in enumerate(ranked)]
+    return body
 
 
 async def chat_completions(req: ChatCompletionRequest, request: Request):

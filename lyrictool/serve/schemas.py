@@ -31,6 +31,8 @@ class LyricsRequest(Controls, SamplingFields):
     best_of: int | None = Field(None, ge=1, description="Candidates generated and ranked; the best n are "
                                 "returned (default n).")
     expand: bool | None = Field(None, description="Expand a thin topic into imagery (default: the server's mode).")
+    candidates: bool = Field(False, description="Also return every candidate generated, best first, each with its "
+                             "score, rewards and analysis (`candidates`).")
     stream: bool = Field(False, description="Not supported here; use /v1/chat/completions to stream.")
 
     @field_validator("stream")

@@ -29,7 +29,8 @@ class LyricsService:
         from lyrictool.rewards import Rewards, check_reward_specs
 
         check_reward_specs(recipe.rewards, where=recipe_source(recipe))
-        self.rewards = Rewards(list(recipe.rewards), scheme=recipe.scheme)  # loads a scorer model, if listed
+        # loads a scorer model, if listed
+        self.rewards = Rewards(list(recipe.rewards), scheme=recipe.scheme, strictness=recipe.rhyme_strictness)
 
     # ---- checks -----------------------------------------------------------------------------------------------
     def token_limit(self, requested: int | None, param: str = "max_tokens") -> int:
@@ -95,6 +96,17 @@ class LyricsService:
         for out in outputs:
             out.finish()
         return outputs, results
+
+    async def judge(self, texts: list[str], wanted: dict) -> list[dict]:
+        """Per text: its ranking (``score``, ``rewards``) and analysis (``lines``, ``metrics``, ``controls_met``)."""
+        from lyrictool.serve.postprocess import analyze
+
+        scored = await asyncio.to_thread(self.rewards.score, [wanted] * len(texts), texts)
+        out = []
+        for text, reward in zip(texts, scored):
+            analysis = await asyncio.to_thread(analyze, text, wanted, self.recipe.scheme)
+            out.append({"score": round(reward.total, 6), "rewards": reward.as_dict()["rewards"], **analysis})
+        return out
 
     async def expand(self, controls, expand: bool | None):
         """The expansion of a thin topic (rules and/or the model, as the recipe says), or None."""

@@ -65,11 +65,16 @@ def stream_chat(service: LyricsService, completion_id: str, created: int, prompt
                     e = ApiError(500, f"internal error: {type(e).__name__}", type="server_error")
                 yield f"data: {json.dumps(e.body(), ensure_ascii=False)}\n\n"
                 return
+            tails = [out.finish() for out in outputs]
+            judged = [None] * len(outputs)
+            if req.controls is not None:  # a lyrics request: its analysis travels with each choice's last chunk
+                judged = await service.judge([out.text for out in outputs], req.controls.to_dict())
             for i, (out, result) in enumerate(zip(outputs, results)):
-                tail = out.finish()
-                if tail:
-                    yield chunk([{"index": i, "delta": {"content": tail}, "finish_reason": None}])
-                yield chunk([{"index": i, "delta": {}, "finish_reason": finish_reason(out, result)}])
+                if tails[i]:
+                    yield chunk([{"index": i, "delta": {"content": tails[i]}, "finish_reason": None}])
+                extra = {"lyrictool": {"analysis": {"index": i, "controls": req.controls.to_dict(), **judged[i]}}
+                         } if judged[i] is not None else {}
+                yield chunk([{"index": i, "delta": {}, "finish_reason": finish_reason(out, result)}], **extra)
             if req.stream_options is not None and req.stream_options.include_usage:
                 yield chunk([], usage=usage(prompt_tokens, results))
             yield "data: [DONE]\n\n"

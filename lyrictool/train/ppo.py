@@ -172,7 +172,8 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from lyrictool.modeling import load_model, peft_config, to_accelerator
 
     timer = timer or Timer()
-    rewards = rw.Rewards.from_specs(recipe.rewards, scheme=recipe.data.scheme)
+    rewards = rw.Rewards.from_specs(recipe.rewards, scheme=recipe.data.scheme,
+                                    strictness=recipe.data.rhyme_strictness)
     if reward_funcs is None:
         reward_funcs, reward_weights = rw.reward_funcs(rewards)
     with timer("load_model"):

@@ -267,7 +267,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
                                "rows already in samples.jsonl": done})
         return {}
     out.mkdir(parents=True, exist_ok=True)
-    rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme)
+    rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness)
     rows = read_samples(samples_path)
     policy = full_model_policy(recipe)
     per_round = []

