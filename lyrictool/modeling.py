@@ -164,10 +164,30 @@ def quantization_config(spec: ModelSpec, dtype):
         raise UserError("model.quantization: bitsandbytes is not installed (pip install 'lyrictool[gpu]')")
     from transformers import BitsAndBytesConfig
 
+    return BitsAndBytesConfig(**bnb_kwargs(spec, dtype))
+
+
+def bnb_kwargs(spec: ModelSpec, dtype) -> dict[str, Any]:
+    """BitsAndBytesConfig keys for the recipe.  4-bit weights are stored packed in the compute dtype
+    (``bnb_4bit_quant_storage``), not uint8: FSDP flattens and shards parameters of one float dtype, so FSDP+QLoRA
+    cannot start on uint8 storage; outside FSDP the storage dtype costs nothing."""
     if spec.quantization == "4bit":
-        return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                                  bnb_4bit_compute_dtype=dtype)
-    return BitsAndBytesConfig(load_in_8bit=True)
+        return {"load_in_4bit": True, "bnb_4bit_quant_type": "nf4", "bnb_4bit_use_double_quant": True,
+                "bnb_4bit_compute_dtype": dtype, "bnb_4bit_quant_storage": dtype}
+    return {"load_in_8bit": True}
+
+
+def weights_dtype(spec: ModelSpec, dtype, *, for_training: bool):
+    """The dtype weights are loaded in.  Full fine-tuning keeps fp32 master weights and computes in ``dtype``
+    under autocast (the TRL config's ``bf16``/``fp16``), so small updates do not round away in bf16; pure half
+    weights only when the recipe says ``master_weights: dtype``.  A LoRA/QLoRA base is frozen: it loads in
+    ``dtype`` (peft keeps the adapter in fp32)."""
+    import torch
+
+    full_ft = for_training and spec.lora is None and spec.quantization == "none"
+    if full_ft and spec.master_weights == "fp32" and dtype in (torch.bfloat16, torch.float16):
+        return torch.float32
+    return dtype
 
 
 def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM", *, check_start: bool = True):
@@ -198,6 +218,13 @@ class LoadedModel:
     path: str
     attention: AttentionChoice
     dtype: Any
+
+
+def model_plan(spec: ModelSpec) -> tuple[AttentionChoice, Any]:
+    """The attention kernel and compute dtype ``load_model`` will use, known before loading (the TRL config is
+    built from them first, so ZeRO-3 / FSDP low-memory loading apply to the load)."""
+    dtype = resolve_dtype(spec.dtype)
+    return choose_attention(spec.attn, dtype), dtype
 
 
 def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
@@ -246,7 +273,8 @@ def load_model(spec: ModelSpec, *, kind: str = "causal_lm", num_labels: int = 1,
     attn = choose_attention(spec.attn, dtype)
     qconf = quantization_config(spec, dtype)
     tok = load_tokenizer(spec.name, spec.trust_remote_code)
-    kwargs: dict[str, Any] = {"dtype": dtype, "attn_implementation": attn.implementation,
+    kwargs: dict[str, Any] = {"dtype": weights_dtype(spec, dtype, for_training=for_training),
+                              "attn_implementation": attn.implementation,
                                   "trust_remote_code": spec.trust_remote_code}
     if qconf is not None:
         kwargs["quantization_config"] = qconf
@@ -277,13 +305,25 @@ ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors", "adapter_mo
 def merge_lora(model, output_dir: str | Path | None = None):
     """Fold a LoRA adapter into its base weights; with ``output_dir``, save the plain model there instead of the
     adapter (the adapter files are removed: every consumer, the next stage or round, eval and serve, loads a plain
-    model folder).  Returns the merged model."""
-    merged = model.merge_and_unload()
+    model folder).  Returns the merged model on the main process, None on the others.
+
+    Under several processes every rank calls it: sharded weights (FSDP, ZeRO-3) are gathered first and merged into
+    a fresh copy (:func:`lyrictool.distributed.merged_lora_model`), never ``merge_and_unload`` on shards; only the
+    main process merges and writes, then all wait, so the other ranks may load ``output_dir`` right after.
+    """
+    from lyrictool.distributed import barrier, is_main_process, merged_lora_model, sharding, unwrap
+
+    if sharding(model) != "none":
+        merged = merged_lora_model(model)  # collective
+    else:
+        merged = unwrap(model).merge_and_unload() if is_main_process() else None
     if output_dir is not None:
-        out = Path(output_dir)
-        for name in ADAPTER_FILES:
-            (out / name).unlink(missing_ok=True)
-        merged.save_pretrained(out)
+        if is_main_process():
+            out = Path(output_dir)
+            for name in ADAPTER_FILES:
+                (out / name).unlink(missing_ok=True)
+            merged.save_pretrained(out)
+        barrier()
     return merged
 
 

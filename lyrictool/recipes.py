@@ -94,6 +94,10 @@ class ModelSpec(Strict):
     quantization: Literal["none", "4bit", "8bit"] = Field(
         "none", description="Load the base model quantized with bitsandbytes (QLoRA); needs CUDA."
     )
+    master_weights: Literal["fp32", "dtype"] = Field(
+        "fp32", description="Full fine-tuning: fp32 keeps fp32 weights and computes in `dtype` with autocast "
+                            "(mixed precision); dtype stores the weights in `dtype` too (pure bf16: half the memory, "
+                            "but small updates round away). A LoRA/QLoRA base always loads in `dtype`.")
     trust_remote_code: bool = Field(False, description="Allow model code from the hub (off by default).")
 
 

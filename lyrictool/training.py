@@ -65,9 +65,12 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         kwargs["bf16"] = dtype == torch.bfloat16
         kwargs["fp16"] = dtype == torch.float16
     elif not torch.cuda.is_available():
-        kwargs.update(bf16=False, fp16=False)
+        # use_cpu: without it, transformers does not join the launcher's process group on a CPU machine and every
+        # torchrun rank trains alone (world size 1, each saving into output_dir)
+        kwargs.update(bf16=False, fp16=False, use_cpu=True)
     kwargs.update(defaults)
     kwargs.update(recipe.train)
+    launch_checks(kwargs, recipe)
     if kwargs.get("packing") and attention != "flash_attention_2" and \
             kwargs.get("packing_strategy", "bfd") in ("bfd", "bfd_split"):
         raise UserError(f"train.packing: padding-free (bfd) packing needs flash_attention_2, but attention here "
@@ -77,6 +80,30 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         return config_cls(output_dir=recipe.output_dir, seed=recipe.seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"train: {e}", where=recipe_source(recipe)) from None
+
+
+def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:
+    """What the launcher and the recipe ask for, settled before the TRL config exists: FSDP/DeepSpeed that would
+    not be applied is an error; under FSDP, gradient checkpointing becomes FSDP's; a missing tensorboard is one
+    warning line, not a crash in TensorBoardCallback."""
+    import importlib.util
+
+    import torch
+
+    from lyrictool import distributed
+
+    problem = distributed.sharding_problem(kwargs, cuda=torch.cuda.is_available())
+    if problem:
+        raise UserError(problem, where=recipe_source(recipe))
+    if distributed.fsdp_activation_checkpointing(kwargs):
+        log.info("FSDP: gradient_checkpointing runs as FSDP activation checkpointing (no extra all-gather)")
+    report = kwargs.get("report_to")
+    wanted = [report] if isinstance(report, str) else list(report or [])
+    if "tensorboard" in wanted and not any(importlib.util.find_spec(m) for m in ("tensorboard", "tensorboardX")):
+        log.warning("train.report_to: tensorboard is not installed (pip install tensorboard); logging to "
+                    "summary.json and the console only")
+        kept = [r for r in wanted if r != "tensorboard"]
+        kwargs["report_to"] = kept or "none"
 
 
 def callbacks() -> list:
@@ -179,35 +206,38 @@ def generates_here(trainer) -> bool:
     """Whether this process should run after-training generation.
 
     With sharded parameters (FSDP, DeepSpeed ZeRO-3) every forward pass is collective, so every rank must
-    generate (a main-process-only generate would hang); otherwise only the main process does.
+    generate (a main-process-only generate would hang), inside :func:`lyrictool.distributed.full_params`;
+    otherwise only the main process does.
     """
-    sharded = getattr(trainer, "is_fsdp_enabled", False) or (
-        getattr(trainer, "is_deepspeed_enabled", False)
-        and getattr(getattr(trainer.accelerator.state, "deepspeed_plugin", None), "zero_stage", 0) == 3
-    )
-    return bool(sharded) or is_main_process()
+    from lyrictool.distributed import generates_on_every_rank
+
+    return generates_on_every_rank(trainer) or is_main_process()
 
 
 def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None, loaded=None):
-    """Load the model (unless ``loaded`` is given), run SFTTrainer, save. Returns (trainer, loaded model).
+              timer: Timer | None = None, on_load=None):
+    """Build the TRL config, load the model, run SFTTrainer, save. Returns (trainer, loaded model).
 
-    Rows are conversational prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain
-    language-modelling loss, the memorize stage of ``inject``).
+    The config comes first, so DeepSpeed ZeRO-3 (``zero.Init``) and FSDP's low-memory loading apply to the load.
+    ``on_load(lm)`` runs on the loaded model before the trainer wraps it.  The final save holds whole weights
+    under every backend (:func:`lyrictool.distributed.save_full_model`).  Rows are conversational
+    prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain language-modelling loss, the
+    memorize stage of ``inject``).
     """
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.distributed import save_full_model
+    from lyrictool.modeling import load_model, model_plan, peft_config
 
     timer = timer or Timer()
-    if loaded is not None:
-        lm = loaded
-    else:
-        with timer("load_model"):
-            lm = load_model(recipe.model)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
+    attention, dtype = model_plan(recipe.model)
+    args = trl_config(recipe, attention=attention.implementation, dtype=dtype,
                       eval_strategy="epoch" if eval_rows else "no")
+    with timer("load_model"):
+        lm = load_model(recipe.model)
+    if on_load is not None:
+        on_load(lm)
     trainer = SFTTrainer(
         model=lm.model,
         args=args,
@@ -220,7 +250,7 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("train"):
         trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
     with timer("save"):
-        trainer.save_model(recipe.output_dir)
+        save_full_model(trainer, recipe.output_dir)
         if is_main_process():
             lm.tokenizer.save_pretrained(recipe.output_dir)
     return trainer, lm

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("controls",),                          # what a user can ask for; prompt text
     ("metrics",),                           # pure per-song scoring
     ("recipes",),                           # recipe loading, --set, shared sections
+    ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
     ("builtin_models",),                    # builtin:tiny-zh and builtin:tiny-qwen, built offline
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout

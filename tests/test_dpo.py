@@ -66,7 +66,6 @@ def test_dpo_cli_learns_a_preference_that_holds_on_held_out_pairs(write_jsonl, t
     written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     held = written["metrics"]["logprob_margin"]["heldout"]
     assert written["command"] == "dpo" and written["data"]["pairs_eval"] == 6
-    assert held["before"]["reward_accuracy"] == 0  # the policy is its own reference: every pair ties
     assert held["after"]["margin"] > held["before"]["margin"] + 1.0, held
     assert held["after"]["reward_accuracy"] >= 5 / 6, held
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()

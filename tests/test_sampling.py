@@ -72,7 +72,8 @@ def test_vllm_backend_passes_the_same_explicit_sampling(monkeypatch):
     fake.SamplingParams = SamplingParams
     monkeypatch.setitem(sys.modules, "vllm", fake)
     backend = VLLMBackend.__new__(VLLMBackend)
-    backend.llm = types.SimpleNamespace(generate=lambda prompts, params, use_tqdm: [
+    backend.lora_request = None  # a merged model: no adapter request
+    backend.llm = types.SimpleNamespace(generate=lambda prompts, params, use_tqdm, lora_request: [
         types.SimpleNamespace(outputs=[Output()]) for _ in prompts])
     backend.generate([GenRow("p", 7), GenRow("q", 9)], temperature=0.7, top_p=0.9)
     hf = sampling_kwargs(0.7, 0.9)

@@ -163,6 +163,46 @@ class TransformersBackend:
         return out
 
 
+VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
+
+
+def vllm_engine_args(spec) -> tuple[dict, str | None]:
+    """``vllm.LLM`` keyword arguments for the recipe's model, and the LoRA adapter folder to serve through a
+    ``LoRARequest`` (None for a full model).
+
+    vLLM loads full Hugging Face models only; a LoRA training output (``adapter_config.json``, no weights of its
+    own) is served as its base model with ``enable_lora``, the adapter applied per request.  A merged model
+    (inject, score, rejection-sample write those) is loaded as it is.
+    """
+    import json
+    from pathlib import Path
+
+    from lyrictool.errors import UserError
+    from lyrictool.modeling import resolve_model_path
+
+    path = resolve_model_path(spec.name)
+    kwargs: dict = {"model": path, "trust_remote_code": spec.trust_remote_code,
+                    "dtype": {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[spec.dtype]}
+    adapter_config = Path(path) / "adapter_config.json"
+    if not adapter_config.exists():
+        return kwargs, None
+    config = json.loads(adapter_config.read_text(encoding="utf-8"))
+    base = config.get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"model.name: {spec.name} is a LoRA adapter whose adapter_config.json names no "
+                        "base_model_name_or_path; vLLM needs the base model (or serve a merged model)")
+    rank = int(config.get("r") or 8)
+    if rank > VLLM_LORA_RANKS[-1]:
+        raise UserError(f"model.name: {spec.name}: LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); "
+                        "merge the adapter and serve the merged model")
+    if config.get("modules_to_save"):
+        raise UserError(f"model.name: {spec.name}: the adapter also trains {config['modules_to_save']} "
+                        "(modules_to_save), which vLLM's LoRA does not load; merge it and serve the merged model")
+    kwargs.update(model=resolve_model_path(base), enable_lora=True, max_loras=1,
+                  max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank))
+    return kwargs, path
+
+
 class VLLMBackend:
     """vLLM's offline engine (GPU).  Imported only when the recipe asks for it; streams each row at its end."""
 
@@ -174,11 +214,13 @@ class VLLMBackend:
 
             raise UserError("backend: vllm is not installed; pip install vllm on a CUDA machine, or use "
                             "backend: transformers") from None
-        from lyrictool.modeling import resolve_model_path
+        kwargs, adapter = vllm_engine_args(spec)
+        self.llm = LLM(**kwargs, seed=seed or 0)
+        self.lora_request = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
 
-        dtype = {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[spec.dtype]
-        self.llm = LLM(model=resolve_model_path(spec.name), dtype=dtype, seed=seed or 0,
-                       trust_remote_code=spec.trust_remote_code)
+            self.lora_request = LoRARequest("lyrics", 1, adapter)
         import copy
 
         self.tokenizer = copy.deepcopy(self.llm.get_tokenizer())  # request threads' own (see TransformersBackend)
@@ -197,7 +239,7 @@ class VLLMBackend:
 
         # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
         params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
-        outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False)
+        outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False, lora_request=self.lora_request)
         results = []
         for row, out in zip(rows, outs):
             completion = out.outputs[0]

@@ -15,8 +15,9 @@ TRL's choice: with LoRA none is loaded (the adapter is disabled to get reference
 copy of the starting model.
 
 summary.json reports the chosen-minus-rejected log-probability margin on (up to ``margin_pairs``) training pairs
-and on the held-out pairs, before and after training, measured by the trainer's own evaluation pass, and TRL's
-reward accuracies/margins.
+and on the held-out pairs, before and after training, both from the trainer's own evaluation pass after training
+(see :func:`logprob_margins`: no evaluation before training, which DeepSpeed ZeRO-2 refuses), and TRL's reward
+accuracies/margins.
 """
 
 from __future__ import annotations
@@ -97,12 +98,25 @@ def reference_kind(recipe: DPORecipe) -> str:
     return "frozen copy"
 
 
-def logprob_margin(trainer, split: str) -> dict[str, float]:
-    """Mean log p(chosen) - log p(rejected) under the current policy, from TRL's own DPO evaluation pass."""
+def logprob_margins(trainer, split: str) -> dict[str, dict]:
+    """Mean log p(chosen) - log p(rejected) on ``split`` before and after training, from one TRL evaluation
+    pass after training.
+
+    TRL's rewards are ``beta * (log p_policy - log p_reference)`` and the reference is the starting policy (a frozen
+    copy, the base with the adapter disabled, or log-probs precomputed from it), so the starting log-probs are
+    ``logps - rewards / beta``, averaged the same way.  No evaluation before training: under DeepSpeed ZeRO-1/2
+    ``trainer.evaluate()`` before ``train()`` raises ("ZeRO inference only makes sense with ZeRO Stage 3").
+    """
     m = trainer.evaluate(eval_dataset=split, metric_key_prefix="eval")
     chosen, rejected = m["eval_logps/chosen"], m["eval_logps/rejected"]
-    return {"logp_chosen": chosen, "logp_rejected": rejected, "margin": chosen - rejected,
-            "reward_accuracy": m.get("eval_rewards/accuracies")}
+    after = {"logp_chosen": chosen, "logp_rejected": rejected, "margin": chosen - rejected,
+             "reward_accuracy": m.get("eval_rewards/accuracies")}
+    if getattr(trainer.args, "sync_ref_model", False):  # TR-DPO moves the reference: it is not the start any more
+        log.warning("dpo: sync_ref_model moves the reference model, so the starting margin is not reported")
+        return {"after": after}
+    beta = trainer.args.beta
+    c0, r0 = chosen - m["eval_rewards/chosen"] / beta, rejected - m["eval_rewards/rejected"] / beta
+    return {"before": {"logp_chosen": c0, "logp_rejected": r0, "margin": c0 - r0}, "after": after}
 
 
 def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], *, timer: Timer | None = None):
@@ -112,12 +126,14 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from lyrictool.modeling import load_model, peft_config
+    from lyrictool.distributed import save_full_model
+    from lyrictool.modeling import load_model, model_plan, peft_config
 
     timer = timer or Timer()
+    attention, dtype = model_plan(recipe.model)
+    args = trl_config(recipe, attention=attention.implementation, dtype=dtype)  # first: ZeRO-3 / FSDP loading
     with timer("load_model"):
         lm = load_model(recipe.model)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype)
     # Both measured sets are handed to TRL up front, so it prepares them (and, with precompute_ref_log_probs,
     # their reference log-probs) before training, when the reference is still the starting policy.
     eval_sets = {}
@@ -137,20 +153,15 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
         callbacks=callbacks(),
     )
     margins: dict = {}
-
-    def measure(when: str) -> None:
-        with timer("margin"):
-            if recipe.margin_pairs:
-                margins[when] = logprob_margin(trainer, "train_pairs")
-            if eval_rows:  # what generalises: pairs the policy never trained on
-                margins.setdefault("heldout", {})[when] = logprob_margin(trainer, "heldout")
-
-    measure("before")
     with timer("train"):
         trainer.train()
-    measure("after")
+    with timer("margin"):
+        if recipe.margin_pairs:
+            margins = logprob_margins(trainer, "train_pairs")
+        if eval_rows:  # what generalises: pairs the policy never trained on
+            margins["heldout"] = logprob_margins(trainer, "heldout")
     with timer("save"):
-        trainer.save_model(recipe.output_dir)
+        save_full_model(trainer, recipe.output_dir)
         if is_main_process():
             lm.tokenizer.save_pretrained(recipe.output_dir)
     return trainer, lm, margins

@@ -16,6 +16,7 @@ summary shows what each stage added and whether the task stage kept it.
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -110,15 +111,16 @@ def qa_messages(rows: list[dict]) -> list[dict]:
              "completion": [{"role": "assistant", "content": r["answer"]}]} for r in rows]
 
 
-def params_fingerprint(model) -> str:
+def params_fingerprint(model_or_state_dict) -> str:
     """A short digest of every weight: equal digests = same weights (to show each stage starts from the last)."""
     import hashlib
 
     import torch
 
+    sd = model_or_state_dict if isinstance(model_or_state_dict, dict) else model_or_state_dict.state_dict()
     h = hashlib.sha1()
     with torch.no_grad():
-        for name, p in sorted(model.state_dict().items()):
+        for name, p in sorted(sd.items()):
             h.update(name.encode())
             h.update(f"{float(p.double().sum()):.10e}|{float(p.double().abs().sum()):.10e}".encode())
     return h.hexdigest()[:16]
@@ -177,12 +179,19 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                                "stages": ", ".join(f"{i}:{s.name} ({len(r)} rows)" for i, s, r, _, _ in plan)})
         return {}
 
+    from lyrictool.distributed import full_params, full_state_dict, save_full_model, trainer_model
     from lyrictool.knowledge.evaluate import evaluate_qa
-    from lyrictool.modeling import load_model, merge_lora
-    from lyrictool.training import generation_metrics, is_main_process, loss_summary, train_sft
+    from lyrictool.modeling import merge_lora, to_accelerator
+    from lyrictool.training import (
+        generates_here,
+        generation_metrics,
+        is_main_process,
+        loss_summary,
+        train_sft,
+    )
 
     def knowledge_scores(model, tokenizer) -> dict:
-        if not recipe.qa_eval_max or not ks.qa or not is_main_process():
+        if not recipe.qa_eval_max or not ks.qa:
             return {}
         out = {}
         for split, rows in (("held_out", qa_eval), ("seen", qa_train)):
@@ -203,28 +212,42 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         out_dir = str(Path(recipe.output_dir) / f"stage-{i}-{stage.name}")
         sft = _stage_recipe(recipe, stage, model_name, out_dir)
         stage_timer = Timer()
-        with stage_timer("load_model"):
-            lm = load_model(sft.model)
-        start = params_fingerprint(lm.model)
+        start: dict[str, str] = {}
+
+        def fingerprint_start(lm, start=start) -> None:
+            if is_main_process():  # under FSDP low-memory loading only the main process holds the weights
+                start["fp"] = params_fingerprint(lm.model)
+
         console.print(f"[bold]stage {i}: {stage.name}[/] from {model_name} ({len(rows)} rows)")
-        trainer, lm = train_sft(sft, rows, eval_rows, timer=stage_timer, loaded=lm)
+        trainer, lm = train_sft(sft, rows, eval_rows, timer=stage_timer, on_load=fingerprint_start)
+        merged = None
         if recipe.model.lora is not None:  # merge, so the next stage (and serve) load plain weights
-            trainer.model = merge_lora(trainer.model, out_dir)
-        end = params_fingerprint(trainer.model)
+            merged = merge_lora(trainer_model(trainer), out_dir)  # every rank; merged and saved on the main one
+            if merged is not None:
+                to_accelerator(merged)
+            end = params_fingerprint(merged) if is_main_process() else None
+        else:  # gathered from the shards when sharded (collective)
+            weights = full_state_dict(trainer_model(trainer))
+            end = params_fingerprint(weights) if is_main_process() else None
+            del weights
         losses = loss_summary(trainer)
         info: dict[str, Any] = {"index": i, "name": stage.name, "dir": out_dir, "rows": len(rows),
                                 "eval_rows": len(eval_rows), "steps": losses.pop("global_step"), **losses,
-                                "started_from": model_name, "start_fingerprint": start, "end_fingerprint": end}
+                                "started_from": model_name, "start_fingerprint": start.get("fp"),
+                                "end_fingerprint": end}
         if eval_rows:
             info["eval_loss"] = trainer.evaluate().get("eval_loss")
-        with stage_timer("knowledge_eval"):
-            info["knowledge_qa"] = knowledge_scores(trainer.model, lm.tokenizer)
-        if stage.name == "utilize" and is_main_process() and extra.get("eval_controls"):
-            with stage_timer("eval_generation"):
-                info["generation"], _ = generation_metrics(trainer.model, lm.tokenizer, extra["eval_controls"],
-                                                           stage.eval_generation, seed=recipe.seed,
-                                                           scheme=stage.data.scheme)
-            info["data"] = extra["stats"]
+        # evaluate the merged model on the main process, or the trained one (gathered if sharded)
+        with (nullcontext(merged) if recipe.model.lora is not None else full_params(trainer_model(trainer))) as model:
+            here = is_main_process() if recipe.model.lora is not None else generates_here(trainer)
+            with stage_timer("knowledge_eval"):
+                info["knowledge_qa"] = knowledge_scores(model, lm.tokenizer) if here else {}
+            if stage.name == "utilize" and here and extra.get("eval_controls"):
+                with stage_timer("eval_generation"):
+                    info["generation"], _ = generation_metrics(model, lm.tokenizer, extra["eval_controls"],
+                                                               stage.eval_generation, seed=recipe.seed,
+                                                               scheme=stage.data.scheme)
+                info["data"] = extra["stats"]
         info["time_s"] = round(sum(stage_timer.times.values()), 3)
         info["timings_s"] = stage_timer.times
         for k, v in stage_timer.times.items():
@@ -236,8 +259,11 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                                                f"contains {held['contains']:.2f}" if held else ""))
         model_name = out_dir
 
+    if merged is not None:
+        merged.save_pretrained(recipe.output_dir)  # the main process holds the merged model
+    elif recipe.model.lora is None:
+        save_full_model(trainer, recipe.output_dir)  # collective when sharded
     if is_main_process():
-        trainer.model.save_pretrained(recipe.output_dir)
         lm.tokenizer.save_pretrained(recipe.output_dir)
     summary = {"stages": stages_summary, "timings_s": timer.times,
                "knowledge": {"texts": len(ks.texts), "facts": len(ks.facts), "questions_train": len(qa_train),

@@ -169,22 +169,25 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
 
     from lyrictool import rewards as rw
-    from lyrictool.modeling import load_model, peft_config, to_accelerator
+    from lyrictool.distributed import full_params, save_full_model, sharding, trainer_model
+    from lyrictool.modeling import load_model, model_plan, peft_config, to_accelerator
 
     timer = timer or Timer()
     rewards = rw.Rewards.from_specs(recipe.rewards, scheme=recipe.data.scheme,
                                     strictness=recipe.data.rhyme_strictness)
     if reward_funcs is None:
         reward_funcs, reward_weights = rw.reward_funcs(rewards)
-    with timer("load_model"):
-        lm = load_model(recipe.model)
     module, _, trainer_name = TRAINERS[recipe.algorithm]
     trainer_cls = getattr(importlib.import_module(module), trainer_name)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype,
+    attention, dtype = model_plan(recipe.model)
+    args = trl_config(recipe, attention=attention.implementation, dtype=dtype,  # first: ZeRO-3 / FSDP loading
                       reward_weights=reward_weights)
+    with timer("load_model"):
+        lm = load_model(recipe.model)
     held = eval_rows or train_rows
     evals: dict = {}
-    if is_main_process() and recipe.eval_generation.num_prompts:
+    # "before" samples on the main process from the loaded weights (ZeRO-3 has partitioned them already)
+    if is_main_process() and recipe.eval_generation.num_prompts and sharding(lm.model) == "none":
         to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU would take hours
         with timer("eval_generation"):
             evals["before"] = sample_and_score(lm.model, lm.tokenizer, held, rewards, recipe)
@@ -200,12 +203,13 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("train"):
         trainer.train()
     with timer("save"):
-        trainer.save_model(recipe.output_dir)
+        save_full_model(trainer, recipe.output_dir)
         if is_main_process():
             lm.tokenizer.save_pretrained(recipe.output_dir)
-    if generates_here(trainer) and recipe.eval_generation.num_prompts:
-        with timer("eval_generation"):
-            evals["after"] = sample_and_score(trainer.model, lm.tokenizer, held, rewards, recipe)
+    if recipe.eval_generation.num_prompts:
+        with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
+            if generates_here(trainer):
+                evals["after"] = sample_and_score(model, lm.tokenizer, held, rewards, recipe)
     return trainer, lm, rewards, evals
 
 

@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lyrictool.console import console, print_dry_run
+from lyrictool.distributed import barrier
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, derived_recipe, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
@@ -199,6 +200,7 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     """SFT (the `lyrictool sft` trainer) from the current policy on the pooled winners; a full model in model_dir."""
     from lyrictool.controls import build_messages
     from lyrictool.data.lyrics_rows import target_text
+    from lyrictool.distributed import trainer_model
     from lyrictool.modeling import merge_lora
     from lyrictool.training import loss_summary, train_sft
 
@@ -212,8 +214,8 @@ def finetune_on_winners(recipe: RejectionSampleRecipe, policy: str, winners: dic
     sft = derived_recipe(SFTRecipe, recipe_source(recipe), model=model, data=recipe.data, train=recipe.train,
                          output_dir=str(model_dir), seed=recipe.seed)
     trainer, _ = train_sft(sft, rows, [], timer=timer)
-    if recipe.model.lora is not None and is_main_process():  # next round and users load a plain model folder
-        merge_lora(trainer.model, model_dir)
+    if recipe.model.lora is not None:  # next round and users load a plain model folder
+        merge_lora(trainer_model(trainer), model_dir)  # every rank: gathered, merged and saved on the main one
     return {"rows": len(rows), **loss_summary(trainer)}
 
 
@@ -230,8 +232,10 @@ def full_model_policy(recipe: RejectionSampleRecipe) -> str:
         from lyrictool.modeling import load_tokenizer, merge_lora, resolve_dtype
 
         console.print(f"merging the LoRA adapter {src} into {target}")
-        merge_lora(AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype)), target)
+        adapter = AutoPeftModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(recipe.model.dtype))
+        merge_lora(adapter).save_pretrained(target)  # loaded here only: merged in place on the main process
         load_tokenizer(str(src)).save_pretrained(target)
+    barrier()  # the other ranks read it once it is complete
     return str(target)
 
 
@@ -268,18 +272,20 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
         return {}
     out.mkdir(parents=True, exist_ok=True)
     rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness)
-    rows = read_samples(samples_path)
+    rows = read_samples(samples_path, repair=is_main_process())
     policy = full_model_policy(recipe)
     per_round = []
     for r in range(1, recipe.rounds + 1):
         done = {row["id"] for row in rows if row.get("round") == r}
         todo = [p for p in prompts if p.id not in done]
         info: dict[str, Any] = {"round": r, "policy": policy, "resumed_rows": len(prompts) - len(todo)}
-        if todo:
-            console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
-                          f"({len(prompts) - len(todo)} already done) from {policy}")
-            info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
-            rows = read_samples(samples_path)
+        if todo:  # the main process samples and appends (one writer); the others wait, then read the file
+            if is_main_process():
+                console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
+                              f"({len(prompts) - len(todo)} already done) from {policy}")
+                info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
+            barrier()
+            rows = read_samples(samples_path, repair=False)
         ids = {p.id for p in prompts}
         info.update(round_stats([row for row in rows if row["id"] in ids], r))
         if recipe.finetune:

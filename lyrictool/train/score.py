@@ -87,23 +87,29 @@ def pairwise_accuracy(scorer, pairs: list[Pair]) -> float | None:
 
 
 def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer: Timer):
-    """RewardTrainer on the pairs; returns (trainer, tokenizer, saved scorer model, accuracy before training)."""
+    """RewardTrainer on the pairs, the scorer saved in output_dir; returns (trainer, accuracy before training;
+    None when the weights were partitioned at load)."""
     from datasets import Dataset
     from transformers import set_seed
     from trl import RewardTrainer
 
-    from lyrictool.modeling import load_model, merge_lora, peft_config
+    from lyrictool.distributed import barrier, save_full_model, sharding, trainer_model
+    from lyrictool.modeling import load_model, merge_lora, model_plan, peft_config, to_accelerator
     from lyrictool.rewards import Scorer
 
     set_seed(recipe.seed)  # the new score head is initialised at load: same recipe, same scorer
+    attention, dtype = model_plan(recipe.model)
+    args = trl_config(recipe, attention=attention.implementation, dtype=dtype)  # first: ZeRO-3 / FSDP loading
     with timer("load_model"):
         lm = load_model(recipe.model, kind="seq_cls", num_labels=1)
     batch = 16
-    with timer("accuracy_before"):
-        before = pairwise_accuracy(Scorer("(in memory)", model=lm.model, tokenizer=lm.tokenizer, batch_size=batch),
-                                   held)
+    before = None
+    if is_main_process() and sharding(lm.model) == "none":  # ZeRO-3 partitions weights at load: no "before"
+        with timer("accuracy_before"):
+            to_accelerator(lm.model)  # the trainer would move it anyway; scoring on CPU would take hours
+            before = pairwise_accuracy(Scorer("(in memory)", model=lm.model, tokenizer=lm.tokenizer,
+                                              batch_size=batch), held)
     with_margin = recipe.margin_scale > 0 or any(p.margin for p in train)
-    args = trl_config(recipe, attention=lm.attention.implementation, dtype=lm.dtype)
     trainer = RewardTrainer(
         model=lm.model,
         args=args,
@@ -114,14 +120,15 @@ def train_scorer(recipe: ScoreRecipe, train: list[Pair], held: list[Pair], timer
     )
     with timer("train"):
         trainer.train()
-    model = trainer.model
-    if recipe.model.lora is not None:  # a plain model folder is what every consumer of a scorer loads
-        model = merge_lora(model)
-    with timer("save"):
+    with timer("save"):  # a plain model folder is what every consumer of a scorer loads
+        if recipe.model.lora is not None:
+            merge_lora(trainer_model(trainer), recipe.output_dir)  # gathered, merged and saved on the main process
+        else:
+            save_full_model(trainer, recipe.output_dir)  # collective when sharded
         if is_main_process():
-            model.save_pretrained(recipe.output_dir)
             lm.tokenizer.save_pretrained(recipe.output_dir)
-    return trainer, lm.tokenizer, model, before
+        barrier()
+    return trainer, before
 
 
 def predict_file(spec: PredictSpec, default_model: str, *, key: str = "predict", scorer=None) -> dict[str, Any]:
@@ -173,11 +180,13 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
         return {}
     from lyrictool.rewards import Scorer
 
-    trainer, tokenizer, model, before = train_scorer(recipe, train, held, timer)
-    with timer("accuracy"):
-        scorer = Scorer(recipe.output_dir, model=model, tokenizer=tokenizer, batch_size=16)
-        after = pairwise_accuracy(scorer, held)
-        on_train = pairwise_accuracy(scorer, train[:512])
+    trainer, before = train_scorer(recipe, train, held, timer)
+    scorer = after = on_train = None
+    if is_main_process():  # the saved folder, loaded as rejection sampling and RL will load it
+        with timer("accuracy"):
+            scorer = Scorer(recipe.output_dir, batch_size=16)
+            after = pairwise_accuracy(scorer, held)
+            on_train = pairwise_accuracy(scorer, train[:512])
     metrics = {"pairwise_accuracy": after, "pairwise_accuracy_before": before,
                "train_pairwise_accuracy": on_train, **loss_summary(trainer)}
     summary: dict[str, Any] = {"metrics": metrics, "data": stats, "timings_s": timer.times,
@@ -187,7 +196,8 @@ def run_score(recipe: ScoreRecipe, *, dry_run: bool = False, predict: Path | Non
             summary["predict"] = predict_file(recipe.predict, recipe.output_dir, scorer=scorer)
     if is_main_process():
         path = write_run_files(recipe, "score", summary)
-        held_txt = f"{after:.3f} (before {before:.3f})" if after is not None else "n/a (no held-out prompts)"
+        held_txt = "n/a (no held-out prompts)" if after is None else f"{after:.3f}" + (
+            f" (before {before:.3f})" if before is not None else "")
         console.print(f"[bold green]score done[/]: held-out pairwise accuracy {held_txt} on {len(held)} pairs; "
                       f"scorer and {path.name} in {recipe.output_dir}")
     return summary

@@ -12,6 +12,7 @@ import logging
 
 from lyrictool.console import console, print_dry_run
 from lyrictool.data.lyrics_rows import sft_datasets
+from lyrictool.distributed import full_params, trainer_model
 from lyrictool.recipes import SFTRecipe
 from lyrictool.training import (
     Timer,
@@ -40,12 +41,12 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
         with timer("eval_loss"):
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
     samples = []
-    if generates_here(trainer) and eval_controls and recipe.eval_generation.num_prompts:
-        with timer("eval_generation"):
-            gen_metrics, samples = generation_metrics(trainer.model, lm.tokenizer, eval_controls,
-                                                      recipe.eval_generation, seed=recipe.seed,
-                                                      scheme=recipe.data.scheme)
-        metrics["generation"] = gen_metrics
+    if eval_controls and recipe.eval_generation.num_prompts:
+        with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
+            if generates_here(trainer):
+                metrics["generation"], samples = generation_metrics(model, lm.tokenizer, eval_controls,
+                                                                    recipe.eval_generation, seed=recipe.seed,
+                                                                    scheme=recipe.data.scheme)
     summary = {"metrics": metrics, "timings_s": timer.times, "data": stats.as_dict(),
                "model": {"attention": lm.attention.implementation, "attention_reason": lm.attention.reason,
                          "dtype": str(lm.dtype).removeprefix("torch."), "lora": recipe.model.lora is not None},
