@@ -209,7 +209,7 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
     dominant rhyme and asking for one would teach the model a false instruction).
     """
     from lyrictool.lyrics import parse
-    from lyrictool.phonetics import groups_pattern, line_groups, syllable_count
+    from lyrictool.phonetics import groups_pattern, line_groups, main_group, syllable_count
 
     doc = parse(lyrics)
     out: dict[str, Any] = {}
@@ -229,14 +229,9 @@ def derive_controls(lyrics: str, wanted: list[str] | tuple[str, ...], scheme: st
     if "rhyme" in wanted or "scheme" in wanted:
         groups = line_groups(lines, scheme)
         if "rhyme" in wanted and scheme == "shisanzhe":
-            known = [g for g in groups if g]
-            if known:
-                # ties go to the group of the later line (songs end on their rhyme); never to set order,
-                # which changes from one process to the next
-                best = max(map(known.count, known))
-                top = next(g for g in reversed(known) if known.count(g) == best)
-                if known.count(top) * 2 >= len(lines):
-                    out["rhyme"] = top
+            found = main_group(groups)  # ties: the later line's group
+            if found is not None and found[1] * 2 >= len(lines):
+                out["rhyme"] = found[0]
         if "scheme" in wanted:
             out["scheme"] = "".join(groups_pattern(groups, scheme))
     return out

@@ -29,3 +29,24 @@ def did_you_mean(key: str, valid: list[str]) -> str:
     """The hint after an unknown key: the closest valid one, or the list of valid keys."""
     close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
     return f"; did you mean {close[0]}?" if close else (f"; valid keys: {', '.join(valid)}" if valid else "")
+
+
+BOM = b"\xef\xbb\xbf"
+
+
+def not_utf8(path: str, raw: bytes, error: UnicodeDecodeError, *, first_line: int = 1) -> UserError:
+    """A file that is not UTF-8 text, reported at the line of the first bad byte (``raw`` is what was decoded)."""
+    line = first_line + raw.count(b"\n", 0, error.start)
+    column = error.start - raw.rfind(b"\n", 0, error.start)
+    return row_error(str(path), line, f"not UTF-8 text (byte 0x{raw[error.start]:02x} at column {column}); "
+                                      "save the file as UTF-8")
+
+
+def read_utf8(path) -> str:
+    """A text file's contents, as UTF-8; a leading BOM (as spreadsheets and Notepad write) is dropped."""
+    raw = path.read_bytes()
+    raw = raw.removeprefix(BOM)
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise not_utf8(str(path), raw, e) from None

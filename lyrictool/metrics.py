@@ -14,6 +14,7 @@ from itertools import pairwise
 from typing import Any
 
 from lyrictool.controls import controls_dict
+from lyrictool.phonetics import main_group
 
 #: The per-song values in [0, 1] that :func:`aggregate` averages, in report order.
 RATE_METRICS = (
@@ -96,7 +97,8 @@ def _scheme_groups(groups: list[str | None], target: str | None, idx: list[int |
             assigned[letter] = target
             continue
         ours = [groups[i] for i, ch in zip(idx, letters) if ch == letter and i is not None and groups[i]]
-        assigned[letter] = Counter(ours).most_common(1)[0][0] if ours else None
+        found = main_group(ours)  # ties: the later line's group, as for the derived rhyme control
+        assigned[letter] = found[0] if found else None
     return {letter: g if g is not None and not any(same(g, h) for k, h in assigned.items() if k != letter) else None
             for letter, g in assigned.items()}
 
@@ -156,11 +158,8 @@ def _rhyme_density(groups: list[str | None], same=_same_group) -> float:
     n = len(groups)
     if not n:
         return 0.0
-    counts = Counter(g for g in groups if g is not None)
-    dominant = None
-    if counts:
-        top, k = counts.most_common(1)[0]
-        dominant = top if k >= 2 else None
+    found = main_group(groups)
+    dominant = found[0] if found is not None and found[1] >= 2 else None
     rhyming = 0
     for i, g in enumerate(groups):
         if g is None:

@@ -43,6 +43,14 @@ if TYPE_CHECKING:  # pragma: no cover
 log = logging.getLogger("lyrictool")
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "vocab.txt")
+
+
+def has_tokenizer(folder: Path) -> bool:
+    """Whether a model folder holds a tokenizer that ``AutoTokenizer.from_pretrained`` can read."""
+    return any((folder / name).exists() for name in TOKENIZER_FILES)
+
+
 def resolve_model_path(name: str) -> str:
     if name in BUILTIN_MODELS:
         return str(BUILTIN_MODELS[name]())
@@ -51,8 +59,14 @@ def resolve_model_path(name: str) -> str:
                         f"{', '.join(BUILTIN_MODELS)}")
     p = Path(name).expanduser()
     if p.exists():
-        if p.is_dir() and not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
+        if not p.is_dir():
+            raise UserError(f"model.name: {name} is a file; give a Hugging Face model folder (config.json, weights, "
+                            "tokenizer)")
+        if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise UserError(f"model.name: {name} is a folder without config.json; is it a Hugging Face model?")
+        if not has_tokenizer(p):
+            raise UserError(f"model.name: {name} has no tokenizer ({' or '.join(TOKENIZER_FILES[:2])}); save it "
+                            "next to the model with tokenizer.save_pretrained(folder)")
         return str(p)
     if name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise UserError(f"model.name: no such model folder: {name}")
@@ -219,7 +233,7 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     path = resolve_model_path(name_or_path)
     try:
         tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except OSError as e:
+    except (OSError, ValueError) as e:
         raise UserError(f"model.name: cannot load a tokenizer from {name_or_path}: {str(e).splitlines()[0]}") from None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

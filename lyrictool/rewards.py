@@ -93,7 +93,7 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
             continue
         p = Path(s.path).expanduser()
         if s.name == "scorer" and not is_model_folder(p):
-            why = "no such folder" if not p.exists() else "no config.json"
+            why = model_folder_problem(p)
             raise UserError(f"{key}[{i}].path: {s.path} is not a trained scorer ({why}); train one with "
                             "`lyrictool score RECIPE` and point here at its output_dir", where=where)
         if s.name == "safety" and not is_model_folder(p):
@@ -170,9 +170,24 @@ class Blocklist:
 # The learned scorer
 
 
-def is_model_folder(path: str | Path) -> bool:
+def model_folder_problem(path: str | Path) -> str | None:
+    """Why ``path`` is not a loadable model folder (config.json and a tokenizer), or None if it is one."""
+    from lyrictool.modeling import TOKENIZER_FILES, has_tokenizer
+
     p = Path(path).expanduser()
-    return p.is_dir() and (p / "config.json").exists()
+    if not p.exists():
+        return "no such folder"
+    if not p.is_dir():
+        return "not a folder"
+    if not (p / "config.json").exists():
+        return "no config.json"
+    if not has_tokenizer(p):
+        return f"no tokenizer: {' or '.join(TOKENIZER_FILES[:2])}"
+    return None
+
+
+def is_model_folder(path: str | Path) -> bool:
+    return model_folder_problem(path) is None
 
 
 class Scorer:
@@ -199,8 +214,8 @@ class Scorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         p = Path(path).expanduser()
-        if not is_model_folder(p):
-            why = "no such folder" if not p.exists() else "not a folder" if not p.is_dir() else "no config.json"
+        why = model_folder_problem(p)
+        if why is not None:
             raise UserError(f"{key}: {path} is not a trained scorer ({why}); train one with `lyrictool score "
                             "RECIPE` and point here at its output_dir")
         config = json.loads((p / "config.json").read_text(encoding="utf-8"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import resource
 import subprocess
 import sys
-import time
 
 import pytest
 from conftest import run_cli
@@ -37,15 +37,20 @@ def test_help_lists_every_command():
 
 
 def test_help_is_fast():
+    # README's bound: `lyrictool --help` in under 0.3 s, median of 5 warm runs. Measured as the child's CPU time
+    # (user + system), which a busy shared machine inflates far less than wall time (0.15 s CPU at 0.5 s wall
+    # at load 10 on the 2-core box), so the bound can be the documented one and still catch a heavy import.
+    def child_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
     subprocess.run([sys.executable, "-m", "lyrictool", "--help"], capture_output=True, check=False)  # warm the page cache
     times = []
     for _ in range(5):
-        t0 = time.perf_counter()
+        before = child_cpu()
         subprocess.run([sys.executable, "-m", "lyrictool", "--help"], capture_output=True, check=True)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    # The bar is 0.3 s on the reference machine; allow slack for a loaded CI box but catch a heavy import (>1 s).
-    assert times[2] < 0.8, times
+        times.append(child_cpu() - before)
+    assert sorted(times)[2] < 0.3, times
 
 
 def test_version():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from conftest import run_cli
+from conftest import REPO, run_cli
 
 from lyrictool.errors import UserError
 from lyrictool.recipes import load_recipe
@@ -15,6 +15,7 @@ GOOD = ["月光洒满小村庄\n晚风吹过稻花香", "夏天的风轻轻吹\n
 BAD = ["月光洒满小村庄\n月光洒满小村庄", "夏天的风轻轻吹\n我们去吃冰淇淋", "海浪拍打着沙滩\n电脑键盘坏掉了",
        "春雨落在青石板\n春雨落在青石板"]
 TOPICS = ["故乡", "夏天", "大海", "春天"]
+DEMO_SONGS = REPO / "lyrictool" / "data" / "demo" / "songs.jsonl"
 
 
 def recipe_text(train: str, out, *, steps: int = 8, extra: str = "") -> str:
@@ -42,23 +43,34 @@ def preferences(write_jsonl):
     return write_jsonl("prefs.jsonl", rows + [{"prompt": "写一首关于月亮的歌", "chosen": GOOD[0], "rejected": BAD[1]}])
 
 
-@pytest.mark.parametrize("precompute", [False, True], ids=["frozen-copy", "precomputed-reference"])
-def test_dpo_raises_chosen_minus_rejected_margin(preferences, write_recipe, tmp_path, precompute):
-    from lyrictool.train.dpo import run_dpo
+def lyric_lines(n: int) -> list[list[str]]:
+    """The first two sung lines of the first ``n`` demo songs."""
+    rows = [json.loads(line) for line in DEMO_SONGS.read_text(encoding="utf-8").splitlines()[:n]]
+    return [[ln for ln in r["lyrics"].splitlines() if ln and not ln.startswith("[")][:2] for r in rows]
 
+
+@pytest.mark.parametrize("precompute", [False, True], ids=["frozen-copy", "precomputed-reference"])
+def test_dpo_cli_learns_a_preference_that_holds_on_held_out_pairs(write_jsonl, tmp_path, precompute):
+    # Rejected = the same lines, each ending in 啦: a rule, not a memorised pair, so it can carry to prompts that
+    # were held out. The margin is measured on those held-out pairs, which the policy never trained on.
+    pairs = [{"controls": {"topic": f"t{i}"}, "chosen": "\n".join(lines),
+              "rejected": "\n".join(ln[:-1] + "啦" for ln in lines)} for i, lines in enumerate(lyric_lines(24))]
+    data = write_jsonl("prefs.jsonl", pairs)
     out = tmp_path / "dpo"
-    recipe = load_recipe(write_recipe(recipe_text(str(preferences), out)), "dpo",
-                         [f"train.precompute_ref_log_probs={str(precompute).lower()}", "data.eval_fraction=0.2"])
-    summary = run_dpo(recipe)
-    margin = summary["metrics"]["logprob_margin"]
-    assert margin["after"]["margin"] > margin["before"]["margin"] + 1.0
-    assert margin["after"]["reward_accuracy"] >= 0.8
+    r = run_cli("dpo", str(REPO / "recipes" / "tiny" / "dpo.yaml"), "--set", f"data.train={data}",
+                "--set", "data.eval_fraction=0.25", "--set", f"output_dir={out}", "--set", "train.max_steps=6",
+                "--set", "train.learning_rate=5e-3", "--set", "train.per_device_train_batch_size=6",
+                "--set", "train.max_length=64", "--set", "margin_pairs=0",
+                "--set", f"train.precompute_ref_log_probs={str(precompute).lower()}")
+    assert r.returncode == 0, r.stderr[-3000:]
     written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert written["command"] == "dpo" and written["metrics"]["logprob_margin"]["after"]["margin"] == \
-        pytest.approx(margin["after"]["margin"])
+    held = written["metrics"]["logprob_margin"]["heldout"]
+    assert written["command"] == "dpo" and written["data"]["pairs_eval"] == 6
+    assert held["after"]["margin"] > held["before"]["margin"] + 1.0, held
+    assert held["after"]["reward_accuracy"] >= 5 / 6, held
     assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
     assert written["model"]["reference"] == ("precomputed from the starting model" if precompute else "frozen copy")
-    assert written["data"]["pairs_eval"] == 1 and written["metrics"]["eval"]["loss"] is not None
+    assert written["metrics"]["global_step"] == 6 and written["metrics"]["eval"]["loss"] is not None
 
 
 def test_dpo_with_lora_uses_the_disabled_adapter_as_reference(preferences, write_recipe, tmp_path):

@@ -30,9 +30,6 @@ def test_scores_rows_with_and_without_controls(write_jsonl, capsys):
     assert printed == result
     m = result["metrics"]
     assert m["n"] == 3 and result["invalid_rows"] == 0
-    for key in ("rhyme_accuracy", "rhyme_density", "structure_accuracy", "line_length_accuracy",
-                "format_validity"):
-        assert 0.0 <= m[key] <= 1.0
     assert m["rhyme_accuracy"] == 1.0 and m["n_rhyme_accuracy"] == 1  # A = 江阳 as asked, B = 中东
     assert m["structure_accuracy"] == 1.0 and m["line_length_accuracy"] == 1.0
     assert m["rhyme_density"] == 1.0 and m["n_rhyme_density"] == 3  # rows without controls count

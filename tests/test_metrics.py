@@ -30,8 +30,8 @@ def test_rhyme_accuracy_against_a_scheme():
     assert song_metrics(SONG, {"scheme": "AABBCC"})["rhyme_accuracy"] == 1.0
     # XAXA: only lines 2 and 4 are constrained; 乡 (江阳) and 家 (发花) differ -> 1 of 2.
     assert song_metrics(SONG, {"scheme": "XAXAXX"})["rhyme_accuracy"] == pytest.approx(1 / 2)
-    # ABAB: A = {窗, 花} and B = {乡, 家} each split; the majority tie keeps the first group,
-    # so A = 江阳 (窗 right, 花 wrong) and B = 江阳 too: two letters on one group -> all wrong.
+    # ABAB: A = {窗, 花} and B = {乡, 家} each split; the majority tie goes to the later line,
+    # so A = 发花 (花 right, 窗 wrong) and B = 发花 too: two letters on one group -> all wrong.
     assert song_metrics(SONG, {"scheme": "ABABXX"})["rhyme_accuracy"] == 0.0
     # "AAAA" does not satisfy "AABB": letters must rhyme apart.
     same = "月光洒满窗\n思念我的故乡\n远方的山岗\n夜路漫长"

@@ -286,7 +286,7 @@ def test_no_unicode_string_crashes(a, b, scheme):
     assert group is None or group in ph.group_names(scheme)
     assert ph.rhymes(a, b, scheme) == ph.rhymes(b, a, scheme)
     assert ph.line_groups([a, b], scheme) == [group, ph.rhyme_group(b, scheme)]
-    assert ph.syllable_count(a) >= 0
+    assert ph.syllable_count(a) <= len(a)  # at most one sung syllable per character
     ph.normalize_rhyme(a, scheme)
 
 

@@ -40,19 +40,20 @@ def jiangyang_prompts(write_jsonl):
     return write_jsonl("prompts.jsonl", [{"controls": {"rhyme": "江阳", "topic": t}} for t in TOPICS])
 
 
-def test_grpo_raises_a_learnable_rule_reward(jiangyang_prompts, write_recipe, tmp_path):
-    from lyrictool.train.ppo import run_ppo
-
+def test_grpo_cli_raises_a_learnable_rule_reward(jiangyang_prompts, write_recipe, tmp_path):
     out = tmp_path / "ppo"
-    summary = run_ppo(load_recipe(write_recipe(recipe_text(str(jiangyang_prompts), out)), "ppo"))
+    recipe = write_recipe(recipe_text(str(jiangyang_prompts), out, rewards="[{name: rhyme, weight: 2.0}]"))
+    r = run_cli("ppo", str(recipe))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text(encoding="utf-8"))
     curve = summary["reward_curves"]["rhyme"]
     assert len(curve) == 12  # the component's batch mean, logged every step
     first, last = sum(curve[:3]) / 3, sum(curve[-3:]) / 3
     # the random-init model ends a 4-character sample in 江阳 by chance about 1 time in 10
     assert first < 0.5 and last > first + 0.3, curve
-    assert summary["reward_curves"]["total"] == curve  # one reward of weight 1: the total is that reward
-    written = json.loads((out / "summary.json").read_text(encoding="utf-8"))
-    assert written["command"] == "ppo" and written["metrics"]["algorithm"] == "grpo"
+    # the total is the weighted component: the recipe's weight reaches the trainer
+    assert summary["reward_curves"]["total"] == pytest.approx([2.0 * c for c in curve], abs=1e-5)
+    assert summary["command"] == "ppo" and summary["metrics"]["algorithm"] == "grpo"
     assert (out / "config.json").exists()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -59,19 +60,21 @@ def test_pairs_within_a_prompt_with_rating_gap_margins(write_recipe, tmp_path):
     assert rated[0].as_row(True)["margin"] == pytest.approx(1.0)
 
 
-def test_scorer_learns_separable_ratings(write_recipe, write_jsonl, tmp_path):
+def test_score_cli_learns_separable_ratings_then_predict_ranks_an_unseen_song(write_recipe, write_jsonl, tmp_path):
+    from conftest import run_cli
+
     from lyrictool.rewards import Rewards
-    from lyrictool.train.score import run_score
 
     data = write_jsonl("ratings.jsonl", separable_ratings(24))
     out = tmp_path / "scorer"
-    recipe = load_recipe(write_recipe(recipe_text(str(data), out)), "score")
-    summary = run_score(recipe)
+    recipe = write_recipe(recipe_text(str(data), out))
+    r = run_cli("score", str(recipe))
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text("utf-8"))
     m = summary["metrics"]
+    assert summary["command"] == "score"
     assert summary["data"]["prompts_eval"] == 6 and summary["data"]["pairs_eval"] == 18
-    assert m["pairwise_accuracy"] > 0.9, m
-    saved = json.loads((out / "summary.json").read_text("utf-8"))
-    assert saved["metrics"]["pairwise_accuracy"] == m["pairwise_accuracy"]
+    assert m["pairwise_accuracy"] > 0.9, m  # on the 6 held-out prompts
     # the saved folder is a scorer the rewards module loads, and it ranks an unseen song above its mumble
     song = SONGS[-1]
     mumble = "\n".join("嗯" * len(x) if x and not x.startswith("[") else x for x in song["lyrics"].split("\n"))
@@ -79,14 +82,18 @@ def test_scorer_learns_separable_ratings(write_recipe, write_jsonl, tmp_path):
     good, bad = rewards.score([song["controls"]] * 2, [song["lyrics"], mumble])
     assert good.total > bad.total
 
-    # --predict adds a score to every row, in input order
-    rows = [{"id": "a", "controls": song["controls"], "lyrics": song["lyrics"]},
-            {"id": "b", "prompt": "写一首歌", "lyrics": mumble}]
+    # --predict through the CLI adds the same score to every row, in input order
+    rows = [{"id": "a", "controls": song["controls"], "lyrics": mumble},
+            {"id": "b", "controls": song["controls"], "lyrics": song["lyrics"]}]
     src = write_jsonl("to_score.jsonl", rows)
     dst = tmp_path / "scored.jsonl"
-    run_score(recipe, predict=src, output=dst)
+    r = run_cli("score", str(recipe), "--predict", str(src), "--output", str(dst))
+    assert r.returncode == 0, r.stderr[-3000:]
     scored = [json.loads(x) for x in dst.read_text("utf-8").splitlines()]
-    assert [r["id"] for r in scored] == ["a", "b"] and all(isinstance(r["score"], float) for r in scored)
+    assert [row["id"] for row in scored] == ["a", "b"] and scored[0]["lyrics"] == mumble
+    assert scored[1]["score"] > scored[0]["score"]
+    # the raw head logit; the scorer reward is its sigmoid
+    assert [1 / (1 + math.exp(-row["score"])) for row in scored] == pytest.approx([bad.total, good.total], abs=1e-4)
 
 
 @pytest.mark.parametrize("row, message", [

@@ -100,19 +100,52 @@ def test_auth_errors_and_wrong_model_through_the_client(server):
     assert r.status_code == 422 and "江阳" in r.json()["error"]["message"]
 
 
+def test_list_form_content_is_text_parts_and_anything_else_is_a_clear_4xx(server):
+    c = client(server)
+    as_text = c.chat.completions.create(model="lyrictool-tiny", max_tokens=4,
+                                        messages=[{"role": "user", "content": "写一首歌"}])
+    as_parts = c.chat.completions.create(model="lyrictool-tiny", max_tokens=4, messages=[
+        {"role": "user", "content": [{"type": "text", "text": "写一首"}, {"type": "text", "text": "歌"}]}])
+    assert as_parts.usage.prompt_tokens == as_text.usage.prompt_tokens  # the parts are the same prompt
+    with pytest.raises(openai.APIStatusError) as e:
+        c.chat.completions.create(model="lyrictool-tiny", max_tokens=4, messages=[
+            {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "http://example.com/a.png"}}]}])
+    assert 400 <= e.value.status_code < 500
+    message = e.value.body["message"]
+    assert "messages.0.content" in message and "image_url" in message and "text parts" in message, message
+    assert "(and" not in message  # one problem, not pydantic's list of failed union branches
+
+
+def test_a_body_that_is_not_utf8_is_a_400_that_says_so(server):
+    for route in ("/v1/lyrics", "/v1/chat/completions"):
+        r = httpx.post(server["base"] + route, content='{"topic": "夏天"}'.encode("gbk"),
+                       headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"})
+        assert r.status_code == 400, r.text
+        assert "UTF-8" in r.json()["error"]["message"], r.text
+
+
 def test_sigterm_lets_the_request_in_flight_finish(server):
     """Last in this module: it stops the server."""
+    body, headers = {"topic": "雨", "best_of": 4, "max_tokens": 32}, {"Authorization": f"Bearer {KEY}"}
+    took = []
+    for _ in range(2):  # the first one also warms up; time the second
+        start = time.monotonic()
+        assert httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=60).status_code == 200
+        took.append(time.monotonic() - start)
+    took = took[-1]  # one such request, on this machine now
     result = {}
 
     def slow_request():
-        result["r"] = httpx.post(server["base"] + "/v1/lyrics", json={"topic": "雨", "best_of": 4, "max_tokens": 32},
-                                 headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
+        result["r"] = httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=60)
 
     t = threading.Thread(target=slow_request)
     t.start()
-    time.sleep(0.3)
+    time.sleep(took / 3)
     server["proc"].send_signal(signal.SIGTERM)
+    running_at_signal = t.is_alive()  # no response yet when the signal was sent
     t.join(60)
+    assert running_at_signal, f"the request ({took:.2f} s) finished before SIGTERM was sent: nothing was tested"
+    # answered in full after the signal: it had reached the server before (a closed listener would refuse it)
     assert result["r"].status_code == 200, server["log"].read_text()
     assert len(result["r"].json()["choices"]) == 1
     assert server["proc"].wait(30) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal it handled

@@ -6,6 +6,7 @@ Every row keeps where it came from (``path:line``), so a malformed row is report
 from __future__ import annotations
 
 import csv
+import io
 import json
 import random
 from collections.abc import Iterator
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lyrictool.errors import UserError, row_error
+from lyrictool.errors import BOM, UserError, not_utf8, read_utf8, row_error
 
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 BUILTIN_SOURCES = {
@@ -41,8 +42,14 @@ def resolve_source(source: str) -> str:
 
 
 def _iter_jsonl(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+    with path.open("rb") as f:
+        for i, raw in enumerate(f, 1):
+            if i == 1:
+                raw = raw.removeprefix(BOM)  # as Notepad and spreadsheets save "UTF-8"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise not_utf8(str(path), raw, e, first_line=i) from None
             if not line.strip():
                 continue
             try:
@@ -56,7 +63,7 @@ def _iter_jsonl(path: Path) -> Iterator[Record]:
 
 def _iter_json(path: Path) -> Iterator[Record]:
     try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
+        obj = json.loads(read_utf8(path))
     except json.JSONDecodeError as e:
         raise row_error(str(path), e.lineno, f"not valid JSON ({e.msg})") from None
     if isinstance(obj, dict) and isinstance(obj.get("data"), list):
@@ -80,7 +87,7 @@ def _maybe_json(value: str) -> Any:
 
 
 def _iter_csv(path: Path) -> Iterator[Record]:
-    with path.open(encoding="utf-8", newline="") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         reader = csv.DictReader(f)
         for row in reader:
             # reader.line_num is the physical line where this record ended (records may span lines)
@@ -150,14 +157,19 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
-def split_records(records: list, eval_fraction: float, seed: int) -> tuple[list, list]:
-    """(train, held out): a seeded random ``eval_fraction`` of the records held out (at least one)."""
+def split_records(records: list, eval_fraction: float, seed: int, *, what: str = "rows",
+                  where: str | None = None) -> tuple[list, list]:
+    """(train, held out): a seeded random ``eval_fraction`` of the records held out (at least one).
+
+    ``what`` names the records in the error when too few are left to split; ``where`` is the recipe file.
+    """
     if not eval_fraction:
         return records, []
     order = list(range(len(records)))
     random.Random(seed).shuffle(order)
     n_eval = max(1, round(len(records) * eval_fraction))
     if n_eval >= len(records):
-        raise UserError(f"data.eval_fraction: {eval_fraction} leaves no training rows out of {len(records)}")
+        raise UserError(f"data.eval_fraction: {eval_fraction} of {len(records)} {what} leaves none to train on; "
+                        "add more, or set data.eval_fraction: 0", where=where)
     held = set(order[:n_eval])
     return [r for i, r in enumerate(records) if i not in held], [r for i, r in enumerate(records) if i in held]

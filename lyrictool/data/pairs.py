@@ -140,7 +140,8 @@ def load_pairs(data: DataSpec, *, seed: int, where: str, aspects: dict[str, floa
                                      **pairing)
         train_groups = groups
     else:
-        train_groups, eval_groups = split_records(groups, data.eval_fraction, seed)
+        train_groups, eval_groups = split_records(groups, data.eval_fraction, seed,
+                                                  what=f"prompt(s) with pairs in {data.train}", where=where)
     train = [p for g in train_groups for p in g]
     held = [p for g in eval_groups for p in g]
     stats = {"rows": len(records), "ratings_rows": n_ratings, "prompts_train": len(train_groups),

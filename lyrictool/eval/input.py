@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from lyrictool.errors import UserError, row_error
+from lyrictool.errors import BOM, UserError, row_error
 
 
 def _check_controls(controls: Any, scheme: str) -> str | None:
@@ -52,6 +52,8 @@ def generation_rows(path: Path, scheme: str, errors: list[str], skip_invalid: bo
             if advance is not None:
                 advance(len(raw))
             reason = None
+            if number == 1:
+                raw = raw.removeprefix(BOM)  # as Notepad and spreadsheets save "UTF-8"
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as e:
@@ -125,6 +127,9 @@ def score_input(input: str, scheme: str = "shisanzhe", skip_invalid: bool = Fals
 
     start = time.perf_counter()
     per_song, errors = score_file(input, scheme, skip_invalid)
+    if not per_song:  # as with several --input files: n = 0 is no result, and must not pass as one (exit 0)
+        skipped = f" ({len(errors)} invalid rows skipped)" if errors else ""
+        raise UserError(f"{input}: no valid rows to score{skipped}")
     return {
         "input": str(input),
         "scheme": scheme,

@@ -32,7 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from lyrictool.errors import UserError, row_error
+from lyrictool.errors import UserError, read_utf8, row_error
 from lyrictool.stats import mean_ci95
 
 ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
@@ -171,10 +171,7 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
         if is_study_file(path):  # a browser study (lyrictool serve /rate): already un-blinded rows
             ratings.extend(Study(path).ratings())
             continue
-        try:
-            text = path.read_text(encoding="utf-8-sig")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{path}: not UTF-8 ({e.reason} at byte {e.start}); save the sheet as UTF-8 CSV") from None
+        text = read_utf8(path)  # path:line of the first non-UTF-8 byte (a spreadsheet's local encoding)
         reader = csv.reader(text.splitlines(keepends=True))
         try:
             header = [h.strip() for h in next(reader)]

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.errors import UserError
+from lyrictool.errors import UserError, read_utf8
 from lyrictool.recipes import Strict
 
 # Generic templates for any relation of a user's triples ({s} subject, {r} relation, {o} object).
@@ -193,7 +193,7 @@ def load_documents(path: str) -> list[tuple[str, list[dict[str, str]], str]]:
     """(text, qa rows, where) per document."""
     p = Path(path).expanduser()
     if p.suffix.lower() == ".txt":
-        paragraphs = [b.strip() for b in re.split(r"\n\s*\n", p.read_text(encoding="utf-8")) if b.strip()]
+        paragraphs = [b.strip() for b in re.split(r"\n\s*\n", read_utf8(p)) if b.strip()]
         if not paragraphs:
             raise UserError(f"knowledge.documents: {p} has no text")
         return [(t, [], f"{p}[{i}]") for i, t in enumerate(paragraphs)]

@@ -8,6 +8,7 @@ is read.  The rhyme of a line is that of its last *sung* syllable, read in the l
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from lyrictool.phonetics.tables import (
@@ -40,6 +41,7 @@ __all__ = [
     "groups_pattern",
     "groups_rhyme",
     "line_groups",
+    "main_group",
     "near_groups",
     "normalize_rhyme",
     "rhyme_group",
@@ -137,6 +139,24 @@ def groups_pattern(groups: list[str | None], scheme: str = "shisanzhe", strictne
                 out[i] = _PATTERN_LETTERS[min(letter, len(_PATTERN_LETTERS) - 1)]
             letter += 1
     return out
+
+
+def main_group(groups: Sequence[str | None]) -> tuple[str, int] | None:
+    """The most frequent rhyme group of a song's lines (``line_groups``) and its count; None if no line has one.
+
+    Ties go to the group of the later line (songs end on their rhyme), never to set or dict order.  The one tie
+    rule for the derived ``rhyme`` control and for the metrics' main group of a song or a scheme letter.
+    """
+    counts: dict[str, int] = {}
+    last: dict[str, int] = {}
+    for i, group in enumerate(groups):
+        if group is not None:
+            counts[group] = counts.get(group, 0) + 1
+            last[group] = i
+    if not counts:
+        return None
+    top = max(counts, key=lambda g: (counts[g], last[g]))
+    return top, counts[top]
 
 
 def char_sound(char: str) -> list[tuple[str, str, int]]:

@@ -12,6 +12,16 @@ ROUTES = ("/v1/lyrics", "/v1/chat/completions", "/v1/models", "/healthz", "/metr
 OPEN_ROUTES = ("/healthz",)  # reachable without the API key (load balancers probe it)
 
 
+def _not_utf8(body: bytes):
+    """The 400 for a body that is not UTF-8 (JSON's one encoding, RFC 8259), instead of a generic parse error."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as e:
+        return error_response(400, f"request body is not UTF-8 (byte 0x{body[e.start]:02x} at offset {e.start}); "
+                                   "send the JSON encoded as UTF-8")
+    return None
+
+
 class Guard:
     """ASGI middleware: API key, body-size cap (read before the app sees it), request metrics."""
 
@@ -46,6 +56,8 @@ class Guard:
                 if too_big:
                     response = error_response(413, f"request body exceeds this server's limit of {self.max_body} "
                                                "bytes (limits.max_body_bytes)", code="body_too_large")
+                else:
+                    response = _not_utf8(body)
             if response is not None:
                 await response(scope, receive, send_status)
                 return

@@ -58,6 +58,23 @@ class ChatMessage(BaseModel):
     role: Literal["system", "developer", "user", "assistant"]
     content: str | list[TextPart] | None = None
 
+    @field_validator("content", mode="before")
+    @classmethod
+    def _text_parts_only(cls, v):
+        # OpenAI's list form: only text parts mean anything to a lyrics model; say so instead of listing
+        # pydantic's failed union branches
+        if isinstance(v, list):
+            for i, part in enumerate(v):
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                if kind != "text":
+                    raise ValueError(f"part {i} is {kind!r}; this server reads only text parts "
+                                     '({"type": "text", "text": "..."}) or a plain string')
+                if not isinstance(part.get("text"), str):
+                    raise ValueError(f'part {i} is a text part without a "text" string')  # noqa: TRY004 - pydantic wants ValueError
+        elif v is not None and not isinstance(v, str):
+            raise ValueError(f"must be a string or a list of text parts, got {type(v).__name__}")
+        return v
+
     def text(self) -> str:
         if isinstance(self.content, list):
             return "".join(part.text for part in self.content)

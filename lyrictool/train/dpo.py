@@ -15,8 +15,8 @@ TRL's choice: with LoRA none is loaded (the adapter is disabled to get reference
 copy of the starting model.
 
 summary.json reports the chosen-minus-rejected log-probability margin on (up to ``margin_pairs``) training pairs
-before and after training, both from the trainer's own evaluation pass after training (see
-:func:`logprob_margins`: no evaluation before training, which DeepSpeed ZeRO-2 refuses), and TRL's reward
+and on the held-out pairs, before and after training, both from the trainer's own evaluation pass after training
+(see :func:`logprob_margins`: no evaluation before training, which DeepSpeed ZeRO-2 refuses), and TRL's reward
 accuracies/margins.
 """
 
@@ -155,9 +155,11 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     margins: dict = {}
     with timer("train"):
         trainer.train()
-    if recipe.margin_pairs:
-        with timer("margin"):
+    with timer("margin"):
+        if recipe.margin_pairs:
             margins = logprob_margins(trainer, "train_pairs")
+        if eval_rows:  # what generalises: pairs the policy never trained on
+            margins["heldout"] = logprob_margins(trainer, "heldout")
     with timer("save"):
         save_full_model(trainer, recipe.output_dir)
         if is_main_process():
