@@ -66,6 +66,7 @@ def test_playground_loads_without_the_key_then_asks_for_it(study):
         js = c.get("/static/playground.js")
         assert js.status_code == 200 and "javascript" in js.headers["content-type"]
         assert "innerHTML" not in js.text and "innerHTML" not in c.get("/static/rate.js").text
+        assert "innerHTML" not in c.get("/static/common.js").text
         assert c.get("/static/app.py").status_code == 404 and c.get("/static/..%2Fapp.py").status_code == 404
         # the API itself still needs the key; a rater token is not the key
         assert c.get("/v1/models").status_code == 401
@@ -78,7 +79,8 @@ def test_config_blob_cannot_close_its_script_element(study):
                                          "pages": {"playground": True}})
     with TestClient(create_app(recipe, ScriptedBackend([SONG]))) as c:
         page = c.get("/").text
-    assert "alert(1)</script>" not in page and page.count("</script>") == 2
+    # only the page's own three script elements close: the config blob, common.js and playground.js
+    assert "alert(1)</script>" not in page and page.count("</script>") == 3
 
 
 def test_rate_api_takes_rater_tokens_only(study):

@@ -1,6 +1,6 @@
 """The browser pages: the playground at ``/`` and blind MOS rating at ``/rate`` (both off unless the recipe says).
 
-The pages are static package data (``lyrictool/serve/static/``: HTML, one script each, one stylesheet; no build
+The pages are static package data (``lyrictool/serve/static/``: HTML, one script each plus a shared common.js, one stylesheet; no build
 step, no CDN).  The server adds one JSON blob to each page (the rhyme groups to choose from, the caps, whether an
 API key is needed), so the page needs no endpoint of its own: the playground talks to the public API only.
 
@@ -15,6 +15,7 @@ from importlib import resources
 from lyrictool.serve.errors import ApiError, error_response
 
 _STATIC = {  # the only files served under /static/ (no path from a request reaches the file system)
+    "common.js": "text/javascript; charset=utf-8",
     "playground.js": "text/javascript; charset=utf-8",
     "rate.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",

@@ -4,7 +4,6 @@
 "use strict";
 
 const CONFIG = JSON.parse(document.getElementById("config").textContent);
-const $ = (id) => document.getElementById(id);
 const GENRES = ["民谣", "流行", "摇滚", "说唱", "古风", "R&B", "抒情", "儿歌", "电子", "爵士"];
 const SECTION_ZH = {intro: "前奏", verse: "主歌", "pre-chorus": "导歌", chorus: "副歌", "post-chorus": "副歌后",
   hook: "记忆点", rap: "说唱", bridge: "桥段", interlude: "间奏", outro: "尾声"};
@@ -13,20 +12,8 @@ const CONTROL_ZH = {rhyme: "押韵 rhyme", scheme: "韵式 scheme", structure: "
 const GROUP_INDEX = new Map(CONFIG.groups.map((g, i) => [g.name, i]));
 const KEY_STORE = "lyrictool-api-key";
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "text") node.textContent = v;
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
 function status(text, kind = "") {
-  $("status").textContent = text;
-  $("status").className = kind;
+  notice("status", text, kind);
 }
 
 // ---- the form ---------------------------------------------------------------------------------------------------

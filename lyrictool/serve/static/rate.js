@@ -4,27 +4,14 @@
 "use strict";
 
 const CONFIG = JSON.parse(document.getElementById("config").textContent);
-const $ = (id) => document.getElementById(id);
 const ASPECT_ZH = {language: "语言", genre_relevance: "风格切题", content: "内容", singability: "可唱性", overall: "总体"};
 const SCALE_WORDS = {1: "差 bad", 2: "较差 poor", 3: "一般 fair", 4: "好 good", 5: "很好 excellent"};
 const TOKEN_STORE = "lyrictool-rater-token";
 let token = "";
 let current = null;  // the sample on screen: {n, total, request, lyrics, scores}
 
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "text") node.textContent = v;
-    else if (k === "class") node.className = v;
-    else node.setAttribute(k, v);
-  }
-  for (const child of children) node.append(child);
-  return node;
-}
-
 function message(text, kind = "") {
-  $("message").textContent = text;
-  $("message").className = kind;
+  notice("message", text, kind);
 }
 
 async function api(path, options = {}) {
