@@ -94,6 +94,22 @@ def test_rate_api_takes_rater_tokens_only(study):
         assert state == {"rater": "ann", "total": 8, "done": 0, "next": 1}
 
 
+def test_answers_are_checked_after_the_token_and_strictly(study):
+    path, tokens = study
+    ann = bearer(tokens["ann"])
+    with client({"rate": True, "study": str(path)}) as c:
+        # a stranger learns nothing about the body's rules: the token is checked first
+        assert c.put("/rate/api/samples/1", json={"aspect": "overall", "score": 99}).status_code == 401
+        assert c.put("/rate/api/samples/1", content=b"not json").status_code == 401
+        for bad in (True, "3", 3.5, 0, 6):  # only a whole number on the scale is a rating
+            r = c.put("/rate/api/samples/1", headers=ann, json={"aspect": "overall", "score": bad})
+            assert r.status_code == 422 and r.json()["error"]["param"] == "score", bad
+        assert c.put("/rate/api/samples/1", headers=ann, content=b"{").status_code == 422
+        assert c.get("/rate/api/state", headers=ann).json()["done"] == 0  # nothing bad was stored
+        r = c.put("/rate/api/samples/1", headers=ann, json={"aspect": "overall", "score": 4})
+        assert r.status_code == 200 and r.json()["saved"] is True
+
+
 def test_a_rater_sees_only_their_own_answers_and_never_the_systems(study):
     path, tokens = study
     ann, bob = bearer(tokens["ann"]), bearer(tokens["bob"])

@@ -65,7 +65,7 @@ def _page(name: str, config: dict):
 def pages_router(recipe, model_id: str, api_key_required: bool):
     """The APIRouter of the enabled pages (the app mounts it when ``recipe.pages`` enables one)."""
     from fastapi import APIRouter, Request
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, Field, ValidationError
     from starlette.responses import Response
 
     from lyrictool.errors import UserError
@@ -147,11 +147,18 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
 
         class Answer(BaseModel):
             aspect: str
-            score: int = Field(..., ge=study.scale[0] if study else 1, le=study.scale[1] if study else 5)
+            # strict: a JSON true, "3" or 3.0 is not a rating
+            score: int = Field(..., strict=True, ge=study.scale[0] if study else 1, le=study.scale[1] if study else 5)
 
         @router.put("/rate/api/samples/{n}", include_in_schema=False)
-        async def rate_answer(n: int, answer: Answer, request: Request):
-            rater = await rater_of(request)
+        async def rate_answer(n: int, request: Request):
+            rater = await rater_of(request)  # the token first: nothing about the body is told to a stranger
+            try:
+                answer = Answer.model_validate_json(await request.body())
+            except ValidationError as e:
+                first = e.errors()[0]
+                field = ".".join(str(p) for p in first.get("loc", ())) or None
+                return error_response(422, f"invalid answer: {first.get('msg', 'invalid')}", param=field)
             if answer.aspect not in study.aspects:
                 return error_response(422, f"unknown aspect {answer.aspect!r}", param="aspect")
             if not await asyncio.to_thread(study.answer, rater, n, answer.aspect, answer.score):
