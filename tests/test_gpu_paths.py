@@ -133,13 +133,15 @@ def test_missing_tensorboard_falls_back_with_one_warning(monkeypatch, caplog, tm
 
 def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tmp_path):
     from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lyrictool.errors import UserError
     from lyrictool.serve.backends import vllm_engine_args
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
     get_peft_model(base, LoraConfig(r=12, target_modules=["q_proj"])).save_pretrained(tmp_path / "lora")
+    # a LoRA output folder as lyrictool writes it: the adapter and the tokenizer beside it
+    AutoTokenizer.from_pretrained(tiny_model_path).save_pretrained(tmp_path / "lora")
     kwargs, adapter = vllm_engine_args(ModelSpec(name=str(tmp_path / "lora"), dtype="bf16"))
     assert adapter == str(tmp_path / "lora")                  # served per request through a LoRARequest
     assert kwargs["model"] == str(tiny_model_path) and kwargs["enable_lora"] is True

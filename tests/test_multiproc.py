@@ -136,7 +136,8 @@ def test_dpo_two_processes(tmp_path):
     summary = launch("dpo", "recipes/tiny/dpo.yaml", out, "train.max_steps=2",
                         "train.per_device_train_batch_size=2", "train.logging_steps=1", "margin_pairs=4")
     margins = summary["metrics"]["logprob_margin"]
-    assert set(margins) == {"before", "after"} and margins["before"]["margin"] != margins["after"]["margin"]
+    assert set(margins) == {"before", "after", "heldout"} and margins["before"]["margin"] != margins["after"]["margin"]
+    assert set(margins["heldout"]) >= {"before", "after"}  # the held-out pairs are measured under DDP too
     generates(out)
 
 
