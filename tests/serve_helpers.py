@@ -1,9 +1,15 @@
-"""A scripted backend for the serve tests: known outputs, recorded batches, adjustable speed."""
+"""Serve-test helpers: a scripted backend (known outputs, recorded batches, adjustable speed), and a real
+`lyrictool serve` process on a loopback port."""
 
 from __future__ import annotations
 
+import os
+import socket
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 from lyrictool.serve.backends import GenResult, GenRow
 
@@ -49,3 +55,33 @@ class ScriptedBackend:
             out.append(GenResult(raw=written, new_tokens=len(written) + (1 if eos else 0),
                                  finish_reason="stop" if eos else "length"))
         return out
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_serve(args: list[str], port: int, log: Path, cwd: Path, env: dict | None = None,
+                timeout_s: float = 120) -> subprocess.Popen:
+    """``lyrictool serve ARGS --port PORT`` as a real uvicorn process (output appended to LOG), returned once
+    /healthz answers; the test fails with the server's log if it exits or does not come up in time."""
+    import httpx
+    import pytest
+
+    with open(log, "a") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "lyrictool", "serve", *args, "--port", str(port)], cwd=cwd,
+                                env={**os.environ, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"server exited early:\n{log.read_text()}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            time.sleep(0.3)
+    proc.kill()
+    proc.wait(10)
+    pytest.fail(f"server did not come up:\n{log.read_text()}")

@@ -10,10 +10,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,6 +32,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.select import Select
 from selenium.webdriver.support.ui import WebDriverWait
+from serve_helpers import free_port, start_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "browser-key-456"
@@ -48,12 +47,6 @@ SONGS = [
 ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class Server:
     """`lyrictool serve recipes/tiny/serve.yaml` (pages on) on a loopback port, restartable on the same port."""
 
@@ -64,24 +57,10 @@ class Server:
         self.proc = None
 
     def start(self):
-        env = {**os.environ, "LYRICTOOL_CACHE": str(self.cache)}
-        with open(self.log, "a") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(self.port),
-                 "--api-key", KEY, "--set", f"pages.study={self.study}", "--set", "seed=0",
-                 "--set", "limits.max_tokens=64", "--set", "limits.default_max_tokens=48"],
-                cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                pytest.fail(f"server exited early:\n{self.log.read_text()}")
-            try:
-                if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                time.sleep(0.2)
-        self.stop()
-        pytest.fail(f"server did not come up:\n{self.log.read_text()}")
+        self.proc = start_serve(["recipes/tiny/serve.yaml", "--api-key", KEY, "--set", f"pages.study={self.study}",
+                                 "--set", "seed=0", "--set", "limits.max_tokens=64",
+                                 "--set", "limits.default_max_tokens=48"],
+                                self.port, self.log, cwd=ROOT, env={"LYRICTOOL_CACHE": str(self.cache)})
 
     def kill(self):
         """SIGKILL: no shutdown code runs, like a crash or an OOM kill."""

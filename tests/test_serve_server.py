@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -16,14 +15,10 @@ import pytest
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
+from serve_helpers import free_port, start_serve
+
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key-123"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -32,24 +27,9 @@ def server(tmp_path_factory):
     env = dict(os.environ)
     env.setdefault("LYRICTOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(port),
-             "--api-key", KEY, "--set", "limits.max_tokens=32", "--set", "limits.default_max_tokens=16"],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc = start_serve(["recipes/tiny/serve.yaml", "--api-key", KEY, "--set", "limits.max_tokens=32",
+                        "--set", "limits.default_max_tokens=16"], port, log, cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"server exited early:\n{log.read_text()}")
-        try:
-            if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.3)
-    else:
-        proc.kill()
-        pytest.fail(f"server did not come up:\n{log.read_text()}")
     yield {"base": base, "proc": proc, "log": log}
     if proc.poll() is None:
         proc.kill()

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -65,25 +62,12 @@ def assert_qwen_model_generates(folder: Path, *, adapter: bool = False) -> None:
 @contextlib.contextmanager
 def serving(args: list[str], log: Path):
     """``lyrictool serve ARGS`` as a real uvicorn process on a free loopback port; yields its base URL."""
-    import httpx
-    from test_serve_server import free_port
+    from serve_helpers import free_port, start_serve
 
     port = free_port()
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "lyrictool", "serve", *args, "--port", str(port)], cwd=REPO,
-                                stdout=out, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
+    proc = start_serve(args, port, log, cwd=REPO)
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not come up:\n{log.read_text()}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.3)
-        yield base
+        yield f"http://127.0.0.1:{port}"
     finally:
         proc.kill()
         proc.wait(30)
