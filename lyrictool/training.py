@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from lyrictool.distributed import is_main_process  # the one definition; the commands import it from here too
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, SFTRecipe, dump_recipe, load_config_class, recipe_source
 
@@ -181,8 +182,14 @@ class Timer:
         return _Span()
 
 
-def is_main_process() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+def save_trained(trainer, tokenizer, output_dir: str) -> None:
+    """The final save of every training command: whole weights under every backend (collective when sharded:
+    every rank calls it), and the tokenizer beside them, written by the main process."""
+    from lyrictool.distributed import save_full_model
+
+    save_full_model(trainer, output_dir)
+    if is_main_process():
+        tokenizer.save_pretrained(output_dir)
 
 
 def generation_metrics(model, tokenizer, controls_list: list, spec, *, seed: int, scheme: str = "shisanzhe"
@@ -231,7 +238,6 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
     from trl import SFTTrainer
 
-    from lyrictool.distributed import save_full_model
     from lyrictool.modeling import load_model, model_plan, peft_config
 
     timer = timer or Timer()
@@ -254,7 +260,5 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("train"):
         trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
     with timer("save"):
-        save_full_model(trainer, recipe.output_dir)
-        if is_main_process():
-            lm.tokenizer.save_pretrained(recipe.output_dir)
+        save_trained(trainer, lm.tokenizer, recipe.output_dir)
     return trainer, lm

@@ -29,7 +29,15 @@ from pydantic import Field, field_validator
 from lyrictool.console import console, print_dry_run
 from lyrictool.errors import UserError
 from lyrictool.recipes import AspectWeights, BaseRecipe, recipe_source
-from lyrictool.training import Timer, callbacks, is_main_process, loss_summary, trl_config, write_run_files
+from lyrictool.training import (
+    Timer,
+    callbacks,
+    is_main_process,
+    loss_summary,
+    save_trained,
+    trl_config,
+    write_run_files,
+)
 
 log = logging.getLogger("lyrictool")
 
@@ -126,7 +134,6 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
     from trl import DPOTrainer
 
-    from lyrictool.distributed import save_full_model
     from lyrictool.modeling import load_model, model_plan, peft_config
 
     timer = timer or Timer()
@@ -161,9 +168,7 @@ def train_dpo(recipe: DPORecipe, train_rows: list[dict], eval_rows: list[dict], 
         if eval_rows:  # what generalises: pairs the policy never trained on
             margins["heldout"] = logprob_margins(trainer, "heldout")
     with timer("save"):
-        save_full_model(trainer, recipe.output_dir)
-        if is_main_process():
-            lm.tokenizer.save_pretrained(recipe.output_dir)
+        save_trained(trainer, lm.tokenizer, recipe.output_dir)
     return trainer, lm, margins
 
 

@@ -38,6 +38,7 @@ from lyrictool.training import (
     callbacks,
     generates_here,
     is_main_process,
+    save_trained,
     trl_config,
     write_run_files,
 )
@@ -169,7 +170,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
 
     from lyrictool import rewards as rw
-    from lyrictool.distributed import full_params, save_full_model, sharding, trainer_model
+    from lyrictool.distributed import full_params, sharding, trainer_model
     from lyrictool.modeling import load_model, model_plan, peft_config, to_accelerator
 
     timer = timer or Timer()
@@ -203,9 +204,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("train"):
         trainer.train()
     with timer("save"):
-        save_full_model(trainer, recipe.output_dir)
-        if is_main_process():
-            lm.tokenizer.save_pretrained(recipe.output_dir)
+        save_trained(trainer, lm.tokenizer, recipe.output_dir)
     if recipe.eval_generation.num_prompts:
         with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
             if generates_here(trainer):
