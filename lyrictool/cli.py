@@ -311,6 +311,9 @@ def main(argv: list[str] | None = None) -> None:
         _err_console().print(f"[bold red]internal error:[/] {type(e).__name__}: {e} (run with --debug for the "
                              "traceback; please report it)")
         sys.exit(1)
+    from lyrictool.distributed import shutdown
+
+    shutdown()
     if isinstance(rv, int) and rv:
         sys.exit(rv)
 

@@ -12,6 +12,7 @@ things that differ when parameters are spread over processes (FSDP1, FSDP2 ``ful
   gathered state dict on a fresh unwrapped copy (never ``merge_and_unload`` on sharded modules).
 - :func:`barrier`, :func:`is_main_process`, :func:`world_size`: main-process-only writes, then a barrier,
   then the other ranks read.
+- :func:`shutdown`: the end of a successful multi-process command (barrier, then leave the process group).
 
 Domain-free (imports nothing of lyrictool); torch is imported only inside the functions.
 """
@@ -49,6 +50,25 @@ def barrier() -> None:
 
         PartialState()
     dist.barrier()
+
+
+def shutdown() -> None:
+    """End a multi-process run cleanly: every rank waits for the others, then leaves the process group.
+
+    Called once, after a command succeeded.  Without it a rank can reach interpreter exit while the group's
+    background threads still run, and abort with ``terminate called without an active exception`` (SIGABRT),
+    failing a run whose work was done.  Nothing happens in a single process or when no group was started.
+    """
+    import sys
+
+    if world_size() <= 1 or "torch.distributed" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier()
+    dist.destroy_process_group()
 
 
 def _fsdp2_modules(model) -> list:
