@@ -44,6 +44,37 @@ def bootstrap_means(values, resamples: int, seed: int):
     return out
 
 
+def seeds_by_items_bootstrap(values, *, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE,
+                             seed: int = 0) -> dict[str, Any]:
+    """Mean of a seeds x items table with a two-way bootstrap interval: for benchmarks that train one model per
+    seed and score every model on the same items (prompts, facts).
+
+    Each resample draws seeds with replacement and, independently, items with replacement, and takes the mean of
+    the drawn rows x columns; the interval is the 2.5th..97.5th percentile.  Drawing items once for all drawn
+    seeds (not anew per seed) keeps the items' shared effect in the interval, since every seed answered the same
+    items; it is the conservative choice for such crossed data.  ``values``: one row per seed, one column per item;
+    for a paired difference pass the per-seed, per-item differences of two arms.  Returns ``{mean, ci_low,
+    ci_high, significant, n_seeds, n_items}`` (significant: the interval excludes 0).
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 2 or not x.size:
+        raise ValueError(f"seeds_by_items_bootstrap needs a non-empty seeds x items table, got shape {x.shape}")
+    n_seeds, n_items = x.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // x.size)
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        rows = rng.integers(0, n_seeds, size=(k, n_seeds))
+        cols = rng.integers(0, n_items, size=(k, n_items))
+        means[start:start + k] = x[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+    lo, hi = _percentile_interval(means, confidence)
+    return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
+            "n_seeds": n_seeds, "n_items": n_items}
+
+
 def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, resamples: int = DEFAULT_RESAMPLES,
                      confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
     """Mean of ``b - a`` over prompts where both apply, with its paired bootstrap interval.
