@@ -307,8 +307,16 @@ def summarize(cfg: dict, jobs: list[dict]) -> dict:
                                 "label": f"{ARMS[b]} vs {ARMS[a]}",
                                 "per_seed_diff": [mean(by_arm[b][s]["facts"]) - mean(by_arm[a][s]["facts"])
                                                   for s in seeds]})
+    probes = []  # mixing against sequencing on the knowledge probes: QA on the held-out films, memorization
+    for key, name in (("qa_facts", "held-out QA exact match"), ("memorized_facts", "memorized (held-out)")):
+        if all(key in by_arm.get(arm, {}).get(seeds[0], {}) for arm in ("seq", "mix")):
+            r = cluster_paired_bootstrap([by_arm["seq"][s][key] for s in seeds], [by_arm["mix"][s][key] for s in seeds],
+                                         seed=2)
+            probes.append({**r, "a": "seq", "b": "mix", "mean_a": r["a"], "mean_b": r["b"], "probe": key,
+                           "label": f"{name}: {ARMS['mix']} vs {ARMS['seq']}",
+                           "per_seed_diff": [mean(by_arm["mix"][s][key]) - mean(by_arm["seq"][s][key]) for s in seeds]})
     chance = {str(j["seed"]): j["chance"] for j in jobs}
-    return {"seeds": seeds, "arms": arms, "comparisons": comparisons,
+    return {"seeds": seeds, "arms": arms, "comparisons": comparisons, "probe_comparisons": probes,
             "chance": {"per_seed": chance, "mean": sum(chance.values()) / len(chance)}, "interval": INTERVAL}
 
 
@@ -335,7 +343,7 @@ def print_tables(summary: dict) -> None:
               f"{mem} | {train:.2f} |")
     print("\n| comparison (b vs a) | b - a [95% CI] | t interval over seeds | b / a [95% CI] | per-seed b - a |")
     print("|---|---|---|---|---|")
-    for c in summary["comparisons"]:
+    for c in summary["comparisons"] + summary["probe_comparisons"]:
         t = f"[{c['t_ci_low']:+.3f}, {c['t_ci_high']:+.3f}]" if c["t_ci_low"] is not None else "-"
         if c["ratio"] is None:
             ratio = "- (a = 0)"

@@ -46,6 +46,7 @@ def test_quick_run_writes_every_arm_at_matched_steps(tmp_path):
     assert {("task", "seq"), ("task", "mix"), ("seq", "mix")} <= set(pairs)
     for c in pairs.values():
         assert -1 <= c["ci_low"] <= c["diff"] <= c["ci_high"] <= 1 and "ratio" in c and "ratio_ci_low" in c
+    assert {c["probe"] for c in res["probe_comparisons"]} == {"qa_facts", "memorized_facts"}
     # the mixed arm's memorize stage trained on the texts and the training films' questions together
     stages = res["stages"]["seed-0"]
     assert stages["mix"]["rows"] == stages["mem"]["rows"] + stages["mem+qa"]["rows"]
