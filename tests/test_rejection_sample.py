@@ -134,7 +134,7 @@ def test_fold_parts_keeps_every_rank_row_once_in_prompt_order(tmp_path):
     assert fold_parts(samples, order) == 1 and [r["id"] for r in rows_of(samples)][-1] == "p5"
 
 
-def test_rerun_keeps_rows_a_killed_rank_left_in_its_part_file(prompts, write_recipe, tmp_path):
+def test_rerun_keeps_rows_a_killed_rank_left_in_its_part_file(prompts, write_recipe, tmp_path, capsys):
     """One process picks up a killed multi-process run: rows in part files count as done (not sampled again)."""
     from lyrictool.train.rejection_sample import run_rejection_sample
 
@@ -149,6 +149,9 @@ def test_rerun_keeps_rows_a_killed_rank_left_in_its_part_file(prompts, write_rec
                                              encoding="utf-8")
     (out / "samples.rank1.jsonl").write_text(json.dumps(full[2], ensure_ascii=False) + "\n" + '{"id": "song", "ro',
                                              encoding="utf-8")
+    run_rejection_sample(recipe, dry_run=True)   # counts the parts' rows, changes nothing
+    assert "rows already sampled (samples.jsonl and part files): 3" in capsys.readouterr().out
+    assert not samples.exists() and len(list(out.glob("samples.rank*"))) == 2
     summary = run_rejection_sample(recipe)
     after = rows_of(samples)
     assert after[:3] == full[:3]                  # the parts' rows kept as they were, in prompt order

@@ -353,7 +353,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
                     for row in read_samples(path, repair=False)})
         print_dry_run(recipe, {"prompts": len(prompts), "candidates per round": len(prompts) * recipe.sampling.k,
                                "rewards": ", ".join(f"{s.name}x{s.weight}" for s in recipe.rewards),
-                               "rows already in samples.jsonl": done})
+                               "rows already sampled (samples.jsonl and part files)": done})
         return {}
     out.mkdir(parents=True, exist_ok=True)
     rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness)
