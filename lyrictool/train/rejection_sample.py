@@ -230,10 +230,6 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
             "candidates_per_s": round(n_cands / elapsed, 3) if elapsed else None, "new_tokens": n_tokens}
 
 
-# --------------------------------------------------------------------------------------------------------------
-# Selection and fine-tuning
-
-
 def sample_on_every_rank(recipe: RejectionSampleRecipe, policy: str, todo: list[Prompt], round_: int, rewards,
                          samples_path: Path, prompts: list[Prompt], timer: Timer) -> dict[str, Any]:
     """Every rank samples its share ``todo[rank::world]`` into its part file; the main process merges the parts into
@@ -256,6 +252,10 @@ def sample_on_every_rank(recipe: RejectionSampleRecipe, policy: str, todo: list[
     return {"prompts": sum(x["prompts"] for x in ranks), "candidates": n_cands, "seconds": seconds,
             "candidates_per_s": round(n_cands / seconds, 3) if seconds else None,
             "new_tokens": sum(x["new_tokens"] for x in ranks), "ranks": ranks}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Selection and fine-tuning
 
 
 def best_across_rounds(rows: list[dict], upto: int) -> dict[str, dict]:
@@ -349,7 +349,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
     out = Path(recipe.output_dir)
     samples_path = out / SAMPLES_FILE
     if dry_run:
-        done = len({(row["round"], row["id"]) for path in [samples_path, *part_files(samples_path)]
+        done = len({(row.get("round"), row.get("id")) for path in [samples_path, *part_files(samples_path)]
                     for row in read_samples(path, repair=False)})
         print_dry_run(recipe, {"prompts": len(prompts), "candidates per round": len(prompts) * recipe.sampling.k,
                                "rewards": ", ".join(f"{s.name}x{s.weight}" for s in recipe.rewards),
