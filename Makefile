@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all bench lint docs clean
+.PHONY: install demo test test-demo test-all bench lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The whole demo with its targets (final rhyme >= 0.5, CIs of final - base above 0): minutes, so not in `make test`;
+# .ci/run runs it after the suite.
+test-demo: $(STAMP)
+	$(PY) -m pytest -q -m slow tests/test_demo.py
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m "slow or not slow"

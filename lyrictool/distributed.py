@@ -10,8 +10,8 @@ things that differ when parameters are spread over processes (FSDP1, FSDP2 ``ful
 - :func:`full_state_dict`: the whole model's weights on the main process (CPU), gathered from the shards.
 - :func:`merged_lora_model`: a LoRA model merged into plain weights on the main process, built from the
   gathered state dict on a fresh unwrapped copy (never ``merge_and_unload`` on sharded modules).
-- :func:`barrier`, :func:`is_main_process`, :func:`world_size`: main-process-only writes, then a barrier,
-  then the other ranks read.
+- :func:`barrier`, :func:`is_main_process`, :func:`world_size`, :func:`rank`: main-process-only writes, then a
+  barrier, then the other ranks read; :func:`gather_object`: every rank's small result (e.g. counts) on every rank.
 - :func:`shutdown`: the end of a successful multi-process command (barrier, then leave the process group).
 
 Domain-free (imports nothing of lyrictool); torch is imported only inside the functions.
@@ -36,20 +36,39 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
-def barrier() -> None:
-    """Wait for every process (no-op in a single process).  Starts the process group if the launcher set one
-    up but nothing has joined it yet (accelerate's ``PartialState``, the one the TRL trainers use)."""
+def _group():
+    """torch.distributed with the process group started, or None in a single process.  Starts the group if the
+    launcher set one up but nothing has joined it yet (accelerate's ``PartialState``, the one the TRL trainers use;
+    it also selects this rank's GPU, which NCCL collectives need)."""
     if world_size() <= 1:
-        return
+        return None
     import torch.distributed as dist
 
     if not dist.is_available():
-        return
+        return None
     if not dist.is_initialized():
         from accelerate import PartialState
 
         PartialState()
-    dist.barrier()
+    return dist
+
+
+def barrier() -> None:
+    """Wait for every process (no-op in a single process)."""
+    dist = _group()
+    if dist is not None:
+        dist.barrier()
+
+
+def gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (picklable, small: e.g. a rank's counts), in rank order, on every rank; ``[obj]`` in a
+    single process.  Collective: every rank calls it, so it also waits for the slowest."""
+    dist = _group()
+    if dist is None:
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def shutdown() -> None:

@@ -1,4 +1,6 @@
-"""Statistics shared by eval and the MOS study: Student's t interval of a mean, paired bootstrap, win rates.
+"""Statistics shared by eval, the MOS study and the benchmarks: Student's t interval of a mean, paired bootstrap,
+win rates, and the two-level bootstraps of benchmarks with several training seeds: items nested in seeds (cluster,
+then item) or crossed with them (seeds and items drawn independently).
 
 Pure functions (numpy only).  Comparing systems on the same prompts uses the paired bootstrap and the win rate:
 
@@ -42,37 +44,6 @@ def bootstrap_means(values, resamples: int, seed: int):
         k = min(chunk, resamples - start)
         out[start:start + k] = values[rng.integers(0, n, size=(k, n))].mean(axis=1)
     return out
-
-
-def seeds_by_items_bootstrap(values, *, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE,
-                             seed: int = 0) -> dict[str, Any]:
-    """Mean of a seeds x items table with a two-way bootstrap interval: for benchmarks that train one model per
-    seed and score every model on the same items (prompts, facts).
-
-    Each resample draws seeds with replacement and, independently, items with replacement, and takes the mean of
-    the drawn rows x columns; the interval is the 2.5th..97.5th percentile.  Drawing items once for all drawn
-    seeds (not anew per seed) keeps the items' shared effect in the interval, since every seed answered the same
-    items; it is the conservative choice for such crossed data.  ``values``: one row per seed, one column per item;
-    for a paired difference pass the per-seed, per-item differences of two arms.  Returns ``{mean, ci_low,
-    ci_high, significant, n_seeds, n_items}`` (significant: the interval excludes 0).
-    """
-    import numpy as np
-
-    x = np.asarray(values, dtype=float)
-    if x.ndim != 2 or not x.size:
-        raise ValueError(f"seeds_by_items_bootstrap needs a non-empty seeds x items table, got shape {x.shape}")
-    n_seeds, n_items = x.shape
-    rng = np.random.default_rng(seed)
-    means = np.empty(resamples)
-    chunk = max(1, 2_000_000 // x.size)
-    for start in range(0, resamples, chunk):
-        k = min(chunk, resamples - start)
-        rows = rng.integers(0, n_seeds, size=(k, n_seeds))
-        cols = rng.integers(0, n_items, size=(k, n_items))
-        means[start:start + k] = x[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
-    lo, hi = _percentile_interval(means, confidence)
-    return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
-            "n_seeds": n_seeds, "n_items": n_items}
 
 
 def paired_bootstrap(a: Sequence[float | None], b: Sequence[float | None], *, resamples: int = DEFAULT_RESAMPLES,
@@ -149,3 +120,112 @@ def mean_ci95(values: list[float]) -> dict[str, Any]:
     sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
     half = t_critical_95(n - 1) * sd / math.sqrt(n)
     return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half, "n": n}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Items nested in clusters (e.g. facts within independent training seeds)
+
+
+def cluster_bootstrap_means(arms: Sequence[Sequence[Sequence[float]]], resamples: int, seed: int):
+    """Two-level bootstrap means, the same draws for every arm (paired): each resample draws the clusters with
+    replacement, then within each drawn cluster its items with replacement, and takes the mean over all drawn
+    items.  ``arms[i][c]`` holds arm *i*'s item values in cluster *c*; every arm has the same clusters and, per
+    cluster, the same items in the same order.  Returns an array of shape (arms, resamples)."""
+    import numpy as np
+
+    values = [[np.asarray(c, dtype=float) for c in arm] for arm in arms]
+    k = len(values[0])
+    if not k or any(len(arm) != k or any(len(c) != len(c0) for c, c0 in zip(arm, values[0])) for arm in values):
+        raise ValueError("every arm needs the same clusters with the same number of items")
+    rng = np.random.default_rng(seed)
+    out = np.zeros((len(values), resamples))
+    count = np.zeros(resamples)
+    picks = rng.integers(0, k, size=(resamples, k))
+    for c in range(k):
+        n = len(values[0][c])
+        times = (picks == c).sum(axis=1)  # how often cluster c was drawn in each resample
+        for r in np.nonzero(times)[0]:
+            idx = rng.integers(0, n, size=(times[r], n)).ravel()
+            for i, arm in enumerate(values):
+                out[i, r] += arm[c][idx].sum()
+            count[r] += idx.size
+    return out / count
+
+
+def cluster_mean_ci(values: Sequence[Sequence[float]], *, resamples: int = DEFAULT_RESAMPLES,
+                    confidence: float = CONFIDENCE, seed: int = 0) -> dict[str, Any]:
+    """Mean over all items of ``values[cluster][item]`` with its two-level bootstrap interval
+    (:func:`cluster_bootstrap_means`).  Returns ``{mean, ci_low, ci_high, clusters, n}``."""
+    import numpy as np
+
+    flat = [v for c in values for v in c]
+    lo, hi = _percentile_interval(cluster_bootstrap_means([values], resamples, seed)[0], confidence)
+    return {"mean": float(np.mean(flat)), "ci_low": lo, "ci_high": hi, "clusters": len(values), "n": len(flat)}
+
+
+def cluster_paired_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[float]], *,
+                             resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0
+                             ) -> dict[str, Any]:
+    """``b`` against ``a`` on the same items nested in the same clusters: the difference of means ``b - a`` and
+    the ratio ``b / a``, each with the percentile interval of the two-level paired bootstrap
+    (:func:`cluster_bootstrap_means`).  The ratio is None when ``a``'s mean is 0; its upper bound is None
+    (unbounded) when resamples with ``a``'s mean 0 reach the upper tail.  Also the Student t interval over the
+    per-cluster differences (``t_ci_low``, ``t_ci_high``), which treats clusters as the only source of
+    variation.  Returns ``{a, b, diff, ci_low, ci_high, significant, ratio, ratio_ci_low, ratio_ci_high,
+    t_ci_low, t_ci_high, clusters, n}``."""
+    import numpy as np
+
+    ma, mb = cluster_bootstrap_means([a, b], resamples, seed)
+    lo, hi = _percentile_interval(mb - ma, confidence)
+    mean_a = float(np.mean([v for c in a for v in c]))
+    mean_b = float(np.mean([v for c in b for v in c]))
+    ratio = ratio_lo = ratio_hi = None
+    if mean_a > 0:
+        ratios = np.sort(np.where(ma > 0, mb / np.where(ma > 0, ma, 1.0), np.inf))
+        tail = (1.0 - confidence) / 2.0
+        ratio = mean_b / mean_a
+        ratio_lo = float(ratios[int(np.floor(tail * (len(ratios) - 1)))])
+        upper = float(ratios[int(np.ceil((1.0 - tail) * (len(ratios) - 1)))])
+        ratio_hi = upper if np.isfinite(upper) else None
+        ratio_lo = ratio_lo if np.isfinite(ratio_lo) else None
+    per_cluster = mean_ci95([float(np.mean(cb) - np.mean(ca)) for ca, cb in zip(a, b)])
+    return {"a": mean_a, "b": mean_b, "diff": mean_b - mean_a, "ci_low": lo, "ci_high": hi,
+            "significant": bool(lo > 0 or hi < 0), "ratio": ratio, "ratio_ci_low": ratio_lo,
+            "ratio_ci_high": ratio_hi, "t_ci_low": per_cluster["ci_low"], "t_ci_high": per_cluster["ci_high"],
+            "clusters": len(a), "n": sum(len(c) for c in a)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Items crossed with seeds (every seed's model answers the same prompts)
+
+
+def seeds_by_items_bootstrap(values, *, resamples: int = DEFAULT_RESAMPLES, confidence: float = CONFIDENCE,
+                             seed: int = 0) -> dict[str, Any]:
+    """Mean of a seeds x items table with a two-way bootstrap interval: for benchmarks that train one model per
+    seed and score every model on the same items (prompts).  Where each seed has its own items (nested, e.g.
+    films drawn per seed) use :func:`cluster_mean_ci` / :func:`cluster_paired_bootstrap` instead.
+
+    Each resample draws seeds with replacement and, independently, items with replacement, and takes the mean of
+    the drawn rows x columns; the interval is the 2.5th..97.5th percentile.  Drawing items once for all drawn
+    seeds (not anew per seed) keeps the items' shared effect in the interval, since every seed answered the same
+    items; it is the conservative choice for such crossed data.  ``values``: one row per seed, one column per item;
+    for a paired difference pass the per-seed, per-item differences of two arms.  Returns ``{mean, ci_low,
+    ci_high, significant, n_seeds, n_items}`` (significant: the interval excludes 0).
+    """
+    import numpy as np
+
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 2 or not x.size:
+        raise ValueError(f"seeds_by_items_bootstrap needs a non-empty seeds x items table, got shape {x.shape}")
+    n_seeds, n_items = x.shape
+    rng = np.random.default_rng(seed)
+    means = np.empty(resamples)
+    chunk = max(1, 2_000_000 // x.size)
+    for start in range(0, resamples, chunk):
+        k = min(chunk, resamples - start)
+        rows = rng.integers(0, n_seeds, size=(k, n_seeds))
+        cols = rng.integers(0, n_items, size=(k, n_items))
+        means[start:start + k] = x[rows[:, :, None], cols[:, None, :]].mean(axis=(1, 2))
+    lo, hi = _percentile_interval(means, confidence)
+    return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
+            "n_seeds": n_seeds, "n_items": n_items}

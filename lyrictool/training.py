@@ -72,6 +72,7 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
     kwargs.update(defaults)
     kwargs.update(recipe.train)
     launch_checks(kwargs, recipe)
+    checkpointing_name(kwargs, config_cls)
     if kwargs.get("packing") and attention != "flash_attention_2" and \
             kwargs.get("packing_strategy", "bfd") in ("bfd", "bfd_split"):
         raise UserError(f"train.packing: padding-free (bfd) packing needs flash_attention_2, but attention here "
@@ -81,6 +82,20 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
         return config_cls(output_dir=recipe.output_dir, seed=recipe.seed, **kwargs)
     except (TypeError, ValueError) as e:
         raise UserError(f"train: {e}", where=recipe_source(recipe)) from None
+
+
+def checkpointing_name(kwargs: dict[str, Any], config_cls) -> None:
+    """Recipes say ``gradient_checkpointing`` (TRL's name, default on); transformers >= 5.2x calls it
+    ``activation_checkpointing`` and warns on every run that sets the old name, which TRL's own default does.
+    Pass the new name with the recipe's value (or TRL's default) so runs carry no deprecation warning."""
+    import dataclasses
+
+    fields = {f.name: f for f in dataclasses.fields(config_cls)}
+    if "activation_checkpointing" not in fields or "gradient_checkpointing" not in fields:
+        return
+    old = kwargs.pop("gradient_checkpointing", None)
+    if kwargs.get("activation_checkpointing") is None:
+        kwargs["activation_checkpointing"] = fields["gradient_checkpointing"].default if old is None else old
 
 
 def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:

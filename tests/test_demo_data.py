@@ -202,9 +202,28 @@ def test_rows_are_deterministic_for_a_seed(songs):
     assert synthetic.make_ratings(few, seed=3) != synthetic.make_ratings(few, seed=4)
 
 
-def test_committed_rows_equal_a_fresh_regeneration(ratings, preferences):
+def test_committed_rows_equal_a_fresh_regeneration(songs, ratings, preferences):
     assert read_jsonl(synthetic.RATINGS_PATH) == ratings, "run: python -m lyrictool.data.synthetic"
     assert read_jsonl(synthetic.PREFERENCES_PATH) == preferences, "run: python -m lyrictool.data.synthetic"
+    assert read_jsonl(synthetic.PROMPTS_PATH) == synthetic.make_prompts(songs), "run: python -m lyrictool.data.synthetic"
+
+
+def test_sampling_prompts_ask_for_what_no_song_or_eval_prompt_is(songs):
+    """builtin:demo-prompts (rejection sampling's prompts) are new requests: no song has that topic, rhyme group
+    and structure together, none is an eval prompt, and every rhyme group is asked for."""
+    from lyrictool.controls import derive_controls
+
+    rows = read_jsonl(synthetic.PROMPTS_PATH)
+    assert len({r["id"] for r in rows}) == len(rows) >= 64
+    answered = {(s["controls"]["topic"], s["controls"]["rhyme"],
+                 json.dumps(derive_controls(s["lyrics"], ("structure",))["structure"])) for s in songs}
+    asked = [(r["controls"]["topic"], r["controls"]["rhyme"], json.dumps(r["controls"]["structure"])) for r in rows]
+    assert not answered & set(asked)
+    evals = [r["controls"] for r in read_jsonl(ROOT / "lyrictool" / "data" / "demo" / "eval-prompts.jsonl")]
+    assert not [r for r in rows if r["controls"] in evals]
+    assert Counter(r["controls"]["rhyme"] for r in rows).keys() == set(SHISANZHE)
+    for r in rows:
+        parse_controls(r["controls"], where=r["id"])
 
 
 def test_check_mode_reports_stale_files(tmp_path, capsys):

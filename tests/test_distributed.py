@@ -93,6 +93,7 @@ def test_unsharded_model_helpers_in_one_process():
     with D.full_params(model) as whole:
         assert whole is model
     D.barrier()   # one process: returns at once
+    assert D.gather_object({"rank": 0, "n": 3}) == [{"rank": 0, "n": 3}]   # and gathers its own object alone
 
 
 def test_lora_merge_of_a_scorer_in_one_process():

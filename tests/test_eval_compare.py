@@ -62,25 +62,3 @@ def test_compare_systems_against_baseline():
 def test_compare_refuses_unaligned_systems():
     with pytest.raises(ValueError, match="same prompts"):
         compare_systems({"a": [{}] * 3, "b": [{}] * 4}, ["rhyme_accuracy"])
-
-
-def test_seeds_by_items_bootstrap_pairs_seeds_and_items():
-    import numpy as np
-
-    from lyrictool.stats import seeds_by_items_bootstrap
-
-    rng = np.random.default_rng(0)
-    noise = rng.normal(0, 0.3, size=(4, 60))
-    better = seeds_by_items_bootstrap(noise + 0.5, seed=0)
-    assert better["n_seeds"] == 4 and better["n_items"] == 60
-    assert better["ci_low"] > 0 and better["significant"]
-    assert better["ci_low"] < better["mean"] < better["ci_high"]
-    null = seeds_by_items_bootstrap(noise - noise.mean(), seed=0)
-    assert null["ci_low"] < 0 < null["ci_high"] and not null["significant"]
-    # one seed far off widens the interval: seeds are resampled, not only items
-    shifted = noise.copy()
-    shifted[0] += 2.0
-    wide = seeds_by_items_bootstrap(shifted, seed=0)
-    assert wide["ci_high"] - wide["ci_low"] > 3 * (better["ci_high"] - better["ci_low"])
-    with pytest.raises(ValueError):
-        seeds_by_items_bootstrap([1.0, 2.0])

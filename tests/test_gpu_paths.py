@@ -131,6 +131,24 @@ def test_missing_tensorboard_falls_back_with_one_warning(monkeypatch, caplog, tm
         "console only")]
 
 
+@pytest.mark.parametrize("asked, expected", [(None, True), ("false", False), ("true", True)])
+def test_gradient_checkpointing_reaches_the_trainer_without_a_deprecation_warning(tmp_path, asked, expected):
+    """A recipe's gradient_checkpointing (or TRL's default, on) is what the trainer runs with, passed under
+    transformers' new name so no run prints its FutureWarning."""
+    import warnings
+
+    from lyrictool.recipes import load_recipe
+    from lyrictool.training import trl_config
+
+    sets = [f"output_dir={tmp_path}"] + ([f"train.gradient_checkpointing={asked}"] if asked else [])
+    recipe = load_recipe("recipes/tiny/sft.yaml", "sft", sets)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        args = trl_config(recipe)
+    assert args.gradient_checkpointing is expected
+    assert getattr(args, "activation_checkpointing", expected) is expected
+
+
 def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer

@@ -124,11 +124,47 @@ def test_dry_run_checks_everything_without_a_model(kb, songs_file, write_recipe,
     assert not out.exists()
 
 
+def test_mix_qa_trains_memorize_on_the_texts_and_the_training_questions(kb, songs_file, write_recipe, tmp_path,
+                                                                         tiny_model_path, monkeypatch, capsys):
+    import lyrictool.training
+    from lyrictool.modeling import load_tokenizer
+    from lyrictool.train.inject import knowledge_rows, run_inject
+
+    stages = """
+  - name: memorize
+    mix_qa: true
+    train: {max_steps: 2, per_device_train_batch_size: 8, gradient_checkpointing: false}"""
+    out = tmp_path / "run"
+    recipe = load_recipe(write_recipe(recipe_text(kb, songs_file, out, stages)), "inject")
+    assert run_inject(recipe, dry_run=True) == {}
+    assert "0:memorize (12 rows + 8 questions mixed in)" in capsys.readouterr().out
+    seen = []
+    real = lyrictool.training.train_sft
+
+    def recording_train_sft(sft, rows, eval_rows, **kw):
+        seen.append(rows)
+        return real(sft, rows, eval_rows, **kw)
+
+    monkeypatch.setattr(lyrictool.training, "train_sft", recording_train_sft)
+    summary = run_inject(recipe)
+    ks, qa_train, qa_eval = knowledge_rows(recipe)
+    tok = load_tokenizer("builtin:tiny-zh")
+    texts = [r["text"] for r in seen[0]]
+    assert summary["stages"][0]["rows"] == len(texts) == len(ks.texts) + len(qa_train) == 20
+    assert texts[: len(ks.texts)] == ks.texts
+    for row in qa_train:  # each training question with its answer, as the chat template renders the exchange
+        assert tok.apply_chat_template([{"role": "user", "content": row["question"]},
+                                        {"role": "assistant", "content": row["answer"]}], tokenize=False) in texts
+    assert not any(q["question"] in t for q in qa_eval for t in texts)  # held-out questions stay out
+    assert summary["stages"][0]["knowledge_qa"]["held_out"]["n"] == 4
+
+
 @pytest.mark.parametrize("stages, message", [
     ("\n  - name: utilize\n    train: {}", "the utilize stage needs data"),
     ("\n  - name: memorize\n    data: {train: builtin:demo-songs}", "trains on the recipe's knowledge"),
     ("\n  - name: forget", "stages.0.name"),
     ("\n  - name: memorize\n    skip: true", "every stage has skip: true"),
+    ("\n  - name: understand\n    mix_qa: true", "mix_qa: only the memorize stage"),
 ])
 def test_recipe_errors_name_the_key(kb, songs_file, write_recipe, tmp_path, stages, message):
     path = write_recipe(recipe_text(kb, songs_file, tmp_path / "o", stages))

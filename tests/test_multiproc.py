@@ -158,6 +158,17 @@ def test_rejection_sample_two_processes(tmp_path):
                              "train.max_steps=2", "train.per_device_train_batch_size=2")
     rows = [json.loads(line) for line in (out / "samples.jsonl").read_text().splitlines()]
     assert sorted(r["id"] for r in rows) == sorted({r["id"] for r in rows}) and len(rows) == 4  # sampled once
+    # both ranks sampled their half of the prompts; the main process merged the halves and the parts are gone
+    sampling = summary["metrics"]["rounds"][0]["sampling"]
+    assert [(x["rank"], x["prompts"], x["candidates"]) for x in sampling["ranks"]] == [(0, 2, 4), (1, 2, 4)]
+    assert sampling["candidates"] == 8 == sum(len(r["candidates"]) for r in rows)
+    assert sampling["seconds"] == max(x["seconds"] for x in sampling["ranks"]) > 0
+    assert not list(out.glob("samples.rank*"))
+    from lyrictool.recipes import load_recipe
+    from lyrictool.train.rejection_sample import load_prompts
+
+    recipe = load_recipe(REPO / "recipes/tiny/rejection-sample.yaml", "rejection-sample", ["data.max_rows=4"])
+    assert [r["id"] for r in rows] == [p.id for p in load_prompts(recipe)]  # merged in prompt order
     assert summary["metrics"]["rounds"][0]["finetune"]["global_step"] == 2
     assert not (out / "adapter_config.json").exists()
     generates(out)

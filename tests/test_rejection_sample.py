@@ -81,6 +81,12 @@ def test_keeps_the_max_for_every_prompt_then_two_rounds_of_sft(prompts, write_re
     round2 = [max(c["reward"] for c in r["candidates"]) for r in rows if r["round"] == 2]
     assert info[1]["best_reward_mean"] == pytest.approx(sum(round2) / 4, abs=1e-4)
     assert json.loads((out / "summary.json").read_text("utf-8"))["k"] == 3
+    # one process: rows straight into samples.jsonl, no part file; one rank entry holding the whole round
+    assert not list(out.glob("samples.rank*"))
+    sampling = info[0]["sampling"]
+    assert sampling["candidates"] == 12 and sampling["ranks"] == [
+        {"rank": 0, "prompts": 4, "candidates": 12, "seconds": sampling["seconds"],
+         "new_tokens": sampling["new_tokens"]}]
 
 
 def test_best_across_rounds_pools_every_round():
@@ -96,6 +102,63 @@ def test_best_across_rounds_pools_every_round():
     assert best["a"]["lyrics"] == "a-1-1" and best["a"]["round"] == 1  # round 1 beat round 2: kept
     assert best["b"]["lyrics"] == "b-2-0"
     assert best_across_rounds(rows, upto=3)["a"]["lyrics"] == "a-3-0"
+
+
+def test_fold_parts_keeps_every_rank_row_once_in_prompt_order(tmp_path):
+    """Part files a killed multi-process run left (one torn mid-write) are folded into samples.jsonl: rows it already
+    has are not repeated, the rest follow in (round, prompt) order, the torn line is dropped, the parts removed."""
+    from lyrictool.train.rejection_sample import fold_parts, part_file, part_files
+
+    def row(pid, rnd=1):
+        return {"id": pid, "round": rnd, "candidates": [{"lyrics": f"{pid}-{rnd}", "reward": 0.5}], "best": 0}
+
+    def write(path, rows, torn=""):
+        path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows) + torn, encoding="utf-8")
+
+    samples = tmp_path / "samples.jsonl"
+    write(samples, [row("p0")])
+    write(part_file(samples, 0), [row("p2"), row("p0"), row("p4")])        # p0: merged before the kill
+    write(part_file(samples, 1), [row("p3"), row("p1")], torn='{"id": "p5", "round": 1, "cand')
+    write(part_file(samples, 10), [row("p1", 2), row("p1")])               # a 16-process run's rank 10
+    (tmp_path / "samples.rankx.jsonl").write_text("not mine\n", encoding="utf-8")  # not a part file
+    assert [p.name for p in part_files(samples)] == ["samples.rank0.jsonl", "samples.rank1.jsonl",
+                                                     "samples.rank10.jsonl"]
+    order = ["p0", "p1", "p2", "p3", "p4", "p5"]
+    assert fold_parts(samples, order) == 5
+    assert [(r["round"], r["id"]) for r in rows_of(samples)] == [(1, "p0"), (1, "p1"), (1, "p2"), (1, "p3"),
+                                                                 (1, "p4"), (2, "p1")]
+    assert part_files(samples) == [] and (tmp_path / "samples.rankx.jsonl").exists()
+    assert fold_parts(samples, order) == 0 and len(rows_of(samples)) == 6   # nothing left: a no-op
+    # a kill between the append and the removal leaves parts whose rows are all in the file already
+    write(part_file(samples, 1), [row("p3"), row("p5")])
+    assert fold_parts(samples, order) == 1 and [r["id"] for r in rows_of(samples)][-1] == "p5"
+
+
+def test_rerun_keeps_rows_a_killed_rank_left_in_its_part_file(prompts, write_recipe, tmp_path, capsys):
+    """One process picks up a killed multi-process run: rows in part files count as done (not sampled again)."""
+    from lyrictool.train.rejection_sample import run_rejection_sample
+
+    out = tmp_path / "rs"
+    recipe = load_recipe(write_recipe(recipe_text(prompts, out, k=2)), "rejection-sample")
+    run_rejection_sample(recipe)
+    samples = out / "samples.jsonl"
+    full = rows_of(samples)
+    # as if ranks 0 and 1 had written two rows each, rank 1 torn mid-line, and nothing had been merged yet
+    samples.unlink()
+    (out / "samples.rank0.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in full[:2]),
+                                             encoding="utf-8")
+    (out / "samples.rank1.jsonl").write_text(json.dumps(full[2], ensure_ascii=False) + "\n" + '{"id": "song", "ro',
+                                             encoding="utf-8")
+    run_rejection_sample(recipe, dry_run=True)   # counts the parts' rows, changes nothing
+    assert "rows already sampled (samples.jsonl and part files): 3" in capsys.readouterr().out
+    assert not samples.exists() and len(list(out.glob("samples.rank*"))) == 2
+    summary = run_rejection_sample(recipe)
+    after = rows_of(samples)
+    assert after[:3] == full[:3]                  # the parts' rows kept as they were, in prompt order
+    assert sorted(r["id"] for r in after) == ["p0", "p1", "p2", "song"]     # the torn one sampled again, once
+    assert summary["metrics"]["rounds"][0]["resumed_rows"] == 3
+    assert summary["metrics"]["rounds"][0]["sampling"]["prompts"] == 1
+    assert not list(out.glob("samples.rank*"))
 
 
 def test_killed_midway_then_rerun_has_each_prompt_exactly_once(write_jsonl, write_recipe, tmp_path):

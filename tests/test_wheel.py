@@ -30,7 +30,7 @@ def test_wheel_runs_the_demo_from_an_empty_folder(tmp_path):
          cwd=tmp_path)
     (wheel,) = (tmp_path / "dist").glob("lyrictool-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for data in ("songs.jsonl", "ratings.jsonl", "preferences.jsonl", "eval-prompts.jsonl"):
+    for data in ("songs.jsonl", "ratings.jsonl", "preferences.jsonl", "prompts.jsonl", "eval-prompts.jsonl"):
         assert f"lyrictool/data/demo/{data}" in names
 
     site = tmp_path / "site"
@@ -49,7 +49,7 @@ def test_wheel_runs_the_demo_from_an_empty_folder(tmp_path):
     dry = _run([sys.executable, "-m", "lyrictool", "demo", "--dry-run", "--output-dir", "out"], cwd=empty, env=env)
     files = [line.split(": ", 1)[1].rsplit(" (", 1)[0] for line in dry.stdout.splitlines()
              if line.strip().startswith("builtin:")]
-    assert len(files) == 3, dry.stdout  # songs, ratings, eval prompts
+    assert len(files) == 4, dry.stdout  # songs, ratings, sampling prompts, eval prompts
     for f in files:
         assert Path(f).is_relative_to(site) and Path(f).is_file(), f
     assert "recipes OK" in dry.stdout

@@ -22,6 +22,7 @@ BUILTIN_SOURCES = {
     "builtin:demo-ratings": DEMO_DIR / "ratings.jsonl",
     "builtin:demo-preferences": DEMO_DIR / "preferences.jsonl",
     "builtin:eval-prompts": DEMO_DIR / "eval-prompts.jsonl",
+    "builtin:demo-prompts": DEMO_DIR / "prompts.jsonl",
 }
 
 

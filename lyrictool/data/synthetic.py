@@ -21,9 +21,14 @@ Language covers sound and fluency (rhyme, loops), genre covers fitting the reque
 Every row's prompt is the song's controls plus the structure read off the original, so the rows of
 one song share one prompt and pairs can be built within it.
 
+Sampling prompts (``prompts.jsonl``, ``builtin:demo-prompts``) are control requests no song answers: each
+takes the shape of one song (its structure and line lengths, which the model has learned to write), the genre
+and topic of another, and a rhyme group other than the shape song's, cycling through all 13 groups.  Rejection
+sampling (and RL) draw on them: the model's best candidates for requests it has no gold song for.
+
 Regenerate the committed files (they are tested to equal a fresh run)::
 
-    python -m lyrictool.data.synthetic            # writes lyrictool/data/demo/{ratings,preferences}.jsonl
+    python -m lyrictool.data.synthetic            # writes lyrictool/data/demo/{ratings,preferences,prompts}.jsonl
     python -m lyrictool.data.synthetic --check    # exit 1 if the committed files are stale
 """
 
@@ -56,6 +61,7 @@ HURTS = {kind: tuple(a for a, v in r.items() if v == min(r.values())) for kind, 
 SONGS_PATH = DEMO_DIR / "songs.jsonl"
 RATINGS_PATH = DEMO_DIR / "ratings.jsonl"
 PREFERENCES_PATH = DEMO_DIR / "preferences.jsonl"
+PROMPTS_PATH = DEMO_DIR / "prompts.jsonl"
 
 
 # --- reading songs ---------------------------------------------------------------------------------
@@ -233,12 +239,40 @@ def make_preferences(songs: list[dict], seed: int = 0, per_song: int = 2) -> lis
     return rows
 
 
+def make_prompts(songs: list[dict], seed: int = 0, n: int = 96) -> list[dict]:
+    """Prompt rows ``{"id", "controls"}`` that recombine the songs' controls into requests no song answers: one
+    song's structure and (every other row) line lengths, another's genre and topic, and the 13 rhyme groups in
+    turn, never the shape song's own group."""
+    from lyrictool.controls import derive_controls
+    from lyrictool.phonetics.tables import SHISANZHE
+
+    rng = random.Random(seed)
+    groups = list(SHISANZHE)
+    answered = {(s["controls"].get("topic"), s["controls"].get("rhyme"),
+                 str(derive_controls(s["lyrics"], ("structure",)))) for s in songs}
+    rows = []
+    for i in range(n):
+        group = groups[i % len(groups)]
+        wanted = ("structure", "line_lengths") if i % 2 else ("structure",)
+        while True:  # a request no song answers: this topic, group and structure never occur together
+            shape = rng.choice([s for s in songs if s["controls"].get("rhyme") != group])
+            theme = rng.choice(songs)
+            derived = derive_controls(shape["lyrics"], wanted)
+            if (theme["controls"]["topic"], group, str({"structure": derived["structure"]})) not in answered:
+                break
+        controls = {"genre": theme["controls"]["genre"], "topic": theme["controls"]["topic"], "rhyme": group,
+                    **derived}
+        rows.append({"id": f"prompt-{i + 1:03d}", "controls": controls})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lyrictool.data.synthetic",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--songs", default=str(SONGS_PATH), help="song rows (jsonl)")
     p.add_argument("--ratings", default=str(RATINGS_PATH), help="where to write ratings rows")
     p.add_argument("--preferences", default=str(PREFERENCES_PATH), help="where to write preference rows")
+    p.add_argument("--prompts", default=str(PROMPTS_PATH), help="where to write sampling prompt rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--per-song", type=int, default=3, help="damaged copies per song in the ratings rows")
     p.add_argument("--check", action="store_true", help="compare with the files on disk; exit 1 if stale")
@@ -246,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         songs = load_songs(args.songs)
         outputs = {Path(args.ratings): make_ratings(songs, args.seed, args.per_song),
-                   Path(args.preferences): make_preferences(songs, args.seed)}
+                   Path(args.preferences): make_preferences(songs, args.seed),
+                   Path(args.prompts): make_prompts(songs, args.seed)}
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ From facts we write
   "Physics of Language Models 3.1" (arXiv 2309.14316) found exactly this augmentation to be what makes
   memorized facts *extractable* for entities never seen in QA fine-tuning (9.7% -> 96.6%);
 * **QA rows** ``{"question", "answer", "subject"}`` for the *understand* stage and for evaluation
-  (:mod:`lyrictool.knowledge.evaluate`).
+  (:mod:`lyrictool.knowledge.evaluate`), or mixed into the *memorize* stage as chat-rendered texts
+  (:func:`qa_chat_texts`).
 
 User files (jsonl / json / csv / parquet, read by :func:`lyrictool.data.load_records`, errors ``path:line``):
 
@@ -147,6 +148,16 @@ def fact_qa(facts: list[Fact], questions: dict[str, tuple[str, ...]] | None = No
         rows.append({"question": template.format(s=f.subject, r=f.relation), "answer": f.object,
                      "subject": f.subject})
     return rows
+
+
+def qa_chat_texts(qa: list[dict[str, str]], tokenizer) -> list[str]:
+    """QA rows as plain texts for the memorize stage's language-modelling loss: each question and its answer as
+    one user turn and one assistant turn, rendered by the model's chat template (the format the understand
+    stage and evaluation ask in).  The memorize stage's ``mix_qa`` trains on these mixed with the knowledge
+    texts: "mixed training" of Physics of Language Models 3.1 (arXiv 2309.14316)."""
+    return [tokenizer.apply_chat_template([{"role": "user", "content": r["question"]},
+                                           {"role": "assistant", "content": r["answer"]}], tokenize=False)
+            for r in qa]
 
 
 def split_qa_by_subject(qa: list[dict[str, str]], eval_fraction: float, seed: int

@@ -11,6 +11,10 @@ held-out ``qa_eval.jsonl`` that ``lyrictool eval``'s ``knowledge_qa`` reads).  A
 starts from full weights.  After each stage the model answers held-out knowledge questions (subjects never
 seen in the understand stage, the out-of-distribution test of "Physics of Language Models 3.1") so the
 summary shows what each stage added and whether the task stage kept it.
+
+``mix_qa: true`` on a memorize stage trains it on the understand stage's questions too, mixed with the texts
+(rendered by the chat template, plain language-modelling loss): the "mixed training" that Physics of Language
+Models 3.1 found makes stored facts extractable for the held-out subjects; skip the understand stage then.
 """
 
 from __future__ import annotations
@@ -47,6 +51,9 @@ class InjectStage(Strict):
                                   "(max_steps, learning_rate, ...).")
     data: DataSpec | None = Field(None, description="utilize only: the lyrics data (as in `sft`).")
     skip: bool = Field(False, description="Leave this stage out of the run.")
+    mix_qa: bool = Field(False, description="memorize only: also train on the understand stage's questions "
+                         "(never the held-out ones), rendered by the chat template and mixed with the knowledge "
+                         "texts (the mixed training of Physics of Language Models 3.1).")
     eval_generation: GenerationSpec = Field(
         default_factory=lambda: GenerationSpec(num_prompts=8),
         description="utilize only: generate for this many eval prompts at the end and score them.")
@@ -63,6 +70,9 @@ class InjectStage(Strict):
         if self.name != "utilize" and self.data is not None:
             raise ValueError(f"the {self.name} stage trains on the recipe's knowledge:, not on data:; "
                              "remove data: here")
+        if self.mix_qa and self.name != "memorize":
+            raise ValueError(f"mix_qa: only the memorize stage mixes the questions into its texts, not "
+                             f"{self.name}; remove mix_qa here")
         return self
 
 
@@ -159,8 +169,14 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         for i, stage in enumerate(recipe.stages):
             if stage.skip:
                 continue
-            if stage.name == "memorize":
-                rows, eval_rows, extra = [{"text": t} for t in ks.texts], [], {}
+            if stage.name == "memorize":  # mix_qa: the questions are rendered when the tokenizer is at hand
+                rows, eval_rows = [{"text": t} for t in ks.texts], []
+                extra = {"mix_qa": qa_train} if stage.mix_qa else {}
+                if stage.mix_qa and not qa_train:
+                    from lyrictool.errors import UserError
+
+                    raise UserError(f"stages[{i}] (memorize): mix_qa: true, but the knowledge gave no questions "
+                                    "to mix in")
             elif stage.name == "understand":
                 rows, eval_rows, extra = qa_messages(qa_train), qa_messages(qa_eval), {}
             else:
@@ -176,12 +192,15 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
     if dry_run:
         print_dry_run(recipe, {"knowledge texts": len(ks.texts), "knowledge questions (train / held out)":
                                f"{len(qa_train)} / {len(qa_eval)}",
-                               "stages": ", ".join(f"{i}:{s.name} ({len(r)} rows)" for i, s, r, _, _ in plan)})
+                               "stages": ", ".join(f"{i}:{s.name} ({len(r)} rows"
+                                                   + (f" + {len(x['mix_qa'])} questions mixed in" if x.get("mix_qa")
+                                                      else "") + ")" for i, s, r, _, x in plan)})
         return {}
 
     from lyrictool.distributed import full_params, full_state_dict, save_full_model, trainer_model
+    from lyrictool.knowledge import qa_chat_texts
     from lyrictool.knowledge.evaluate import evaluate_qa
-    from lyrictool.modeling import merge_lora, to_accelerator
+    from lyrictool.modeling import load_tokenizer, merge_lora, to_accelerator
     from lyrictool.training import (
         generates_here,
         generation_metrics,
@@ -218,6 +237,9 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
             if is_main_process():  # under FSDP low-memory loading only the main process holds the weights
                 start["fp"] = params_fingerprint(lm.model)
 
+        if extra.get("mix_qa"):  # every stage keeps the first one's tokenizer
+            rows = rows + [{"text": t} for t in qa_chat_texts(extra["mix_qa"], load_tokenizer(
+                model_name, recipe.model.trust_remote_code))]
         console.print(f"[bold]stage {i}: {stage.name}[/] from {model_name} ({len(rows)} rows)")
         trainer, lm = train_sft(sft, rows, eval_rows, timer=stage_timer, on_load=fingerprint_start)
         merged = None

@@ -13,6 +13,12 @@ Each prompt's result is appended as one JSON line to ``output_dir/samples.jsonl`
 ``lyrictool dpo`` and ``lyrictool score``.  A re-run of the same recipe skips the (round, prompt) pairs already in
 the file and repairs a line torn by a kill: nothing is duplicated, nothing lost.
 
+Under N processes (``torchrun`` / ``accelerate launch``) every rank samples: rank r takes the round's to-do prompts
+``todo[r::N]`` on its own device and appends its rows to its own part file ``samples.rank<r>.jsonl``; after all
+ranks are done the main process merges the parts into ``samples.jsonl`` (one writer, prompt order, no duplicates)
+and each rank removes its part.  Part files left by a kill are folded into ``samples.jsonl`` by the main process
+at the next start, before the to-do list is computed, so what any rank finished is kept.
+
 ``finetune: true`` then runs SFT on the winners (the same SFTTrainer path as ``lyrictool sft``); ``rounds: N``
 repeats sample -> select -> SFT, each round sampling from the previous round's model and fine-tuning on the best
 candidate per prompt seen in ANY round so far (LLaMA 2 found that keeping only the latest round's winners
@@ -23,8 +29,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +40,7 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from lyrictool.console import console, print_dry_run
-from lyrictool.distributed import barrier
+from lyrictool.distributed import barrier, gather_object, rank, world_size
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, derived_recipe, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
@@ -125,6 +133,52 @@ def read_samples(path: Path, *, repair: bool = True) -> list[dict]:
     return rows
 
 
+def part_file(samples_path: Path, rank_: int) -> Path:
+    """Where rank ``rank_`` of a multi-process run appends its rows: ``samples.rank<r>.jsonl`` beside the file."""
+    return samples_path.with_name(f"{samples_path.stem}.rank{rank_}{samples_path.suffix}")
+
+
+def part_files(samples_path: Path) -> list[Path]:
+    """The rank part files beside ``samples_path``, in rank order (any number of ranks, e.g. a killed 8-GPU run)."""
+    prefix, suffix = f"{samples_path.stem}.rank", samples_path.suffix
+    found = [(int(p.name[len(prefix):-len(suffix)]), p) for p in samples_path.parent.glob(f"{prefix}*{suffix}")
+             if p.name[len(prefix):-len(suffix)].isdigit()]
+    return [p for _, p in sorted(found)]
+
+
+def fold_parts(samples_path: Path, order: Sequence[str] = (), *, remove: bool = True) -> int:
+    """Append to ``samples_path`` the rows of the rank part files that it lacks; returns how many were added.
+
+    One writer (the main process).  A (round, id) already in the file, or seen in an earlier part, is skipped, so
+    folding again after a kill between the append and the removal duplicates nothing.  New rows go in (round,
+    prompt) order, ``order`` being the prompt ids in prompt order.  A torn last line in the file or a part is cut
+    off (:func:`read_samples`): that prompt is sampled again.  ``remove``: delete the parts once folded (else
+    each rank removes its own).
+    """
+    parts = part_files(samples_path)
+    if not parts:
+        return 0
+    have = {(row.get("round"), row.get("id")) for row in read_samples(samples_path)}
+    new: list[dict] = []
+    for part in parts:
+        for row in read_samples(part, repair=remove):
+            key = (row.get("round"), row.get("id"))
+            if key not in have:
+                have.add(key)
+                new.append(row)
+    pos = {pid: i for i, pid in enumerate(order)}
+    new.sort(key=lambda row: (row.get("round", 0), pos.get(row.get("id"), len(pos))))  # stable: unknown ids last
+    if new:
+        with samples_path.open("a", encoding="utf-8") as f:
+            f.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in new)
+            f.flush()
+            os.fsync(f.fileno())  # on disk before any part is removed
+    if remove:
+        for part in parts:
+            part.unlink()
+    return len(new)
+
+
 def scored_row(prompt: Prompt, round_: int, user_text: str, samples: list, scored: list) -> dict[str, Any]:
     cands = [{"lyrics": s.text, **sc.as_dict(), "new_tokens": s.new_tokens} for s, sc in zip(samples, scored)]
     totals = [sc.total for sc in scored]
@@ -136,8 +190,12 @@ def scored_row(prompt: Prompt, round_: int, user_text: str, samples: list, score
 
 
 def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Prompt], round_: int, rewards,
-                 out_file: Path, timer: Timer) -> dict[str, Any]:
-    """Sample, score and append one row per prompt; returns throughput numbers."""
+                 out_file: Path, timer: Timer, *, first: int = 0, stride: int = 1) -> dict[str, Any]:
+    """Sample, score and append one row per prompt; returns throughput numbers.
+
+    ``prompts`` is ``todo[first::stride]`` of the round's to-do list (one rank's share; all of it in one process):
+    each batch's seed is offset by the to-do index of its first prompt, so no two batches, on any rank, share a
+    seed (and one process draws exactly what it always drew)."""
     from lyrictool.controls import build_prompt
     from lyrictool.generation import generate_lyrics
     from lyrictool.modeling import load_model
@@ -154,7 +212,8 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
             with timer("generate"):
                 outs = generate_lyrics(lm.model, lm.tokenizer, [p.controls for p in chunk], n=s.k,
                                        max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                       batch_size=s.batch_size, seed=recipe.seed + 100_003 * round_ + start)
+                                       batch_size=s.batch_size,
+                                       seed=recipe.seed + 100_003 * round_ + first + start * stride)
             with timer("score"):
                 scored = rewards.score([p.controls for p in chunk for _ in range(s.k)],
                                        [x.text for samples in outs for x in samples])
@@ -164,10 +223,35 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
                 f.flush()  # one complete line per prompt: a kill loses at most the line being written
                 n_cands += len(samples)
                 n_tokens += sum(x.new_tokens for x in samples)
-            console.print(f"  round {round_}: {min(start + s.batch_size, len(prompts))}/{len(prompts)} prompts")
+            who = f"rank {first}: " if stride > 1 else ""
+            console.print(f"  {who}round {round_}: {min(start + s.batch_size, len(prompts))}/{len(prompts)} prompts")
     elapsed = time.perf_counter() - t0
     return {"prompts": len(prompts), "candidates": n_cands, "seconds": round(elapsed, 3),
             "candidates_per_s": round(n_cands / elapsed, 3) if elapsed else None, "new_tokens": n_tokens}
+
+
+def sample_on_every_rank(recipe: RejectionSampleRecipe, policy: str, todo: list[Prompt], round_: int, rewards,
+                         samples_path: Path, prompts: list[Prompt], timer: Timer) -> dict[str, Any]:
+    """Every rank samples its share ``todo[rank::world]`` into its part file; the main process merges the parts into
+    ``samples_path`` and each rank removes its own.  In one process the rows go straight to ``samples_path``.
+    Returns the round's sampling numbers: totals, ``seconds`` of the slowest rank (they run at once) and per rank."""
+    world, me = world_size(), rank()
+    target = samples_path if world == 1 else part_file(samples_path, me)
+    mine = todo[me::world]
+    if mine:
+        done = sample_round(recipe, policy, mine, round_, rewards, target, timer, first=me, stride=world)
+    else:  # fewer to-do prompts than ranks: this one has none (and loads no model)
+        done = {"prompts": 0, "candidates": 0, "seconds": 0.0, "new_tokens": 0}
+    ranks = gather_object({"rank": me, **{k: done[k] for k in ("prompts", "candidates", "seconds", "new_tokens")}})
+    if world > 1:  # every part is complete and closed once all ranks reached the gather
+        if is_main_process():
+            fold_parts(samples_path, [p.id for p in prompts], remove=False)
+        barrier()
+        target.unlink(missing_ok=True)  # merged: each rank removes its own part (a kill before this: folded again)
+    n_cands, seconds = sum(x["candidates"] for x in ranks), max(x["seconds"] for x in ranks)
+    return {"prompts": sum(x["prompts"] for x in ranks), "candidates": n_cands, "seconds": seconds,
+            "candidates_per_s": round(n_cands / seconds, 3) if seconds else None,
+            "new_tokens": sum(x["new_tokens"] for x in ranks), "ranks": ranks}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -265,26 +349,33 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
     out = Path(recipe.output_dir)
     samples_path = out / SAMPLES_FILE
     if dry_run:
-        done = len(read_samples(samples_path, repair=False))
+        done = len({(row.get("round"), row.get("id")) for path in [samples_path, *part_files(samples_path)]
+                    for row in read_samples(path, repair=False)})
         print_dry_run(recipe, {"prompts": len(prompts), "candidates per round": len(prompts) * recipe.sampling.k,
                                "rewards": ", ".join(f"{s.name}x{s.weight}" for s in recipe.rewards),
-                               "rows already in samples.jsonl": done})
+                               "rows already sampled (samples.jsonl and part files)": done})
         return {}
     out.mkdir(parents=True, exist_ok=True)
     rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness)
-    rows = read_samples(samples_path, repair=is_main_process())
+    if is_main_process():  # a torn last line is cut off; what any rank of a killed run finished counts as done
+        read_samples(samples_path)
+        folded = fold_parts(samples_path, [p.id for p in prompts])
+        if folded:
+            console.print(f"kept {folded} rows from the part files of an interrupted run")
+    barrier()
+    rows = read_samples(samples_path, repair=False)
     policy = full_model_policy(recipe)
     per_round = []
     for r in range(1, recipe.rounds + 1):
         done = {row["id"] for row in rows if row.get("round") == r}
         todo = [p for p in prompts if p.id not in done]
         info: dict[str, Any] = {"round": r, "policy": policy, "resumed_rows": len(prompts) - len(todo)}
-        if todo:  # the main process samples and appends (one writer); the others wait, then read the file
+        if todo:  # every rank samples its share; the main process merges the shares into samples.jsonl
             if is_main_process():
                 console.print(f"round {r}: sampling {recipe.sampling.k} candidates for {len(todo)} prompts "
-                              f"({len(prompts) - len(todo)} already done) from {policy}")
-                info["sampling"] = sample_round(recipe, policy, todo, r, rewards, samples_path, timer)
-            barrier()
+                              f"({len(prompts) - len(todo)} already done) from {policy}"
+                              + (f" on {world_size()} processes" if world_size() > 1 else ""))
+            info["sampling"] = sample_on_every_rank(recipe, policy, todo, r, rewards, samples_path, prompts, timer)
             rows = read_samples(samples_path, repair=False)
         ids = {p.id for p in prompts}
         info.update(round_stats([row for row in rows if row["id"] in ids], r))
