@@ -27,8 +27,9 @@ resampled, lyrictool.stats.seeds_by_items_bootstrap); for each difference of arm
 per-seed, per-prompt differences, and a Student t 95% interval over the per-seed mean differences
 (lyrictool.stats.mean_ci95).  A difference is called real only when both intervals exclude 0.
 
-    python bench/rhyme_control.py                # the numbers in docs/benchmarks.md; runs/bench/rhyme_control/
-    python bench/rhyme_control.py --quick        # smoke: a few steps, 1 seed, 8 prompts (~1 min)
+    python bench/rhyme_control.py                     # 3 seeds, T = 320 and 480; runs/bench/rhyme_control/
+    python bench/rhyme_control.py --seeds 5 --reuse   # + seeds 3 and 4: the tables in docs/benchmarks.md
+    python bench/rhyme_control.py --quick             # smoke: 6 steps, 1 seed, 8 prompts (~30 s)
 
 Independent runs go to ``--workers`` processes of one torch thread each.  Prints a markdown table and writes
 results.json (per-seed, per-prompt scores, CIs, wall / CPU time, load average, ``import torch`` time).
