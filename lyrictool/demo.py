@@ -63,8 +63,8 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
         "sft": SFTRecipe.model_validate({
             "model": {"name": str(out / "inject")},
             "data": {**songs, "eval_fraction": 0.1, "control_dropout": 0.1},
-            # 160 + 40 knowledge steps and 170 SFT steps: sft rhyme 0.56, final 0.67 in 111 CPU s of critical path;
-            # 200 + 40 and 200 steps: sft 0.72, final 0.79 in 133 CPU s (too slow for 5 min on a box half as fast)
+            # 160 + 40 knowledge steps and 170 SFT steps: sft rhyme 0.56, final 0.63, ~110 CPU s in the main process's
+            # steps; 200 + 40 and 200 steps: sft 0.72, final 0.79 in 133 CPU s (too slow for 5 min on a box half as fast)
             "train": {**cpu, "max_steps": 170, "learning_rate": 5.0e-3, "per_device_train_batch_size": 8,
                       "lr_scheduler_type": "cosine", "warmup_steps": 10, "logging_steps": 25,
                       "eval_strategy": "no"},  # one eval-loss pass at the end, not one per epoch
@@ -85,8 +85,8 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
             # Sampling the training songs' own prompts at T=1.0 (the old setting) gave winners with rhyme 0.60 (the
             # SFT model writes 0.72 at T=0.7), and fine-tuning on them cost rhyme -0.04/-0.05 (two eval seeds):
             # on its training prompts the model has gold songs its samples can only approximate.  These prompts at
-            # T=0.7 give winners at rhyme 0.86, structure 0.83, line length 0.73; 20 x 8 steps at lr 1e-3 on them
-            # raised rhyme by +0.11 [+0.00, +0.22] (48 prompts) and +0.07 [+0.00, +0.14] (64 prompts, longer SFT)
+            # T=0.7 give winners at rhyme 0.86, structure 0.83, line length 0.73; 20 x 8 steps at lr 1e-3 on them:
+            # final - sft rhyme +0.074 [-0.052, +0.194], structure +0.018, line length +0.033 (docs/benchmarks.md)
             "data": {"train": "builtin:demo-prompts", "hints": "line_end", "scheme": SCHEME, "max_rows": 48},
             "sampling": {"k": 8, "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 180, "batch_size": 16},
             "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
