@@ -74,6 +74,14 @@ def run_cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeou
                           capture_output=True, text=True, timeout=timeout, check=False)
 
 
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    """A user error as the CLI reports one: exit 2 and one stderr line, no traceback; returns the line."""
+    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    err = r.stderr.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
 SONGS = [
     "[Verse]\n月光洒满小村庄\n晚风吹过稻花香\n\n[Chorus]\n我在远方想故乡\n梦里回到老地方",
     "[Verse]\n夏天的风轻轻吹\n蝉声一阵一阵飞\n\n[Chorus]\n你的笑容最珍贵\n陪我走过这一回",

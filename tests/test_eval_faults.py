@@ -7,18 +7,11 @@ import csv
 import io
 import json
 
-from conftest import run_cli
+from conftest import one_error_line, run_cli
 
 ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
 GENERATIONS = [{"id": "a", "lyrics": "月光洒满窗\n思念我的故乡", "controls": {"rhyme": "江阳"}},
                {"id": "b", "lyrics": "路边一朵花\n何时能回家", "controls": {"rhyme": "江阳"}}]
-
-
-def one_error_line(r) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_an_empty_input_file_is_an_error_not_n_0(tmp_path):

@@ -10,7 +10,7 @@ import json
 import shutil
 
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, one_error_line, run_cli
 
 from lyrictool.data import load_records
 from lyrictool.errors import UserError
@@ -19,13 +19,6 @@ DEMO_SONGS = REPO / "lyrictool" / "data" / "demo" / "songs.jsonl"
 DEMO_RATINGS = REPO / "lyrictool" / "data" / "demo" / "ratings.jsonl"
 SFT = str(REPO / "recipes" / "tiny" / "sft.yaml")
 SCORE = str(REPO / "recipes" / "tiny" / "score.yaml")
-
-
-def one_error_line(r) -> str:
-    assert r.returncode == 2, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
-    err = r.stderr.strip()
-    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
-    return err
 
 
 def test_training_jsonl_with_invalid_utf8_names_the_line(tmp_path):
