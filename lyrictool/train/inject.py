@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from lyrictool.errors import UserError
 from lyrictool.knowledge import Augmentation, KnowledgeSource
 from lyrictool.recipes import (
     TRL_DEFAULTS,
@@ -173,8 +174,6 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                 rows, eval_rows = [{"text": t} for t in ks.texts], []
                 extra = {"mix_qa": qa_train} if stage.mix_qa else {}
                 if stage.mix_qa and not qa_train:
-                    from lyrictool.errors import UserError
-
                     raise UserError(f"stages[{i}] (memorize): mix_qa: true, but the knowledge gave no questions "
                                     "to mix in")
             elif stage.name == "understand":
@@ -184,8 +183,6 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                 train_rows, eval_rows, eval_controls, stats = sft_datasets(stage_recipe.data, stage_recipe.seed)
                 rows, extra = train_rows, {"eval_controls": eval_controls, "stats": stats.as_dict()}
             if not rows:
-                from lyrictool.errors import UserError
-
                 raise UserError(f"stages[{i}] ({stage.name}): no training rows (the knowledge gave "
                                 f"{len(ks.texts)} texts and {len(qa_train)} questions)")
             plan.append((i, stage, rows, eval_rows, extra))
