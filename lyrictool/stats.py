@@ -181,11 +181,12 @@ def cluster_paired_bootstrap(a: Sequence[Sequence[float]], b: Sequence[Sequence[
     mean_b = float(np.mean([v for c in b for v in c]))
     ratio = ratio_lo = ratio_hi = None
     if mean_a > 0:
-        ratios = np.sort(np.where(ma > 0, mb / np.where(ma > 0, ma, 1.0), np.inf))
-        tail = (1.0 - confidence) / 2.0
+        ratios = np.where(ma > 0, mb / np.where(ma > 0, ma, 1.0), np.inf)
+        tail = (1.0 - confidence) / 2.0 * 100.0
         ratio = mean_b / mean_a
-        ratio_lo = float(ratios[int(np.floor(tail * (len(ratios) - 1)))])
-        upper = float(ratios[int(np.ceil((1.0 - tail) * (len(ratios) - 1)))])
+        # nearest resamples, not interpolation: a tail of infinite ratios (a's mean 0) stays infinite, not NaN
+        ratio_lo = float(np.percentile(ratios, tail, method="lower"))
+        upper = float(np.percentile(ratios, 100.0 - tail, method="higher"))
         ratio_hi = upper if np.isfinite(upper) else None
         ratio_lo = ratio_lo if np.isfinite(ratio_lo) else None
     per_cluster = mean_ci95([float(np.mean(cb) - np.mean(ca)) for ca, cb in zip(a, b)])
