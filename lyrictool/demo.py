@@ -87,7 +87,7 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
             # on its training prompts the model has gold songs its samples can only approximate.  These prompts at
             # T=0.7 give winners at rhyme 0.86, structure 0.83, line length 0.73; 20 x 8 steps at lr 1e-3 on them:
             # final - sft rhyme +0.074 [-0.052, +0.194], structure +0.018, line length +0.033 (docs/benchmarks.md)
-            "data": {"train": "builtin:demo-prompts", "hints": "line_end", "scheme": SCHEME, "max_rows": 48},
+            "data": {**songs, "train": "builtin:demo-prompts", "max_rows": 48},
             "sampling": {"k": 8, "temperature": 0.7, "top_p": 0.95, "max_new_tokens": 180, "batch_size": 16},
             "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
                         {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},

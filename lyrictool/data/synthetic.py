@@ -246,10 +246,13 @@ def make_prompts(songs: list[dict], seed: int = 0, n: int = 96) -> list[dict]:
     from lyrictool.controls import derive_controls
     from lyrictool.phonetics.tables import SHISANZHE
 
+    def layout(structure: list[dict]) -> tuple:
+        return tuple((part["section"], part["lines"]) for part in structure)
+
     rng = random.Random(seed)
     groups = list(SHISANZHE)
     answered = {(s["controls"].get("topic"), s["controls"].get("rhyme"),
-                 str(derive_controls(s["lyrics"], ("structure",)))) for s in songs}
+                 layout(derive_controls(s["lyrics"], ("structure",))["structure"])) for s in songs}
     rows = []
     for i in range(n):
         group = groups[i % len(groups)]
@@ -258,7 +261,7 @@ def make_prompts(songs: list[dict], seed: int = 0, n: int = 96) -> list[dict]:
             shape = rng.choice([s for s in songs if s["controls"].get("rhyme") != group])
             theme = rng.choice(songs)
             derived = derive_controls(shape["lyrics"], wanted)
-            if (theme["controls"]["topic"], group, str({"structure": derived["structure"]})) not in answered:
+            if (theme["controls"]["topic"], group, layout(derived["structure"])) not in answered:
                 break
         controls = {"genre": theme["controls"]["genre"], "topic": theme["controls"]["topic"], "rhyme": group,
                     **derived}
