@@ -42,8 +42,6 @@ import argparse
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -53,6 +51,7 @@ sys.path.insert(0, str(REPO))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+from lyrictool.demo import cpu_seconds, torch_import_time
 from lyrictool.knowledge import Augmentation, Fact, fact_qa, qa_chat_texts, subject_texts
 
 SURNAMES = "陈李张王刘杨黄赵周吴徐孙朱马胡郭林何高罗"
@@ -270,12 +269,6 @@ def run_job(job: tuple[dict, int, str]) -> dict:
             "cpu_s": round(time.process_time() - c0, 1), "wall_s": round(time.perf_counter() - t0, 1)}
 
 
-def import_torch_seconds() -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True)
-    return round(time.perf_counter() - t0, 2)
-
-
 def summarize(cfg: dict, jobs: list[dict]) -> dict:
     """Per arm: per-seed numbers and the two-level bootstrap interval; the comparisons with theirs."""
     from lyrictool.stats import cluster_mean_ci, cluster_paired_bootstrap
@@ -386,7 +379,7 @@ def main(argv: list[str] | None = None) -> dict:
     cfg["arms"] = arms
 
     load_start = os.getloadavg()
-    import_s = import_torch_seconds()
+    import_s = torch_import_time()["wall_s"]
     print(f"python -c 'import torch': {import_s} s; load average {load_start[0]:.2f}", flush=True)
     t0 = time.perf_counter()
     from lyrictool.builtin_models import save_tiny_model
@@ -405,7 +398,7 @@ def main(argv: list[str] | None = None) -> dict:
     with mp.get_context("spawn").Pool(args.workers) as pool:
         jobs = list(pool.imap_unordered(run_job, todo))
     wall = time.perf_counter() - t0
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s = cpu_seconds()
     summary = summarize(cfg, sorted(jobs, key=lambda j: (j["seed"], j["group"])))
     stages: dict[str, dict] = {}
     for j in sorted(jobs, key=lambda j: (j["seed"], j["group"])):
@@ -415,8 +408,7 @@ def main(argv: list[str] | None = None) -> dict:
                          "matched_total": args.mem_steps + args.qa_steps + args.task_steps, "batch": args.batch},
                **summary,
                "stages": stages,
-               "time": {"wall_s": round(wall, 1), "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime
-                                                                  + kids.ru_stime, 1),
+               "time": {"wall_s": round(wall, 1), "cpu_s": round(cpu_s, 1),
                         "jobs_cpu_s": round(sum(j["cpu_s"] for j in jobs), 1), "import_torch_s": import_s,
                         "loadavg_start": [round(x, 2) for x in load_start],
                         "loadavg_end": [round(x, 2) for x in os.getloadavg()], "workers": args.workers,

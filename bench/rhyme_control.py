@@ -42,8 +42,6 @@ import contextlib
 import json
 import os
 import random
-import resource
-import subprocess
 import sys
 import threading
 import time
@@ -297,16 +295,6 @@ def fmt_diff(ci: dict) -> str:
     return f"{ci['mean']:+.3f} [{ci['ci_low']:+.3f}, {ci['ci_high']:+.3f}]"
 
 
-def import_torch_time() -> dict:
-    """Wall and CPU seconds of a fresh ``python -c "import torch"`` (to compare this box with others)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True)
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return {"wall_s": round(time.perf_counter() - t0, 2),
-            "cpu_s": round(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime, 2)}
-
-
 class LoadSampler(threading.Thread):
     """The 1-minute load average every 15 s while the benchmark runs."""
 
@@ -369,7 +357,9 @@ def main() -> None:
     wall0 = time.perf_counter()
     load = LoadSampler()
     load.start()
-    torch_import = import_torch_time()
+    from lyrictool.demo import cpu_seconds, torch_import_time
+
+    torch_import = torch_import_time()
     print(f"python -c 'import torch': {torch_import['wall_s']} s wall, {torch_import['cpu_s']} CPU s; "
           f"load average {os.getloadavg()[0]:.2f}", flush=True)
 
@@ -430,9 +420,7 @@ def main() -> None:
     results = aggregate(runs, arms, args.budgets, seeds, args.resamples)
 
     load.stop.set()
-    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    timing = {"wall_s": round(time.perf_counter() - wall0, 1),
-              "cpu_s": round(me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime, 1),
+    timing = {"wall_s": round(time.perf_counter() - wall0, 1), "cpu_s": round(cpu_seconds(), 1),
               "import_torch": torch_import, "load_average": load.summary(), "workers": args.workers,
               "cpus": os.cpu_count()}
     summary = {"config": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
