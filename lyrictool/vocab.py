@@ -4,7 +4,7 @@ A small model with a big vocabulary spends most of a CPU training step in its ou
 262,144 x 640 tied embedding is ~60% of the multiply-adds per token).  Trimming keeps the rows of the tokens a
 Chinese-lyrics model needs and writes an ordinary Hugging Face folder:
 
-- :func:`kept_tokens` -- the kept set: every special and added-special token, the 256 byte tokens (byte fallback
+- :func:`kept_tokens` -- the kept set: every special and added-special token (but unused placeholders), the 256 byte tokens (byte fallback
   ``<0x00>``..``<0xFF>``, or the byte-level alphabet), whitespace tokens, the tokens of each ASCII printable
   character, each GB2312 character (hanzi, Chinese punctuation, full-width forms) and a few other punctuation marks
   *alone*, the tokens of the chat template, and every token that ``texts`` produce -- closed under the BPE merges
@@ -42,7 +42,8 @@ from typing import Any
 #: The file written next to a trimmed model: {"source", "original_vocab_size", "original_ids"}.
 TRIM_FILE = "vocab_trim.json"
 
-BYTE_FALLBACK_TOKEN = re.compile(r"^<0x[0-9A-F]{2}>$")
+#: Placeholder special tokens that no text or template uses (Gemma's 6,242 ``<unusedN>``, Llama 3's reserved ones).
+PLACEHOLDER_TOKEN = re.compile(r"^<(?:unused\d+|\|reserved_special_token_\d+\|)>$")
 
 #: Punctuation kept as single characters besides GB2312's (which has the Chinese and full-width marks).
 EXTRA_PUNCT = "–―•・〜～‧﹏·«»¡¿€£¥©®™°±×÷"
@@ -140,11 +141,13 @@ def single_chars() -> list[str]:
 
 
 def required_ids(tokenizer, tj: dict[str, Any] | None = None) -> set[int]:
-    """What every trimmed model keeps: special and added-special tokens, the 256 byte tokens, whitespace tokens."""
+    """What every trimmed model keeps: the named special tokens, every added special token but the placeholders
+    (:data:`PLACEHOLDER_TOKEN`), the 256 byte tokens, every token that decodes to whitespace only."""
     tj = tj or tokenizer_json(tokenizer)
     vocab = tj["model"]["vocab"]
     ids = {vocab[t] for t in byte_tokens(tj)}
-    ids |= {a["id"] for a in tj.get("added_tokens", []) if a.get("special")}
+    ids |= {a["id"] for a in tj.get("added_tokens", []) if a.get("special")
+            and not PLACEHOLDER_TOKEN.match(a["content"])}
     ids |= {i for i in tokenizer.all_special_ids if i is not None}
     backend = tokenizer.backend_tokenizer
     size = backend.get_vocab_size(with_added_tokens=True)

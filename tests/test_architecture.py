@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics",),                           # pure per-song scoring
     ("recipes",),                           # recipe loading, --set, shared sections
     ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
+    ("vocab",),                             # vocabulary trimming: kept set, trimmed HF folder
     ("builtin_models",),                    # builtin:tiny-zh and builtin:tiny-qwen, built offline
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout
