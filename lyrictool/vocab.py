@@ -45,6 +45,10 @@ TRIM_FILE = "vocab_trim.json"
 #: Placeholder special tokens that no text or template uses (Gemma's 6,242 ``<unusedN>``, Llama 3's reserved ones).
 PLACEHOLDER_TOKEN = re.compile(r"^<(?:unused\d+|\|reserved_special_token_\d+\|)>$")
 
+#: The shipped kept sets (token-string lists, :func:`write_token_list`), one per trimmed built-in model; written by
+#: ``python -m lyrictool.data.vocab_lists``.
+KEPT_LISTS = Path(__file__).resolve().parent / "data" / "vocab"
+
 #: Punctuation kept as single characters besides GB2312's (which has the Chinese and full-width marks).
 EXTRA_PUNCT = "–―•・〜～‧﹏·«»¡¿€£¥©®™°±×÷"
 
@@ -211,6 +215,11 @@ def write_token_list(path: str | Path, tokenizer, ids: Iterable[int], *, about: 
     return path
 
 
+def kept_list_path(name: str) -> Path:
+    """The shipped kept set called ``name`` (e.g. ``gemma-3-270m``): ``lyrictool/data/vocab/<name>.json``."""
+    return KEPT_LISTS / f"{name}.json"
+
+
 def read_token_list(path: str | Path, tokenizer) -> list[int]:
     """The ids of a list written by :func:`write_token_list`; ValueError when a token is not in ``tokenizer``."""
     doc = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -224,6 +233,18 @@ def read_token_list(path: str | Path, tokenizer) -> list[int]:
 
 # --------------------------------------------------------------------------------------------------------------
 # The trimmed folder
+
+
+def trim_to_list(src: str | Path, dst: str | Path, name: str, *, exist_ok: bool = True) -> Path:
+    """:func:`trim_model_folder` with the shipped kept set ``name`` (:func:`kept_list_path`): how a trimmed built-in
+    model is made, identically with or without the corpora that chose the set."""
+    from transformers import AutoTokenizer
+
+    dst = Path(dst)
+    if exist_ok and (dst / TRIM_FILE).exists():
+        return dst
+    keep = read_token_list(kept_list_path(name), AutoTokenizer.from_pretrained(src))
+    return trim_model_folder(src, dst, keep, exist_ok=exist_ok)
 
 
 def trim_tokenizer_json(tj: dict[str, Any], old_ids: list[int]) -> dict[str, Any]:
@@ -336,17 +357,22 @@ def slice_embeddings(model, old_ids: list[int]) -> None:
 _CARRIED = ("*.md", "*.html", "*.txt", "LICENSE*", "NOTICE*", "USE_POLICY*")
 
 
-def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable[int]) -> Path:
-    """Write a trimmed copy of the Hugging Face causal-LM folder ``src`` to ``dst`` (which must not exist).
+def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable[int], *,
+                      exist_ok: bool = False) -> Path:
+    """Write a trimmed copy of the Hugging Face causal-LM folder ``src`` to ``dst`` and return ``dst``.
 
     ``keep_token_ids``: original ids to keep (e.g. :func:`kept_tokens`); :func:`required_ids`, the ids named in
-    the configs and the merge closure are added.  New ids follow original order.  Returns ``dst``.
+    the configs and the merge closure are added.  New ids follow original order.  ``dst`` must not exist, except
+    with ``exist_ok`` when it is a finished trimmed folder (it is then returned as it is: a cache, built once).
+    Concurrent callers are safe: the folder is written under a temporary name and renamed into place.
     """
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     src, dst = Path(src), Path(dst)
     if dst.exists():
+        if exist_ok and (dst / TRIM_FILE).exists():
+            return dst
         raise FileExistsError(f"{dst} exists; trimming writes a new folder")
     tok = AutoTokenizer.from_pretrained(src)
     tj = tokenizer_json(tok)

@@ -69,6 +69,9 @@ def test_the_trimmed_model_is_a_small_ordinary_folder(original, trimmed):
     record = json.loads((dst / vocab.TRIM_FILE).read_text(encoding="utf-8"))
     assert len(tok2) == model2.config.vocab_size == len(record["original_ids"]) < len(tok) // 10
     assert set(keep) <= set(record["original_ids"])
+    assert vocab.trim_model_folder("/nonexistent", dst, keep, exist_ok=True) == dst  # built once, then a cache
+    with pytest.raises(FileExistsError):
+        vocab.trim_model_folder("/nonexistent", dst, keep)
     assert model2.get_input_embeddings().weight.shape == (len(tok2), model.config.hidden_size)
     assert model2.get_output_embeddings().weight is model2.get_input_embeddings().weight  # still tied
     # Every id in the configs names the same token as before; the chat template is the same.
@@ -169,21 +172,21 @@ def test_a_tokenizer_without_byte_fallback_is_refused(tiny_model_path, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-def test_a_token_list_round_trips_and_refuses_another_tokenizer(original, tiny_model_path, tmp_path):
+def test_a_token_list_round_trips_and_refuses_another_tokenizer(original, trimmed, tiny_model_path, tmp_path):
     from transformers import AutoTokenizer
 
     _, tok, _ = original
-    ids = vocab.kept_tokens(tok, ["春眠不觉晓"])
+    ids = trimmed[3]
     path = vocab.write_token_list(tmp_path / "keep.json", tok, ids, about={"name": "t"})
     assert vocab.read_token_list(path, tok) == ids
     with pytest.raises(ValueError, match="not in the tokenizer"):
         vocab.read_token_list(path, AutoTokenizer.from_pretrained(tiny_model_path))
 
 
-def test_the_kept_set_covers_gb2312_and_is_deterministic(original):
+def test_the_kept_set_covers_gb2312_and_is_deterministic(original, trimmed, kept_texts):
     _, tok, _ = original
-    ids = vocab.kept_tokens(tok, [])
-    assert ids == vocab.kept_tokens(tok, []) == sorted(ids)
+    ids = trimmed[3]
+    assert ids == vocab.kept_tokens(tok, kept_texts) == sorted(ids)
     kept = set(ids)
     for ch in "春夏秋冬，。！？：、龘齉":  # 龘 is not GB2312: its bytes are kept, not its token
         assert set(tok(ch)["input_ids"]) <= kept or ch in "龘齉"

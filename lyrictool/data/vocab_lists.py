@@ -29,14 +29,15 @@ from typing import Any
 
 from lyrictool.data import DEMO_DIR
 
-LISTS_DIR = Path(__file__).parent / "vocab"
 #: The shared corpus as the repository lays it out (``../shared`` beside the clone).
 SHARED_POETRY = Path(__file__).resolve().parents[3] / "shared" / "data" / "chinese-poetry"
 POETRY_PARTS = ("songci", "yuanqu")
 
 
 def list_path(name: str) -> Path:
-    return LISTS_DIR / f"{name}.json"
+    from lyrictool.vocab import kept_list_path
+
+    return kept_list_path(name)
 
 
 def _strings(value: Any) -> Iterator[str]:
