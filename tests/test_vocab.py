@@ -206,3 +206,22 @@ def test_the_shipped_gemma_list_is_current():
     except Exception as e:  # noqa: BLE001  (the optional extra is not installed)
         pytest.skip(f"builtin:gemma-3-270m unavailable: {e}")
     assert vocab_lists.main([str(folder), "gemma-3-270m", "--shared", str(SHARED_DATA), "--check"]) == 0
+
+
+def test_the_kept_texts_are_what_the_commands_feed_a_model():
+    """The shipped lists are chosen from the demo rows as the commands render them (prompts, hinted lyrics), the
+    pinyin of every GB2312 hanzi, and 宋词/元曲 when ../shared is there."""
+    from itertools import islice
+
+    from lyrictool.controls import build_prompt
+    from lyrictool.data import vocab_lists
+    from lyrictool.data.synthetic import load_songs
+    from lyrictool.lyrics import add_hints
+
+    song = load_songs()[0]
+    demo = set(vocab_lists.demo_texts())
+    assert {song["lyrics"], add_hints(song["lyrics"]), build_prompt(song["controls"]), "〔江阳〕"} <= demo
+    assert any(t.startswith("「光」读guāng，韵母是uang") for t in vocab_lists.phonetic_texts())
+    if (SHARED_DATA / "songci").is_dir():
+        assert len(list(islice(vocab_lists.poetry_texts(SHARED_DATA), 4))) == 4
+    assert vocab_lists.list_path("gemma-3-270m").is_file()

@@ -130,8 +130,12 @@ def main(argv: list[str] | None = None) -> int:
     tok, ids = build_list(args.model, shared)
     out = list_path(args.name)
     if args.check:
-        if not out.exists() or read_token_list(out, tok) != ids:
-            print(f"stale: {out} (regenerate with python -m lyrictool.data.vocab_lists)", file=sys.stderr)
+        shipped = set(read_token_list(out, tok)) if out.exists() else set()
+        if shipped != set(ids):
+            added, gone = sorted(set(ids) - shipped), sorted(shipped - set(ids))
+            print(f"stale: {out}: {len(added)} tokens to add {tok.convert_ids_to_tokens(added[:8])}, {len(gone)} to "
+                  f"drop {tok.convert_ids_to_tokens(gone[:8])} (regenerate with python -m lyrictool.data.vocab_lists "
+                  "and bump the trimmed model's version)", file=sys.stderr)
             return 1
         return 0
     write_token_list(out, tok, ids, about={"name": args.name, "made_by": "python -m lyrictool.data.vocab_lists",
