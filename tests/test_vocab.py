@@ -225,3 +225,25 @@ def test_the_kept_texts_are_what_the_commands_feed_a_model():
     if (SHARED_DATA / "songci").is_dir():
         assert len(list(islice(vocab_lists.poetry_texts(SHARED_DATA), 4))) == 4
     assert vocab_lists.list_path("gemma-3-270m").is_file()
+
+
+def test_an_untied_head_is_sliced_too(original, tmp_path):
+    """Larger checkpoints (Qwen2.5-1.5B+, Llama) have their own lm_head: trimmed row for row like the embedding."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, tok, model = original
+    config = model.config.to_dict() | {"tie_word_embeddings": False}
+    untied = AutoModelForCausalLM.from_config(type(model.config).from_dict(config))
+    untied.save_pretrained(tmp_path / "untied")
+    tok.save_pretrained(tmp_path / "untied")
+    head = untied.lm_head.weight.detach().clone()
+    dst = vocab.trim_model_folder(tmp_path / "untied", tmp_path / "trimmed", tok("月亮")["input_ids"])
+    old = json.loads((dst / vocab.TRIM_FILE).read_text(encoding="utf-8"))["original_ids"]
+    small = AutoModelForCausalLM.from_pretrained(dst)
+    assert small.lm_head.weight is not small.get_input_embeddings().weight
+    torch.testing.assert_close(small.lm_head.weight, head[old])
+    tok2 = AutoTokenizer.from_pretrained(dst)
+    with torch.no_grad():
+        torch.testing.assert_close(small(**tok2("月亮", return_tensors="pt")).logits,
+                                   untied(**tok("月亮", return_tensors="pt")).logits[..., old])
