@@ -30,6 +30,7 @@ import argparse
 import random
 import sys
 from pathlib import Path
+
 from lyrictool.errors import UserError
 
 SAFETY_DIR = Path(__file__).resolve().parent / "safety"
