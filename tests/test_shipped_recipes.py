@@ -12,13 +12,15 @@ from lyrictool.cli import main
 from lyrictool.recipes import RECIPES, load_recipe
 
 TINY = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
-GPU = sorted((REPO / "recipes").glob("*.yaml"))
+GPU = sorted((REPO / "recipes").glob("*.yaml")) + sorted((REPO / "recipes" / "safety").glob("*.yaml"))
 
 
 def command_of(path: Path) -> str:
     name = path.stem
     if name == "lyrics":
         return "sft"
+    if name not in RECIPES and name.rsplit("-", 1)[0] in RECIPES:  # score-safety.yaml: a second score recipe
+        return name.rsplit("-", 1)[0]
     return name
 
 
