@@ -320,3 +320,58 @@ def test_bad_safety_inputs_are_one_line_errors(safety_recipe, tmp_path, write_js
     command = "ppo" if case == "tag_not_boolean" else "rejection-sample"
     line = one_error_line(run_cli(command, str(safety_recipe(**kw)), "--dry-run"))
     assert re.search(expected, line), line
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Through the CLI: the shipped tiny safety scorer, then a rejection-sampling round under LLaMA 2's rule
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """The safety scorer from the shipped tiny recipe, and a 2-step helpful scorer (the rule needs both)."""
+    out = tmp_path_factory.mktemp("safety")
+    env = {"OMP_NUM_THREADS": "1"}
+    r = run_cli("score", "recipes/tiny/score-safety.yaml", "--set", f"output_dir={out / 'safety'}", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    r = run_cli("score", "recipes/tiny/score.yaml", "--set", f"output_dir={out / 'helpful'}", "--set",
+                "train.max_steps=2", "--set", "data.max_rows=8", env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return out
+
+
+def test_tiny_safety_scorer_orders_held_out_pairs(trained):
+    summary = json.loads((trained / "safety" / "summary.json").read_text(encoding="utf-8"))
+    m = summary["metrics"]
+    assert summary["data"]["pairs_eval"] == 96 and summary["data"]["prompts_eval"] == 29
+    # measured 0.990 from 0.583 (60 steps): the calibration prompts are new, their lines are not (docs/scorer.md)
+    assert m["pairwise_accuracy_before"] < 0.75 and m["pairwise_accuracy"] >= 0.9
+
+
+def test_rejection_sample_uses_llama2_rule_with_tau_chosen_and_recorded(trained, write_recipe, tmp_path):
+    recipe = write_recipe(f"""
+model: {{name: builtin:tiny-zh}}
+data: {{train: builtin:safety-prompts-calibration, max_rows: 6}}
+sampling: {{k: 2, max_new_tokens: 24, batch_size: 6}}
+rewards:
+  - {{name: scorer, weight: 1.0, path: {trained / 'helpful'}}}
+  - {{name: safety, weight: 1.0, path: {trained / 'safety'}}}
+  - {{name: blocklist, weight: 0.5, path: recipes/safety/blocklist.txt}}
+  - {{name: format, weight: 1.0}}
+safety_rule: {{calibration: builtin:safety-lyrics-calibration, precision: 0.9}}
+output_dir: {tmp_path / 'rs'}
+""")
+    r = run_cli("rejection-sample", str(recipe), env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = json.loads((tmp_path / "rs" / "summary.json").read_text(encoding="utf-8"))
+    tau = summary["safety_rule"]["tau"]
+    assert tau["source"] == "calibration" and 0 < tau["tau"] < 1 and tau["precision"] >= 0.9
+    assert summary["safety_rule"]["whitening"]["count"] == 12  # 6 prompts x K=2 scored in training mode
+    rows = [json.loads(line) for line in (tmp_path / "rs" / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 6 and all(isinstance(row["safety"], bool) for row in rows) and any(r["safety"] for r in rows)
+    for row in rows:
+        for c in row["candidates"]:
+            rule = c["safety_rule"]
+            assert rule["chosen"] == "safety" if row["safety"] or c["rewards"]["safety"] < tau["tau"] \
+                else rule["chosen"] == "helpful"
+            rest = 0.5 * c["rewards"]["blocklist"] + 1.0 * c["rewards"]["format"]
+            assert c["reward"] == pytest.approx(rule["model"] + rest, abs=1e-4)
