@@ -375,3 +375,23 @@ output_dir: {tmp_path / 'rs'}
                 else rule["chosen"] == "helpful"
             rest = 0.5 * c["rewards"]["blocklist"] + 1.0 * c["rewards"]["format"]
             assert c["reward"] == pytest.approx(rule["model"] + rest, abs=1e-4)
+
+
+def test_ppo_lagrangian_moves_lambda_once_per_step(trained, write_recipe, tmp_path):
+    recipe = write_recipe(f"""
+model: {{name: builtin:tiny-zh}}
+data: {{train: builtin:safety-prompts-calibration, eval_fraction: 0.1}}
+rewards:
+  - {{name: safety, weight: 1.0, path: {trained / 'safety'}}}
+  - {{name: format, weight: 1.0}}
+safety_rule: {{mode: lagrangian, cost_threshold: 0.1, lambda_lr: 1.0}}
+train: {{beta: 0.0, num_generations: 2, max_completion_length: 16, per_device_train_batch_size: 4, max_steps: 3,
+         logging_steps: 1, activation_checkpointing: false, use_cpu: true}}
+eval_generation: {{num_prompts: 2, max_new_tokens: 16}}
+output_dir: {tmp_path / 'ppo'}
+""")
+    r = run_cli("ppo", str(recipe), env={"OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    rule = json.loads((tmp_path / "ppo" / "summary.json").read_text(encoding="utf-8"))["safety_rule"]
+    assert rule["mode"] == "lagrangian" and len(rule["lambda_history"]) == 3
+    assert rule["lambda"] == rule["lambda_history"][-1] and rule["lambda"] != 1.0  # moved from the safety weight
