@@ -7,10 +7,22 @@ A recipe lists the rewards it wants with weights::
       - {name: rhyme, weight: 0.5}                                         # rule rewards from lyrictool.metrics
       - {name: safety, weight: 1.0, path: recipes/safety/blocklist.txt, override_below: 0.15}
 
-Every component is a number per (controls, lyrics) pair; the total is the weighted sum.  LLaMA 2's safety rule
-(arXiv 2307.09288): when a safety reward has ``override_below`` and it falls below that threshold, or the prompt
-itself is a safety prompt (its controls contain a blocked term), the total is the weighted safety reward alone,
-so no helpfulness can buy back unsafe lyrics.
+Every component is a number per (controls, lyrics) pair; the total is the weighted sum.  Safety joins it in one of
+three ways:
+
+- ``override_below`` on a ``safety`` entry (the fixed-threshold form of LLaMA 2's rule, arXiv 2307.09288): below
+  that value, or for a safety prompt, the total is the weighted safety reward alone;
+- ``safety_rule`` (mode ``llama2``, :class:`SafetyRule`): R_model = R_safety if the prompt is a safety prompt or
+  sigmoid(R_safety) < tau, else R_helpful (the ``scorer``); WHITEN(LOGIT(R_model)) x their common weight joins the
+  weighted rule rewards.  tau is given, or chosen on labelled lyrics as the largest threshold whose unsafe
+  detection has the asked precision (:func:`choose_tau`); whitening uses running statistics
+  (:class:`RunningMoments`);
+- ``safety_rule`` mode ``lagrangian`` (Safe RLHF): total = (weighted sum - lambda x cost) / (1 + lambda) with
+  cost = 1 - sigmoid(R_safety); lambda starts at the safety weight and moves after each step by the mean cost of
+  recent steps minus a threshold (:func:`lagrange_step`, a TrainerCallback from :func:`lagrangian_callbacks`).
+
+A safety prompt is one whose data row has ``safety: true``, or whose topic, title or genre contains a term of a
+blocklist (a ``safety`` or ``blocklist`` entry).
 
 - Rule rewards (each in [0, 1], built on :func:`lyrictool.metrics.song_metrics`):
   ``rhyme`` = rhyme accuracy against the rhyme/scheme control, or rhyme density when none is asked;
@@ -20,8 +32,10 @@ so no helpfulness can buy back unsafe lyrics.
   and 0 for an empty one.
 - ``scorer``: the learned lyrics scorer (:class:`Scorer`), ``sigmoid(score)`` so it sits in (0, 1) like the
   rules; the raw score is what ``lyrictool score --predict`` writes.
-- ``safety``: 1 if the lyrics contain no term of a blocklist (one term per line,
-  ``#`` comments), else 0; or, when ``path`` is a model folder, ``sigmoid`` of a safety scorer's score.
+- ``safety``: ``sigmoid`` of a safety scorer's score when ``path`` is a model folder (``lyrictool score
+  recipes/tiny/score-safety.yaml``); or 1 if the lyrics contain no term of a blocklist (one term per line,
+  ``#`` comments), else 0.
+- ``blocklist``: the blocklist as a cheap rule reward of its own (1 / 0 as above), next to a safety scorer.
 
 No torch at import: it is imported when a scorer model is loaded.
 """
