@@ -67,7 +67,7 @@ def test_gpu_training_recipes_start_from_folders_a_shipped_recipe_writes():
     LoRA starts from a full model (not a LoRA adapter folder, which a new adapter cannot stack on)."""
     import yaml
 
-    raw = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
+    raw = {str(p.relative_to(REPO / "recipes")): yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
     writers = {r["output_dir"]: name for name, r in raw.items() if "output_dir" in r}
     for name, r in raw.items():
         model = (r.get("model") or {}).get("name", "")
