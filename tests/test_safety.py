@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 from conftest import REPO, one_error_line, run_cli
@@ -72,6 +73,21 @@ def test_judge_lyrics_share_no_line_with_the_scorers():
 
     scorer_side = lines("scorer") | lines("calibration")
     assert lines("judge") and not (lines("judge") & scorer_side)
+
+
+def test_the_wheel_ships_every_builtin_data_file():
+    import fnmatch
+    import re
+
+    from lyrictool.data import BUILTIN_SOURCES
+
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")  # (tomllib is 3.11+; we support 3.10)
+    section = re.search(r"\[tool\.setuptools\.package-data\]\s*lyrictool\s*=\s*\[(.*?)\]", text, re.DOTALL)
+    globs = re.findall(r'"([^"]+)"', section.group(1))
+    shipped = [*BUILTIN_SOURCES.values(), redteam.FRAGMENTS_PATH, redteam.SAFETY_DIR / "README.md"]
+    for path in shipped:
+        rel = Path(path).relative_to(REPO / "lyrictool").as_posix()
+        assert Path(path).exists() and any(fnmatch.fnmatch(rel, g) for g in globs), rel
 
 
 @pytest.mark.skipif(not FLAMES.exists(), reason="shared Flames data not present")
@@ -297,9 +313,11 @@ def safety_recipe(tmp_path, write_recipe, write_jsonl):
     return make
 
 
-def test_a_safety_recipe_dry_runs(safety_recipe):
-    r = run_cli("rejection-sample", str(safety_recipe()), "--dry-run")
-    assert r.returncode == 0, r.stderr
+def test_a_safety_recipe_dry_runs(safety_recipe, capsys):
+    from lyrictool.cli import main
+
+    main(["rejection-sample", str(safety_recipe()), "--dry-run"])
+    assert "recipe OK" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case, expected", [
