@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("metrics",),                           # pure per-song scoring
     ("recipes",),                           # recipe loading, --set, shared sections
     ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
-    ("builtin_models",),                    # builtin:tiny-zh and builtin:tiny-qwen, built offline
+    ("checkpoints",),                       # the model cache; GGUF files converted into it
+    ("builtin_models",),                    # the built-in models: tiny ones built offline, the registry's Gemma
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout
     ("data",),                              # data I/O: records, lyrics rows, prompt rows, pairs, converters

@@ -155,8 +155,10 @@ def qa_chat_texts(qa: list[dict[str, str]], tokenizer) -> list[str]:
     one user turn and one assistant turn, rendered by the model's chat template (the format the understand
     stage and evaluation ask in).  The memorize stage's ``mix_qa`` trains on these mixed with the knowledge
     texts: "mixed training" of Physics of Language Models 3.1 (arXiv 2309.14316)."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": r["question"]},
-                                           {"role": "assistant", "content": r["answer"]}], tokenize=False)
+    from lyrictool.modeling import as_plain_text
+
+    return [as_plain_text(tokenizer, tokenizer.apply_chat_template(
+        [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}], tokenize=False))
             for r in qa]
 
 
