@@ -59,6 +59,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_engine = None  # lyrictool.phonetics.engine once loaded: per-line calls skip the import statement
+
+
+def _load_engine():
+    global _engine
+    from lyrictool.phonetics import engine
+
+    _engine = engine
+    return engine
+
+
 def analyze_line(line: str, scheme: str = "shisanzhe", *, skip_particles: bool = False) -> LineSound | None:
     """The last sung syllable of ``line`` (char, pinyin, final, tone, group), or None.
 
@@ -75,9 +86,7 @@ def analyze_line(line: str, scheme: str = "shisanzhe", *, skip_particles: bool =
 
 def rhyme_group(line: str, scheme: str = "shisanzhe", *, skip_particles: bool = False) -> str | None:
     """The rhyme group of the line's last sung syllable under ``scheme``, or None."""
-    from lyrictool.phonetics import engine
-
-    return engine.rhyme_group(line, scheme, skip_particles)
+    return (_engine or _load_engine()).rhyme_group(line, scheme, skip_particles)
 
 
 def rhymes(a: str, b: str, scheme: str = "shisanzhe", strictness: str = "strict", *,
