@@ -241,22 +241,3 @@ def document_texts(text: str, augment: Augmentation, rng: random.Random) -> list
         rng.shuffle(shuffled)
         out.append("".join(shuffled))
     return out
-
-
-def build_knowledge(sources: list[KnowledgeSource], augment: Augmentation, seed: int = 0) -> KnowledgeSet:
-    """Texts and QA of every source of a recipe, augmented as asked."""
-    rng = random.Random(seed)
-    ks = KnowledgeSet()
-    for src in sources:
-        if src.builtin == "phonetic":
-            from lyrictool.knowledge.phonetic import phonetic_knowledge
-
-            ks.extend(phonetic_knowledge(src.chars_from, max_chars=src.max_chars, augment=augment,
-                                         scheme=src.scheme, seed=seed))
-        elif src.triples is not None:
-            facts = load_triples(src.triples)
-            ks.extend(KnowledgeSet(subject_texts(facts, augment, rng), fact_qa(facts), facts))
-        else:
-            for text, qa, _where in load_documents(src.documents):
-                ks.extend(KnowledgeSet(document_texts(text, augment, rng), qa))
-    return ks

@@ -101,7 +101,8 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
     if pages.rate:
         import asyncio
 
-        from lyrictool.eval.study import Study, aspect_help
+        from lyrictool.eval.rating_form import aspect_help
+        from lyrictool.eval.study import Study
 
         study = None
         if pages.study:
