@@ -9,12 +9,12 @@ import pytest
 
 from lyrictool.errors import UserError
 from lyrictool.eval.mos import (
+    ASPECTS,
     export_sheet,
     krippendorff_alpha,
     load_ratings,
     mos_summary,
 )
-from lyrictool.eval.rating_form import ASPECTS
 from lyrictool.stats import mean_ci95, t_critical_95
 
 # Krippendorff (2011), "Computing Krippendorff's alpha-reliability", section C: 4 coders, 12 units, values 1-5,

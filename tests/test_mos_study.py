@@ -9,8 +9,7 @@ import pytest
 from conftest import run_cli
 
 from lyrictool.errors import UserError
-from lyrictool.eval.mos import load_ratings, mos_summary
-from lyrictool.eval.rating_form import ASPECTS
+from lyrictool.eval.mos import ASPECTS, load_ratings, mos_summary
 from lyrictool.eval.study import Study, is_study_file
 
 ITEMS = [{"system": s, "prompt_id": f"p{i}", "controls": {"rhyme": "江阳"},

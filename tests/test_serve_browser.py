@@ -191,7 +191,7 @@ def _on_sample(browser, n: int, done: int, total: int = 3) -> str:
 
 
 def test_rating_resumes_after_reload_and_survives_a_killed_server(server, browser, shots, study):
-    from lyrictool.eval.rating_form import ASPECTS
+    from lyrictool.eval.mos import ASPECTS
 
     def key(text: str) -> str:
         return "\n".join(line for line in text.splitlines() if line.strip())

@@ -24,17 +24,26 @@ Definitions (docs/metrics.md):
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
+import random
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError, read_utf8, row_error
-from lyrictool.eval.rating_form import ASPECTS, SCALE, blind, request_text
-from lyrictool.eval.study import Study, is_study_file
 from lyrictool.stats import mean_ci95
 
+ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
+ASPECT_HELP = {
+    "language": "fluent, natural Chinese",
+    "genre_relevance": "fits the requested genre and topic",
+    "content": "meaningful, coherent, moving",
+    "singability": "rhyme, rhythm and line lengths you could sing",
+    "overall": "overall quality as lyrics",
+}
+SCALE = (1, 5)
 SHEET_COLUMNS = ("item", "request", "lyrics", *ASPECTS, "rater", "comment")
 
 # ---- agreement --------------------------------------------------------------------------------------------------
@@ -81,6 +90,26 @@ def krippendorff_alpha(units: Iterable[list[float]], metric: str = "interval") -
 # ---- the sheet -------------------------------------------------------------------------------------------------
 
 
+def _request_text(controls: dict | None) -> str:
+    from lyrictool.controls import build_prompt
+
+    return build_prompt(controls or {}).replace("\n", "；")
+
+
+def blind(items: list[dict], seed: int, prefix: str) -> tuple[str, list[tuple[str, dict]]]:
+    """(sheet or study id, [(item id, item)] in shuffled order): the blinding a MOS sheet and a study share.
+
+    The id is ``prefix`` + 6 hex digits of a hash of the seed and the songs; item ids are ``<id>-007``.
+    """
+    digest = hashlib.sha1(json.dumps([seed, [(i["system"], i["prompt_id"], i["lyrics"]) for i in items]],
+                                     ensure_ascii=False).encode("utf-8")).hexdigest()
+    blind_id = prefix + digest[:6]
+    order = list(range(len(items)))
+    random.Random(seed).shuffle(order)
+    width = max(3, len(str(len(items))))
+    return blind_id, [(f"{blind_id}-{pos:0{width}d}", items[idx]) for pos, idx in enumerate(order, 1)]
+
+
 def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     """Write the blinded, shuffled rating sheet; returns the key file's path (keep it from the raters).
 
@@ -96,7 +125,7 @@ def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     rows = []
     for item_id, item in blinded:
         key["items"][item_id] = {"system": item["system"], "prompt_id": str(item["prompt_id"])}
-        rows.append({"item": item_id, "request": request_text(item.get("controls")),
+        rows.append({"item": item_id, "request": _request_text(item.get("controls")),
                      "lyrics": strip_hints(item["lyrics"]), **{a: "" for a in ASPECTS}, "rater": "", "comment": ""})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -137,6 +166,8 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
         path = Path(raw_path)
         if not path.is_file():
             raise UserError(f"--mos-ratings {path}: no such file; pass the filled CSV sheet(s) or a study database")
+        from lyrictool.eval.study import Study, is_study_file
+
         if is_study_file(path):  # a browser study (lyrictool serve /rate): already un-blinded rows
             ratings.extend(Study(path).ratings())
             continue

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError
-from lyrictool.eval.rating_form import ASPECTS, SCALE, blind, request_text
+from lyrictool.eval.mos import ASPECT_HELP, ASPECTS, SCALE
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -89,6 +89,7 @@ class Study:
     @classmethod
     def create(cls, path: str | Path, items: list[dict], *, seed: int = 0) -> Study:
         """A new study of ``items`` (dicts with ``system``, ``prompt_id``, ``controls``, ``lyrics``)."""
+        from lyrictool.eval.mos import _request_text, blind
         from lyrictool.lyrics import strip_hints
 
         path = Path(path)
@@ -112,7 +113,7 @@ class Study:
                             ("scale", json.dumps(list(SCALE))), ("seed", str(seed)), ("created", str(time.time()))])
             for pos, (item_id, item) in enumerate(blinded, 1):
                 db.execute("INSERT INTO items VALUES (?, ?, ?, ?)",
-                           (item_id, pos, request_text(item.get("controls")), strip_hints(item["lyrics"])))
+                           (item_id, pos, _request_text(item.get("controls")), strip_hints(item["lyrics"])))
                 db.execute("INSERT INTO unblind VALUES (?, ?, ?)", (item_id, item["system"], item["prompt_id"]))
             db.execute("COMMIT")
         finally:
@@ -216,3 +217,7 @@ class Study:
                 "where": f"{self.path}:{rater}"})
             entry["scores"][aspect] = score
         return list(by_key.values())
+
+
+def aspect_help() -> list[dict[str, str]]:
+    return [{"name": a, "help": ASPECT_HELP[a]} for a in ASPECTS]

@@ -98,7 +98,7 @@ def print_result(result: dict) -> None:
                 console.print(f"[yellow]{n}: skipped {s['invalid_rows']} invalid rows[/]")
     mos = result.get("mos")
     if mos:
-        from lyrictool.eval.rating_form import ASPECTS
+        from lyrictool.eval.mos import ASPECTS
 
         table = Table(title=f"MOS (1-5, 95% CI over items; {len(mos['raters'])} raters, {mos['n_ratings']} "
                             "ratings)", title_justify="left")

@@ -101,8 +101,7 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
     if pages.rate:
         import asyncio
 
-        from lyrictool.eval.rating_form import aspect_help
-        from lyrictool.eval.study import Study
+        from lyrictool.eval.study import Study, aspect_help
 
         study = None
         if pages.study:
