@@ -166,6 +166,38 @@ class Blocklist:
         return any(self.hits(str(c.get(k) or "")) for k in ("topic", "title", "genre"))
 
 
+@dataclass
+class CopyGuard:
+    """Verbatim copying as a safety rule: lyrics that repeat a long span of the reference corpus are unsafe.
+
+    ``index``: a :class:`lyrictool.copying.ReferenceIndex` (the training corpus, the 宋词/元曲; built once by
+    :meth:`from_sources`).  A span of ``max_span`` or more characters (normalized, across line breaks) found in
+    the reference makes the lyrics unsafe (0.0), like a blocklist hit; shorter shared phrases are what any lyric
+    shares with its tradition.  A rule of its own, so that it can join the blocklist or a safety scorer (the
+    lowest of them).
+    """
+
+    index: Any
+    max_span: int = 12
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[str], *, max_span: int = 12, key: str = "reference") -> CopyGuard:
+        from lyrictool.data.reference import reference_index
+
+        if max_span < 2:
+            raise UserError(f"{key}: max_span must be at least 2 characters (got {max_span})")
+        return cls(reference_index(sources, key=key), max_span)
+
+    def copied(self, text: str) -> str | None:
+        """The longest span of ``text`` found in the reference when it is ``max_span`` or longer, else None."""
+        found = self.index.song(text or "")
+        return found.span if found.lcs >= self.max_span else None
+
+    def safety(self, text: str) -> float:
+        """1.0 when no long span is copied, else 0.0."""
+        return 0.0 if self.copied(text) is not None else 1.0
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The learned scorer
 
