@@ -48,8 +48,8 @@ def song_lines(lyrics: str) -> list[str]:
     return [x for x in (normalize(line) for line in parse(strip_hints(lyrics or "")).lines) if x]
 
 
-def suffix_array(codes) -> "np.ndarray":  # noqa: F821 (numpy imported lazily)
-    """Suffix array of an integer sequence by prefix doubling (Manber & Myers), numpy-vectorised.
+def suffix_array(codes):
+    """Suffix array (a numpy array) of an integer sequence by prefix doubling (Manber & Myers), vectorised.
 
     ``O(n log n)`` sorts of ``n`` keys; iterations = log2 of the longest repeated substring.
     """

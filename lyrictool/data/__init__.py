@@ -23,6 +23,7 @@ BUILTIN_SOURCES = {
     "builtin:demo-preferences": DEMO_DIR / "preferences.jsonl",
     "builtin:eval-prompts": DEMO_DIR / "eval-prompts.jsonl",
     "builtin:demo-prompts": DEMO_DIR / "prompts.jsonl",
+    "builtin:safety-hand-labels": DEMO_DIR.parent / "safety" / "hand-labels.jsonl",
 }
 
 
