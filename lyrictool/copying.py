@@ -34,6 +34,9 @@ from dataclasses import dataclass
 COPY_METRICS = ("copy_lcs", "copy_lines", "copy_ngram")
 _NOT_TEXT = re.compile(r"[\W_]+")
 _SEP = "\n"  # joins reference texts; normalize() removes it from every text, so no match crosses it
+#: A copied span this long (characters, normalized; two lines of a 词, well past any common phrase) counts as
+#: copying in ``copy_long`` and, by default, in the copying safety rule (:class:`lyrictool.rewards.CopyGuard`).
+LONG_SPAN = 12
 
 
 def normalize(text: str) -> str:
@@ -172,24 +175,19 @@ def _common_prefix(a: str, b: str) -> int:
     return lo
 
 
-def aggregate_copying(per_song: Sequence[SongCopying]) -> dict:
+def aggregate_copying(per_song: Sequence[SongCopying], *, long_span: int | None = None) -> dict:
     """Means over songs with Student t 95% intervals, the maximum LCS, and the share of songs with a copied span
-    of at least :data:`LONG_SPAN` characters (``copy_long``)."""
+    of at least ``long_span`` characters (default :data:`LONG_SPAN`; ``copy_long``)."""
     from lyrictool.stats import mean_ci95
 
     out: dict = {"n": len(per_song)}
     for key, values in (("copy_lcs", [float(s.lcs) for s in per_song]),
                         ("copy_lines", [s.lines for s in per_song if s.lines is not None]),
                         ("copy_ngram", [s.ngram for s in per_song if s.ngram is not None]),
-                        ("copy_long", [float(s.lcs >= LONG_SPAN) for s in per_song])):
+                        ("copy_long", [float(s.lcs >= (long_span or LONG_SPAN)) for s in per_song])):
         out[key] = mean_ci95(values)
     out["copy_lcs_max"] = max((s.lcs for s in per_song), default=None)
     longest = max(per_song, key=lambda s: s.lcs, default=None)
     out["longest_span"] = longest.span if longest else ""
     return out
 
-
-#: A copied span this long (characters, normalized; two lines of a 词, well past any common phrase) counts as
-#: copying in ``copy_long`` and, by default, in the
-#: copying safety rule (:class:`lyrictool.rewards.CopyGuard`).
-LONG_SPAN = 12

@@ -247,7 +247,9 @@ def proportion_ci95(successes: int, n: int) -> dict[str, Any]:
     p = successes / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return {"mean": p, "ci_low": max(0.0, centre - half), "ci_high": min(1.0, centre + half), "k": successes, "n": n}
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding noise
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return {"mean": p, "ci_low": low, "ci_high": high, "k": successes, "n": n}
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
