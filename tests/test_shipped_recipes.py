@@ -16,10 +16,11 @@ GPU = sorted((REPO / "recipes").glob("*.yaml"))
 
 
 def command_of(path: Path) -> str:
+    """The command a recipe file is for: its name, or the command its name starts with (score-judge -> score)."""
     name = path.stem
     if name == "lyrics":
         return "sft"
-    return name
+    return max((c for c in RECIPES if name == c or name.startswith(c + "-")), key=len, default=name)
 
 
 def test_every_command_has_a_tiny_and_a_gpu_recipe():
