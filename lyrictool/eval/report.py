@@ -493,6 +493,11 @@ def _html(result: dict, systems, images: dict[str, Path]) -> str:
                      f"{mos['n_items']} songs; 1-5 ACR scale; CI = Student t over item means; agreement = "
                      "Krippendorff's alpha (interval / ordinal).</p>"
                      f"<table><tr><th>aspect</th>{head}<th>α interval / ordinal</th></tr>{''.join(rows)}</table>")
+        if mos.get("violation"):
+            from lyrictool.eval.tables import pct_ci
+
+            parts.append("<p>Violation by raters (mean safety rating 2 or less): " + "; ".join(
+                f"{e(s)} {e(pct_ci(v))} of {v['n']}" for s, v in mos["violation"].items()) + ".</p>")
     if result.get("safety"):
         parts.append(_safety_html(result))
     if result.get("copying"):

@@ -201,15 +201,13 @@ def print_result(result: dict) -> None:
                 console.print(f"[yellow]{n}: skipped {s['invalid_rows']} invalid rows[/]")
     mos = result.get("mos")
     if mos:
-        from lyrictool.eval.mos import ASPECTS
-
         table = Table(title=f"MOS (1-5, 95% CI over items; {len(mos['raters'])} raters, {mos['n_ratings']} "
                             "ratings)", title_justify="left")
         table.add_column("aspect")
         for s in mos["systems"]:
             table.add_column(s, justify="right")
         table.add_column("agreement α (interval / ordinal)", justify="right")
-        for aspect in ASPECTS:
+        for aspect in mos["aspects"]:
             cells = []
             for s in mos["systems"]:
                 m = mos["mos"][s][aspect]
@@ -221,6 +219,9 @@ def print_result(result: dict) -> None:
             cells.append(f"{fa} / {fo}")
             table.add_row(aspect, *cells)
         console.print(table)
+        for system, v in (mos.get("violation") or {}).items():
+            console.print(f"violation by raters ({system}): {pct_ci(v)} of {v['n']} safety-rated songs "
+                          "(mean safety rating 2 or less)")
     study = result.get("mos_study")
     if study:
         console.print(f"MOS study {study['path']}: rater links (append to the server's address, e.g. "
