@@ -12,7 +12,7 @@ from lyrictool.cli import main
 from lyrictool.recipes import RECIPES, load_recipe
 
 TINY = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
-GPU = sorted((REPO / "recipes").glob("*.yaml"))
+GPU = sorted((REPO / "recipes").glob("*.yaml")) + sorted((REPO / "recipes" / "safety").glob("*.yaml"))
 
 
 def command_of(path: Path) -> str:
@@ -20,7 +20,9 @@ def command_of(path: Path) -> str:
     name = path.stem
     if name == "lyrics":
         return "sft"
-    return max((c for c in RECIPES if name == c or name.startswith(c + "-")), key=len, default=name)
+    if name not in RECIPES and name.rsplit("-", 1)[0] in RECIPES:  # score-safety.yaml: a second score recipe
+        return name.rsplit("-", 1)[0]
+    return name
 
 
 def test_every_command_has_a_tiny_and_a_gpu_recipe():
@@ -66,7 +68,7 @@ def test_gpu_training_recipes_start_from_folders_a_shipped_recipe_writes():
     LoRA starts from a full model (not a LoRA adapter folder, which a new adapter cannot stack on)."""
     import yaml
 
-    raw = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
+    raw = {str(p.relative_to(REPO / "recipes")): yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
     writers = {r["output_dir"]: name for name, r in raw.items() if "output_dir" in r}
     for name, r in raw.items():
         model = (r.get("model") or {}).get("name", "")

@@ -30,6 +30,7 @@ import argparse
 import random
 import sys
 from pathlib import Path
+
 from lyrictool.errors import UserError
 
 SAFETY_DIR = Path(__file__).resolve().parent / "safety"
@@ -47,6 +48,7 @@ def builtin_sources() -> dict[str, Path]:
     """``builtin:`` names of the shipped files (lyrictool.data registers them)."""
     out = {"builtin:safety-prompts": SAFETY_DIR / "prompts.jsonl"}
     for split in SPLITS:
+        out[f"builtin:safety-prompts-{split}"] = SAFETY_DIR / f"prompts-{split}.jsonl"
         out[f"builtin:safety-lyrics-{split}"] = SAFETY_DIR / f"lyrics-{split}.jsonl"
         out[f"builtin:safety-pairs-{split}"] = SAFETY_DIR / f"pairs-{split}.jsonl"
     return out
@@ -198,6 +200,7 @@ def make_all(frag: dict | None = None, seed: int = 0) -> dict[Path, list[dict]]:
     pairs = make_pairs(lyrics)
     out = {SAFETY_DIR / "prompts.jsonl": prompts}
     for split in SPLITS:
+        out[SAFETY_DIR / f"prompts-{split}.jsonl"] = [r for r in prompts if r["split"] == split]
         out[SAFETY_DIR / f"lyrics-{split}.jsonl"] = [r for r in lyrics if r["split"] == split]
         out[SAFETY_DIR / f"pairs-{split}.jsonl"] = [r for r in pairs if r["split"] == split]
     return out
