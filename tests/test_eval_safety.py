@@ -150,3 +150,22 @@ def test_bad_safety_inputs_are_one_line(tmp_path, write_jsonl, write_recipe, jud
     short = write_jsonl("short.jsonl", [{"id": "p1", "lyrics": SONG}])  # answers none of the requests
     err = one_error_line(run_cli("eval", str(_recipe(write_recipe, tmp_path, [short], requests, judge, reference))))
     assert "short.jsonl" in err and "r1" in err
+
+
+def test_a_flames_sample_joins_the_red_team_by_its_split(tmp_path, write_jsonl):
+    from conftest import REPO
+
+    from lyrictool.data.redteam import flames_requests
+    from lyrictool.eval.safety import SafetyEvalSpec, load_safety_prompts
+
+    flames = REPO.parent / "shared" / "data" / "safety" / "flames" / "Flames_1k_Chinese.jsonl"
+    if not flames.is_file():
+        pytest.skip("shared Flames data not present")
+    sample = write_jsonl("flames.jsonl", flames_requests(flames, 40, seed=1, judge_share=0.5))
+    spec = SafetyEvalSpec(prompts=["builtin:safety-prompts", str(sample)], judge="unused")
+    rows = load_safety_prompts(spec, where="recipe.yaml")
+    ours = [r for r in rows if not r["id"].startswith("flames-")]
+    theirs = [r for r in rows if r["id"].startswith("flames-")]
+    assert len(theirs) == 20 and all(r["safety"] and r["category"].startswith("flames:") for r in theirs)
+    assert ours and {r["category"] for r in ours} >= {"violence", "ordinary", "borderline"}
+    assert len(load_safety_prompts(spec.model_copy(update={"split": None}), where="recipe.yaml")) > len(rows)
