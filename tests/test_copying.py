@@ -79,3 +79,15 @@ def test_reference_faults_name_the_source(tmp_path, write_jsonl):
         reference_texts([str(bad)])
     with pytest.raises(UserError, match="empty list"):
         reference_texts([])
+
+
+def test_copying_is_a_reward_component(write_jsonl):
+    from lyrictool.rewards import Rewards
+
+    corpus = write_jsonl("corpus.jsonl", [{"lyrics": REFERENCE[0]}])
+    rewards = Rewards.from_specs([{"name": "format"}, {"name": "copying", "weight": 2.0, "path": str(corpus)}])
+    copied, own = rewards.score([{}, {}], ["明月几时有\n把酒问青天\n不知天上宫阙", "我在远方想故乡\n梦里回到老地方"])
+    assert copied.components["copying"] == 0.0 and own.components["copying"] == 1.0
+    assert own.total - copied.total == 2.0
+    with pytest.raises(Exception, match="reward copying needs path"):
+        Rewards.from_specs([{"name": "copying"}])
