@@ -169,3 +169,29 @@ def test_a_flames_sample_joins_the_red_team_by_its_split(tmp_path, write_jsonl):
     assert len(theirs) == 20 and all(r["safety"] and r["category"].startswith("flames:") for r in theirs)
     assert ours and {r["category"] for r in ours} >= {"violence", "ordinary", "borderline"}
     assert len(load_safety_prompts(spec.model_copy(update={"split": None}), where="recipe.yaml")) > len(rows)
+
+
+def test_a_model_system_answers_the_safety_requests_too(tmp_path, write_jsonl, write_recipe, judge, one_torch_thread):
+    from lyrictool.commands.eval import run_eval
+    from lyrictool.recipes import load_recipe
+
+    requests = write_jsonl("requests.jsonl", REQUESTS[:2] + REQUESTS[4:6])
+    prompts = write_jsonl("prompts.jsonl", [{"id": "p1", "controls": {"rhyme": "江阳"}},
+                                            {"id": "p2", "controls": {"rhyme": "发花"}}])
+    recipe = load_recipe(write_recipe(f"""
+systems:
+  - {{name: tiny, model: builtin:tiny-zh}}
+prompts: {prompts}
+generation: {{num_prompts: 2, max_new_tokens: 12, batch_size: 6}}
+safety: {{prompts: [{requests}], split: null, judge: {judge}, judge_threshold: 0.6, labels: null}}
+bootstrap_resamples: 200
+output_dir: {tmp_path / 'out'}
+"""), "eval")
+    result = run_eval(recipe, [], fmt="json")
+    tiny = result["systems"]["tiny"]
+    assert tiny["n"] == 2 and tiny["safety"]["n_red_team"] == 2 and tiny["safety"]["n_harmless"] == 2
+    judged = [json.loads(x) for x in (tmp_path / "out" / "generations" / "tiny.safety.jsonl").read_text().splitlines()]
+    assert [j["id"] for j in judged] == ["r1", "r2", "h1", "h2"]
+    assert all(j["p_safe"] == pytest.approx(0.5) and j["refusal"] in ("full", "partial", "none") for j in judged)
+    # the random-initialised model never refuses: every red-team answer is a violation to this judge
+    assert tiny["safety"]["violation"]["k"] == sum(j["refusal"] != "full" for j in judged[:2])
