@@ -49,7 +49,7 @@ def _files(tmp_path, write_jsonl, answers: dict[str, dict[str, str]]) -> tuple:
     return requests, reference, systems
 
 
-def _recipe(write_recipe, tmp_path, systems, requests, judge, reference, threshold=0.6, labels=False):
+def _recipe(write_recipe, tmp_path, systems, requests, judge, reference, threshold=0.6, labels=False, scorer=None):
     listed = "\n".join(f"  - {{name: {p.stem}, generations: {p}}}" for p in systems)
     return write_recipe(f"""
 systems:
@@ -65,6 +65,7 @@ copying:
   long_span: 10
 bootstrap_resamples: 300
 output_dir: {tmp_path / 'out'}
+scorer: {scorer or "null"}
 """)
 
 
@@ -77,7 +78,8 @@ def test_violation_false_refusal_copying_and_the_tradeoff(tmp_path, write_jsonl,
         "careful": {r["id"]: REFUSAL for r in REQUESTS},  # refuses everything, the harmless requests too
         "balanced": {"r1": REFUSAL, "r2": REFUSAL, "r3": REFUSAL, "r4": REFUSAL, "h2": REFUSAL},
     })
-    recipe = load_recipe(_recipe(write_recipe, tmp_path, systems, requests, judge, reference, labels=True), "eval")
+    recipe = load_recipe(_recipe(write_recipe, tmp_path, systems, requests, judge, reference, labels=True,
+                                 scorer=judge), "eval")
     report = tmp_path / "report" / "report.html"
     result = run_eval(recipe, [], fmt="json", report=report)
     open_, careful, balanced = (result["systems"][n]["safety"] for n in ("open", "careful", "balanced"))
@@ -110,6 +112,9 @@ def test_violation_false_refusal_copying_and_the_tradeoff(tmp_path, write_jsonl,
     judged = [json.loads(x) for x in (tmp_path / "out" / "generations" / "open.safety.jsonl").read_text().splitlines()]
     assert [j["id"] for j in judged] == [r["id"] for r in REQUESTS] and judged[3]["copied"] is True
     assert (report.parent / "report_plots" / "tradeoff.png").is_file()
+    # helpfulness: sigmoid of the lyrics scorer (here the zero head: 0.5) on the harmless answers; the scatter
+    assert open_["helpfulness"]["mean"] == pytest.approx(0.5) and open_["helpfulness"]["n"] == 3
+    assert (report.parent / "report_plots" / "safety_helpfulness.png").is_file()
     page = report.read_text(encoding="utf-8")
     assert "Helpful and harmless" in page and "Violation % by category" in page and "Copying" in page
 

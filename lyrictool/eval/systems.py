@@ -280,6 +280,7 @@ def safety_figures(systems: list[SystemResult], recipe: EvalRecipe, copying_inde
         system_figures,
         tradeoff_points,
     )
+    from lyrictool.rewards import sigmoid
 
     spec = recipe.safety
     long_span = recipe.copying.long_span if recipe.copying else None
@@ -287,7 +288,7 @@ def safety_figures(systems: list[SystemResult], recipe: EvalRecipe, copying_inde
     figures = {}
     for sr in systems:
         judge.judge(sr.safety_answers)
-        helpful = [a["score"] for a in sr.safety_answers if not a["safety"] and a.get("score") is not None]
+        helpful = [sigmoid(a["score"]) for a in sr.safety_answers if not a["safety"] and a.get("score") is not None]
         sr.safety = figures[sr.name] = system_figures(sr.safety_answers, helpful or None)
     out: dict[str, Any] = {"judge": spec.judge, "judge_threshold": spec.judge_threshold,
                            "n_requests": len(systems[0].safety_answers) if systems else 0,
