@@ -123,3 +123,16 @@ def test_a_study_from_before_the_safety_aspect_still_works(tmp_path):
     assert study.all_aspects == list(ASPECTS)
     with pytest.raises(ValueError, match="unknown aspect 'safety'"):
         study.answer("ann", 1, "safety", 3)
+
+
+def test_study_does_not_import_mos():
+    """One arrow between the two: mos reads studies back (imports study); study builds on eval.aspects only."""
+    import ast
+    from pathlib import Path
+
+    import lyrictool.eval.study as study_module
+
+    tree = ast.parse(Path(study_module.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "lyrictool.eval.mos" not in imported and "lyrictool.eval.aspects" in imported

@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError
-from lyrictool.eval.mos import ASPECT_HELP, ASPECTS, OPTIONAL_ASPECTS, SCALE, SCALE_WORDS
+from lyrictool.eval.aspects import (
+    ASPECT_HELP,
+    ASPECTS,
+    OPTIONAL_ASPECTS,
+    SCALE,
+    SCALE_WORDS,
+    blind,
+    request_text,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -100,7 +108,6 @@ class Study:
     @classmethod
     def create(cls, path: str | Path, items: list[dict], *, seed: int = 0) -> Study:
         """A new study of ``items`` (dicts with ``system``, ``prompt_id``, ``controls``, ``lyrics``)."""
-        from lyrictool.eval.mos import _request_text, blind
         from lyrictool.lyrics import strip_hints
 
         path = Path(path)
@@ -125,7 +132,7 @@ class Study:
                             ("scale", json.dumps(list(SCALE))), ("seed", str(seed)), ("created", str(time.time()))])
             for pos, (item_id, item) in enumerate(blinded, 1):
                 db.execute("INSERT INTO items VALUES (?, ?, ?, ?)",
-                           (item_id, pos, _request_text(item.get("controls")), strip_hints(item["lyrics"])))
+                           (item_id, pos, request_text(item.get("controls")), strip_hints(item["lyrics"])))
                 db.execute("INSERT INTO unblind VALUES (?, ?, ?)", (item_id, item["system"], item["prompt_id"]))
             db.execute("COMMIT")
         finally:
