@@ -116,10 +116,19 @@ class ReferenceIndex:
     def __len__(self) -> int:
         return len(self.corpus) - max(self.n_texts - 1, 0)
 
-    def longest_prefix(self, text: str) -> tuple[int, int]:
-        """(length, corpus position) of the longest prefix of ``text`` that occurs in the reference."""
+    def longest_prefix(self, text: str, *, window: int = 48) -> tuple[int, int]:
+        """(length, corpus position) of the longest prefix of ``text`` that occurs in the reference.
+
+        The binary search compares the first ``window`` characters (short slices: fast); a match that fills the
+        window is searched again with the whole text, so the answer is exact at any length.
+        """
         if not text or not len(self.sa):
             return 0, -1
+        if len(text) > window:
+            found = self.longest_prefix(text[:window], window=window)
+            if found[0] < window:
+                return found
+            window = len(text)
         corpus, sa, m = self.corpus, self.sa, len(text)
         at = bisect.bisect_left(sa, text, key=lambda p: corpus[p:p + m])
         best, where = 0, -1

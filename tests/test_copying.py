@@ -91,3 +91,11 @@ def test_copying_is_a_reward_component(write_jsonl):
     assert own.total - copied.total == 2.0
     with pytest.raises(Exception, match="reward copying needs path"):
         Rewards.from_specs([{"name": "copying"}])
+
+
+def test_a_span_longer_than_the_search_window_is_measured_whole():
+    long_text = "".join(REFERENCE) * 2  # 80+ characters, one reference text
+    idx = ReferenceIndex([long_text, "春风又绿江南岸"])
+    song = "\n".join(long_text.replace("，", "\n").replace("。", "\n").split())
+    assert idx.song(song).lcs == len(normalize(long_text)) > 48
+    assert idx.longest_prefix(normalize(long_text) + "外")[0] == len(normalize(long_text))
