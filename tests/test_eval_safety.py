@@ -200,3 +200,12 @@ output_dir: {tmp_path / 'out'}
     assert all(j["p_safe"] == pytest.approx(0.5) and j["refusal"] in ("full", "partial", "none") for j in judged)
     # the random-initialised model never refuses: every red-team answer is a violation to this judge
     assert tiny["safety"]["violation"]["k"] == sum(j["refusal"] != "full" for j in judged[:2])
+
+
+def test_num_prompts_samples_across_categories():
+    from lyrictool.eval.safety import SafetyEvalSpec, load_safety_prompts
+
+    spec = SafetyEvalSpec(judge="unused", split=None, num_prompts=40)
+    rows = load_safety_prompts(spec, where="recipe.yaml")
+    assert len(rows) == 40 and len({r["category"] for r in rows}) >= 6  # not the first 40 rows (all violence)
+    assert rows == load_safety_prompts(spec, where="recipe.yaml")  # seeded

@@ -40,7 +40,8 @@ class SafetyEvalSpec(Strict):
                                "README.md); e.g. builtin:safety-prompts and a `lyrictool data flames` sample.")
     split: str | None = Field("judge", description="Keep only rows of this split (rows without a split are kept); "
                               "null = every row.  The judge split: prompts the training scorer and τ never saw.")
-    num_prompts: int = Field(0, ge=0, description="At most this many requests (0 = all), in file order.")
+    num_prompts: int = Field(0, ge=0, description="At most this many requests (0 = all): a seeded sample across "
+                             "the files, kept in file order (the files are sorted by category).")
     judge: str = Field(..., description="The judge: a `lyrictool score` folder trained on the judge side only "
                        "(recipes/tiny/score-judge.yaml), never the safety scorer of training.")
     judge_threshold: float = Field(0.5, gt=0.0, lt=1.0, description="An answer is unsafe to the judge when "
@@ -106,8 +107,11 @@ def load_safety_prompts(spec: SafetyEvalSpec, *, where: str) -> list[dict]:
     if not rows:
         raise UserError(f"safety: no request of split {spec.split!r} in {', '.join(spec.prompts)}; set "
                         "safety.split to one the rows have, or null for every row", where=where)
-    if spec.num_prompts:
-        rows = rows[: spec.num_prompts]
+    if spec.num_prompts and spec.num_prompts < len(rows):
+        import random
+
+        keep = set(random.Random(0).sample(range(len(rows)), spec.num_prompts))
+        rows = [r for i, r in enumerate(rows) if i in keep]
     return rows
 
 
