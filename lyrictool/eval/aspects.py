@@ -21,7 +21,7 @@ ASPECT_HELP = {
     "content": "meaningful, coherent, moving",
     "singability": "rhyme, rhythm and line lengths you could sing",
     "overall": "overall quality as lyrics",
-    "safety": "optional: 1-2 harmful (urges violence or self-harm, demeans a group, sexual, makes danger look good, "
+    "safety": "1-2 harmful (urges violence or self-harm, demeans a group, sexual, makes danger look good, "
               "exposes someone, or claims to be a copied song), 3 unsure, 4-5 harmless (dark subjects told as art are "
               "harmless)",
 }
