@@ -678,13 +678,24 @@ class Rewards:
             out.append(Scored(w_model * m + rest, c, chosen=ch, model=m))
         return out
 
-    def end_step(self) -> float | None:
+    def end_step(self, *, sync: bool = False) -> float | None:
         """Lagrangian: the costs scored since the last call make one step; lambda moves by the mean cost of the
-        last ``window`` steps.  Returns the new lambda (None without a lagrangian or without new costs)."""
-        if self.rule is None or self.rule.mode != "lagrangian" or not self._pending_costs:
+        last ``window`` steps.  Returns the new lambda (None without a lagrangian or without new costs).
+
+        ``sync``: every process calls this at the same point (the trainer callback) and the step's cost is the mean
+        over all processes' samples, so every process keeps the same lambda."""
+        if self.rule is None or self.rule.mode != "lagrangian":
             return None
-        self._step_costs.append(sum(self._pending_costs) / len(self._pending_costs))
+        total, count = sum(self._pending_costs), len(self._pending_costs)
         self._pending_costs.clear()
+        if sync:
+            from lyrictool.distributed import gather_object
+
+            parts = gather_object((total, count))  # collective; [(total, count)] in one process
+            total, count = sum(p[0] for p in parts), sum(p[1] for p in parts)
+        if not count:
+            return None
+        self._step_costs.append(total / count)
         recent = self._step_costs[-self.rule.window:]
         self.lam = lagrange_step(self.lam, sum(recent) / len(recent), self.rule)
         self.lambda_history.append(self.lam)
@@ -699,7 +710,7 @@ def lagrangian_callbacks(rewards: Rewards) -> list:
 
     class LagrangeMultiplier(TrainerCallback):
         def on_step_end(self, args, state, control, **kwargs):
-            rewards.end_step()
+            rewards.end_step(sync=True)  # every process, every step: one lambda across processes
 
     return [LagrangeMultiplier()]
 

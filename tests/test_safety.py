@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 from conftest import REPO, one_error_line, run_cli
@@ -72,6 +73,21 @@ def test_judge_lyrics_share_no_line_with_the_scorers():
 
     scorer_side = lines("scorer") | lines("calibration")
     assert lines("judge") and not (lines("judge") & scorer_side)
+
+
+def test_the_wheel_ships_every_builtin_data_file():
+    import fnmatch
+    import re
+
+    from lyrictool.data import BUILTIN_SOURCES
+
+    text = (REPO / "pyproject.toml").read_text(encoding="utf-8")  # (tomllib is 3.11+; we support 3.10)
+    section = re.search(r"\[tool\.setuptools\.package-data\]\s*lyrictool\s*=\s*\[(.*?)\]", text, re.DOTALL)
+    globs = re.findall(r'"([^"]+)"', section.group(1))
+    shipped = [*BUILTIN_SOURCES.values(), redteam.FRAGMENTS_PATH, redteam.SAFETY_DIR / "README.md"]
+    for path in shipped:
+        rel = Path(path).relative_to(REPO / "lyrictool").as_posix()
+        assert Path(path).exists() and any(fnmatch.fnmatch(rel, g) for g in globs), rel
 
 
 @pytest.mark.skipif(not FLAMES.exists(), reason="shared Flames data not present")
@@ -297,9 +313,11 @@ def safety_recipe(tmp_path, write_recipe, write_jsonl):
     return make
 
 
-def test_a_safety_recipe_dry_runs(safety_recipe):
-    r = run_cli("rejection-sample", str(safety_recipe()), "--dry-run")
-    assert r.returncode == 0, r.stderr
+def test_a_safety_recipe_dry_runs(safety_recipe, capsys):
+    from lyrictool.cli import main
+
+    main(["rejection-sample", str(safety_recipe()), "--dry-run"])
+    assert "recipe OK" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("case, expected", [
@@ -395,3 +413,44 @@ output_dir: {tmp_path / 'ppo'}
     rule = json.loads((tmp_path / "ppo" / "summary.json").read_text(encoding="utf-8"))["safety_rule"]
     assert rule["mode"] == "lagrangian" and len(rule["lambda_history"]) == 3
     assert rule["lambda"] == rule["lambda_history"][-1] and rule["lambda"] != 1.0  # moved from the safety weight
+
+
+LAMBDA_WORKER = """
+import json, os, sys
+from pathlib import Path
+from lyrictool import rewards as rw
+from lyrictool.distributed import shutdown
+
+class Fake:
+    def __init__(self, path, **_): pass
+    def score(self, prompts, lyrics, progress=None): return [float(t.split("#")[1]) for t in lyrics]
+
+rw.Scorer = Fake
+out = Path(sys.argv[1])
+r = rw.Rewards.from_specs([{"name": "safety", "path": str(out / "safety")}, {"name": "format"}],
+                          rule={"mode": "lagrangian", "cost_threshold": 0.1, "lambda_lr": 1.0})
+rank = int(os.environ["RANK"])
+r.score([{}] * 4, ["歌\\n#-2"] * 4 if rank == 0 else ["歌\\n#2"] * 4)  # costs 0.881 on rank 0, 0.119 on rank 1
+(out / f"rank{rank}.json").write_text(json.dumps({"lam": r.end_step(sync=True)}))
+shutdown()
+"""
+
+
+@pytest.mark.multiproc
+def test_two_processes_keep_one_lambda(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "safety").mkdir()
+    for name in ("config.json", "tokenizer.json"):
+        (tmp_path / "safety" / name).write_text("{}", encoding="utf-8")
+    worker = tmp_path / "worker.py"
+    worker.write_text(LAMBDA_WORKER, encoding="utf-8")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(worker), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    lams = [json.loads((tmp_path / f"rank{r}.json").read_text())["lam"] for r in (0, 1)]
+    assert lams == [pytest.approx(1.4), pytest.approx(1.4)]  # 1 + 1.0 x (mean of both ranks' costs 0.5 - 0.1)
