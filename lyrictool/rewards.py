@@ -36,6 +36,8 @@ blocklist (a ``safety`` or ``blocklist`` entry).
   recipes/tiny/score-safety.yaml``); or 1 if the lyrics contain no term of a blocklist (one term per line,
   ``#`` comments), else 0.
 - ``blocklist``: the blocklist as a cheap rule reward of its own (1 / 0 as above), next to a safety scorer.
+- ``copying``: 0 if the lyrics repeat a span of 12 or more characters of a reference corpus (``path``: the
+  training corpus, or a chinese-poetry file or folder), else 1 (:class:`CopyGuard`, docs/metrics.md#copying).
 
 No torch at import: it is imported when a scorer model is loaded.
 """
@@ -55,18 +57,20 @@ from lyrictool.errors import UserError
 from lyrictool.recipes import Strict
 
 RULE_REWARDS = ("rhyme", "structure", "line_length", "format")
-RewardName = Literal["scorer", "rhyme", "structure", "line_length", "format", "safety", "blocklist"]
+RewardName = Literal["scorer", "rhyme", "structure", "line_length", "format", "safety", "blocklist", "copying"]
 
 
 class RewardSpec(Strict):
     """One reward component of a recipe's ``rewards`` list."""
 
-    name: RewardName = Field(..., description="scorer, rhyme, structure, line_length, format, safety or blocklist.")
+    name: RewardName = Field(..., description="scorer, rhyme, structure, line_length, format, safety, blocklist or "
+                                               "copying.")
     weight: float = Field(1.0, description="Weight in the total (the total is the weighted sum).")
     path: str | None = Field(
         None,
         description="scorer: a trained scorer folder (lyrictool score). safety: a safety scorer folder (or a "
-                    "blocklist .txt). blocklist: a blocklist .txt (one term per line), a cheap rule reward.",
+                    "blocklist .txt). blocklist: a blocklist .txt (one term per line), a cheap rule reward. copying: the "
+                    "reference corpus (lyrics rows, or a chinese-poetry file or folder).",
     )
     override_below: float | None = Field(
         None, ge=0.0, le=1.0,
@@ -77,11 +81,13 @@ class RewardSpec(Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RewardSpec:
-        if self.name in ("scorer", "safety", "blocklist") and not self.path:
+        if self.name in ("scorer", "safety", "blocklist", "copying") and not self.path:
             what = {"scorer": "a trained scorer folder (lyrictool score)",
                     "safety": "a safety scorer folder (lyrictool score recipes/tiny/score-safety.yaml), or a "
                               "blocklist .txt such as recipes/safety/blocklist.txt",
-                    "blocklist": "a blocklist .txt such as recipes/safety/blocklist.txt"}[self.name]
+                    "blocklist": "a blocklist .txt such as recipes/safety/blocklist.txt",
+                    "copying": "the reference corpus: your training lyrics (.jsonl) or a chinese-poetry folder"
+                    }[self.name]
             raise ValueError(f"reward {self.name} needs path: {what}")
         if self.name in RULE_REWARDS and self.path:
             raise ValueError(f"reward {self.name} is a rule reward and takes no path")
@@ -154,6 +160,9 @@ def check_reward_specs(specs: Sequence[RewardSpec], *, where: str, key: str = "r
             raise UserError(f"{key}[{i}].path: {s.path} is not a trained safety scorer ({why}), which {rule_key} "
                             "needs; train one with `lyrictool score recipes/tiny/score-safety.yaml` (a blocklist "
                             "goes in {name: blocklist})", where=where)
+        if s.name == "copying" and not p.exists() and not s.path.startswith("builtin:"):
+            raise UserError(f"{key}[{i}].path: {s.path}: no such file or folder (the copying reference corpus)",
+                            where=where)
         if s.name == "blocklist" or (s.name == "safety" and not is_model_folder(p)):
             try:
                 load_blocklist(p, key=f"{key}[{i}].path")
@@ -246,6 +255,38 @@ class Blocklist:
         """A prompt that asks for banned content: its free-text controls contain a banned term."""
         c = controls_dict(controls)
         return any(self.hits(str(c.get(k) or "")) for k in ("topic", "title", "genre"))
+
+
+@dataclass
+class CopyGuard:
+    """Verbatim copying as a safety rule: lyrics that repeat a long span of the reference corpus are unsafe.
+
+    ``index``: a :class:`lyrictool.copying.ReferenceIndex` (the training corpus, the 宋词/元曲; built once by
+    :meth:`from_sources`).  A span of ``max_span`` or more characters (normalized, across line breaks) found in
+    the reference makes the lyrics unsafe (0.0), like a blocklist hit; shorter shared phrases are what any lyric
+    shares with its tradition.  A rule of its own, so that it can join the blocklist or a safety scorer (the
+    lowest of them).
+    """
+
+    index: Any
+    max_span: int = 12
+
+    @classmethod
+    def from_sources(cls, sources: Sequence[str], *, max_span: int = 12, key: str = "reference") -> CopyGuard:
+        from lyrictool.data.reference import reference_index
+
+        if max_span < 2:
+            raise UserError(f"{key}: max_span must be at least 2 characters (got {max_span})")
+        return cls(reference_index(sources, key=key), max_span)
+
+    def copied(self, text: str) -> str | None:
+        """The longest span of ``text`` found in the reference when it is ``max_span`` or longer, else None."""
+        found = self.index.song(text or "")
+        return found.span if found.lcs >= self.max_span else None
+
+    def safety(self, text: str) -> float:
+        """1.0 when no long span is copied, else 0.0."""
+        return 0.0 if self.copied(text) is not None else 1.0
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -506,6 +547,7 @@ class Rewards:
     rule_key: str = "safety_rule"
     _scorers: dict[str, Scorer] = field(default_factory=dict, repr=False)
     _blocklists: dict[str, Blocklist] = field(default_factory=dict, repr=False)
+    _copy_guard: CopyGuard | None = field(default=None, repr=False)
     _tau: dict[str, Any] | None = field(default=None, repr=False)
     moments: RunningMoments = field(default_factory=RunningMoments, repr=False)
     lam: float = 0.0
@@ -518,6 +560,8 @@ class Rewards:
             where = f"{self.key}[{i}].path"
             if s.name == "scorer" or (s.name == "safety" and is_model_folder(s.path)):
                 self._scorers[s.name] = Scorer(s.path, key=where, batch_size=s.batch_size)
+            elif s.name == "copying":
+                self._copy_guard = CopyGuard.from_sources([s.path], key=where)
             elif s.name in ("safety", "blocklist"):
                 if Path(s.path).expanduser().is_dir():
                     raise UserError(f"{where}: {s.path} is a folder without config.json; give a blocklist .txt "
@@ -589,6 +633,9 @@ class Rewards:
         for name, blocklist in self._blocklists.items():
             for row, text in zip(out, lyrics):
                 row[name] = blocklist.safety(text)
+        if self._copy_guard is not None:
+            for row, text in zip(out, lyrics):
+                row["copying"] = self._copy_guard.safety(text)
         return out
 
     def safety_prompts(self, controls: Sequence[Any], tags: Sequence[bool | None] | None = None) -> list[bool]:

@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("lyrics",),                            # the lyrics document, hints
     ("controls",),                          # what a user can ask for; prompt text
     ("metrics",),                           # pure per-song scoring
+    ("copying", "refusal"),                 # copying against a reference corpus; refusal phrases
     ("recipes",),                           # recipe loading, --set, shared sections
     ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
     ("checkpoints",),                       # the model cache; GGUF files converted into it

@@ -16,6 +16,7 @@ GPU = sorted((REPO / "recipes").glob("*.yaml")) + sorted((REPO / "recipes" / "sa
 
 
 def command_of(path: Path) -> str:
+    """The command a recipe file is for: its name, or the command its name starts with (score-judge -> score)."""
     name = path.stem
     if name == "lyrics":
         return "sft"
