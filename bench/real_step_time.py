@@ -51,7 +51,8 @@ GOAL = 0.64
 def songci_texts(n: int) -> list[str]:
     """``n`` texts of 宋词 long enough for 64 tokens each: consecutive songs joined, from ci.song.0.json on."""
     texts, buf = [], ""
-    for path in sorted(SONGCI.glob("ci.song.*.json"), key=lambda p: int(p.stem.split(".")[-1])):
+    files = [p for p in SONGCI.glob("ci.song.*.json") if p.stem.split(".")[-1].isdigit()]
+    for path in sorted(files, key=lambda p: int(p.stem.split(".")[-1])):
         for song in json.loads(path.read_text(encoding="utf-8")):
             buf += "".join(song.get("paragraphs", []))
             if len(buf) >= 120:  # >= 64 tokens of Gemma's (about 1.3 characters a token on 宋词)
@@ -129,7 +130,8 @@ def main() -> None:
     if args.quick:
         args.warmup, args.steps = 1, 2
     args.out.mkdir(parents=True, exist_ok=True)
-    imports = [import_torch_s() for _ in range(3)]
+    probes = 1 if args.quick else 3
+    imports = [import_torch_s() for _ in range(probes)]
     load = os.getloadavg()
     results = {}
     for name, (model, bf16, ckpt) in arms.items():
@@ -142,7 +144,7 @@ def main() -> None:
             raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(line[len("RESULT "):])
         print(f"{name}: median step {statistics.median(results[name]['step_s']):.2f} s", flush=True)
-    imports += [import_torch_s() for _ in range(3)]
+    imports += [import_torch_s() for _ in range(probes)]
     imp = statistics.median(imports)
     print(f"\n`python -c \"import torch\"`: median {imp:.2f} s of {len(imports)} "
           f"({', '.join(f'{x:.2f}' for x in imports)}); load average {load[0]:.1f} at start, "
