@@ -13,7 +13,7 @@ Chinese-lyrics model needs and writes an ordinary Hugging Face folder:
   in original-id order (so ``<pad>=0, <eos>=1, <bos>=2`` stay where they were), remaps every token id in
   ``config.json`` / ``generation_config.json``, and writes a trimmed ``tokenizer.json``: the vocabulary with new ids,
   the merges whose two parts and result are kept, the kept added tokens, the post-processor's special ids.  Written
-  through a temporary folder renamed into place.  ``vocab_trim.json`` records the source and the original id of
+  once through a temporary folder renamed into place (``checkpoints.build_once``).  ``vocab_trim.json`` records the source and the original id of
   every new id.
 - :func:`write_token_list` / :func:`read_token_list` -- a kept set as a JSON list of token strings, so a built-in
   trimmed model can be rebuilt identically from a file shipped with the package (the corpora that chose it need not
@@ -31,10 +31,8 @@ SentencePiece-unigram models and re-mine data, not a BPE's merges, byte fallback
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -235,16 +233,16 @@ def read_token_list(path: str | Path, tokenizer) -> list[int]:
 # The trimmed folder
 
 
-def trim_to_list(src: str | Path, dst: str | Path, name: str, *, exist_ok: bool = True) -> Path:
+def trim_to_list(src: str | Path, dst: str | Path, name: str) -> Path:
     """:func:`trim_model_folder` with the shipped kept set ``name`` (:func:`kept_list_path`): how a trimmed built-in
     model is made, identically with or without the corpora that chose the set."""
     from transformers import AutoTokenizer
 
     dst = Path(dst)
-    if exist_ok and (dst / TRIM_FILE).exists():
+    if (dst / TRIM_FILE).exists():
         return dst
     keep = read_token_list(kept_list_path(name), AutoTokenizer.from_pretrained(src))
-    return trim_model_folder(src, dst, keep, exist_ok=exist_ok)
+    return trim_model_folder(src, dst, keep)
 
 
 def trim_tokenizer_json(tj: dict[str, Any], old_ids: list[int]) -> dict[str, Any]:
@@ -357,23 +355,29 @@ def slice_embeddings(model, old_ids: list[int]) -> None:
 _CARRIED = ("*.md", "*.html", "*.txt", "LICENSE*", "NOTICE*", "USE_POLICY*")
 
 
-def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable[int], *,
-                      exist_ok: bool = False) -> Path:
-    """Write a trimmed copy of the Hugging Face causal-LM folder ``src`` to ``dst`` and return ``dst``.
+def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable[int]) -> Path:
+    """A trimmed copy of the Hugging Face causal-LM folder ``src`` at ``dst``, built once; returns ``dst``.
 
     ``keep_token_ids``: original ids to keep (e.g. :func:`kept_tokens`); :func:`required_ids`, the ids named in
-    the configs and the merge closure are added.  New ids follow original order.  ``dst`` must not exist, except
-    with ``exist_ok`` when it is a finished trimmed folder (it is then returned as it is: a cache, built once).
-    Concurrent callers are safe: the folder is written under a temporary name and renamed into place.
+    the configs and the merge closure are added.  New ids follow original order.  Written like every cached model
+    (``checkpoints.build_once``: a temporary folder renamed into place, concurrent callers wait): a ``dst`` that is
+    already a trimmed folder is returned as it is; any other existing, non-empty ``dst`` is refused.
     """
+    from lyrictool.checkpoints import build_once
+
+    dst = Path(dst)
+    if dst.exists() and not (dst / TRIM_FILE).exists() and any(dst.iterdir()):
+        raise FileExistsError(f"{dst} exists and is not a trimmed model; trimming writes a new folder")
+    keep = list(keep_token_ids)
+    return build_once(dst, lambda folder: write_trimmed(src, folder, keep))
+
+
+def write_trimmed(src: str | Path, folder: str | Path, keep_token_ids: Iterable[int]) -> None:
+    """Write the trimmed copy of ``src`` into the (empty) ``folder``: what :func:`trim_model_folder` builds."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    src, dst = Path(src), Path(dst)
-    if dst.exists():
-        if exist_ok and (dst / TRIM_FILE).exists():
-            return dst
-        raise FileExistsError(f"{dst} exists; trimming writes a new folder")
+    src, tmp = Path(src), Path(folder)
     tok = AutoTokenizer.from_pretrained(src)
     tj = tokenizer_json(tok)
     config_ids = _config_ids(json.loads((src / "config.json").read_text(encoding="utf-8")))
@@ -387,39 +391,26 @@ def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable
     new_of = {old: new for new, old in enumerate(old_ids)}
     trimmed = trim_tokenizer_json(tj, old_ids)
 
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}-", dir=dst.parent))
-    try:
-        model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
-        if model.get_input_embeddings().weight.shape[0] < vocab_size:
-            raise ValueError(f"{src}: the embedding has fewer rows than the tokenizer has tokens")
-        with torch.no_grad():
-            slice_embeddings(model, old_ids)
-        _set_ids(model.config, new_of, "config.json")
-        if model.generation_config is not None:
-            _set_ids(model.generation_config, new_of, "generation_config.json")
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        (tmp / "tokenizer.json").write_text(json.dumps(trimmed, ensure_ascii=False), encoding="utf-8")
-        _remap_tokenizer_config(tmp / "tokenizer_config.json", new_of)
-        for pattern in _CARRIED:
-            for f in src.glob(pattern):
-                if f.is_file() and not (tmp / f.name).exists():
-                    shutil.copy2(f, tmp / f.name)
-        (tmp / TRIM_FILE).write_text(json.dumps(
-            {"source": str(src), "original_vocab_size": vocab_size, "vocab_size": len(old_ids),
-             "original_ids": old_ids}) + "\n", encoding="utf-8")
-        _check_loads(tmp, len(old_ids))
-        try:
-            os.rename(tmp, dst)
-        except OSError:  # another process made it meanwhile
-            if not (dst / TRIM_FILE).exists():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return dst
+    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto")
+    if model.get_input_embeddings().weight.shape[0] < vocab_size:
+        raise ValueError(f"{src}: the embedding has fewer rows than the tokenizer has tokens")
+    with torch.no_grad():
+        slice_embeddings(model, old_ids)
+    _set_ids(model.config, new_of, "config.json")
+    if model.generation_config is not None:
+        _set_ids(model.generation_config, new_of, "generation_config.json")
+    model.save_pretrained(tmp)
+    tok.save_pretrained(tmp)
+    (tmp / "tokenizer.json").write_text(json.dumps(trimmed, ensure_ascii=False), encoding="utf-8")
+    _remap_tokenizer_config(tmp / "tokenizer_config.json", new_of)
+    for pattern in _CARRIED:
+        for f in src.glob(pattern):
+            if f.is_file() and not (tmp / f.name).exists():
+                shutil.copy2(f, tmp / f.name)
+    (tmp / TRIM_FILE).write_text(json.dumps(
+        {"source": str(src), "original_vocab_size": vocab_size, "vocab_size": len(old_ids),
+         "original_ids": old_ids}) + "\n", encoding="utf-8")
+    _check_loads(tmp, len(old_ids))
 
 
 def _remap_tokenizer_config(path: Path, new_of: dict[int, int]) -> None:

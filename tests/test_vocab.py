@@ -69,9 +69,7 @@ def test_the_trimmed_model_is_a_small_ordinary_folder(original, trimmed):
     record = json.loads((dst / vocab.TRIM_FILE).read_text(encoding="utf-8"))
     assert len(tok2) == model2.config.vocab_size == len(record["original_ids"]) < len(tok) // 10
     assert set(keep) <= set(record["original_ids"])
-    assert vocab.trim_model_folder("/nonexistent", dst, keep, exist_ok=True) == dst  # built once, then a cache
-    with pytest.raises(FileExistsError):
-        vocab.trim_model_folder("/nonexistent", dst, keep)
+    assert vocab.trim_model_folder("/nonexistent", dst, keep) == dst  # built once, then a cache
     assert model2.get_input_embeddings().weight.shape == (len(tok2), model.config.hidden_size)
     assert model2.get_output_embeddings().weight is model2.get_input_embeddings().weight  # still tied
     # Every id in the configs names the same token as before; the chat template is the same.
@@ -170,6 +168,10 @@ def test_a_tokenizer_without_byte_fallback_is_refused(tiny_model_path, tmp_path)
     with pytest.raises(ValueError, match="only BPE"):
         vocab.trim_model_folder(tiny_model_path, tmp_path / "out", [0, 1])
     assert not (tmp_path / "out").exists()
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's folder", encoding="utf-8")
+    with pytest.raises(FileExistsError):  # never written over
+        vocab.trim_model_folder(tiny_model_path, tmp_path / "mine", [0, 1])
 
 
 def test_a_token_list_round_trips_and_refuses_another_tokenizer(original, trimmed, tiny_model_path, tmp_path):

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from lyrictool.errors import UserError
+from lyrictool.eval.safety import CopyingSpec, SafetyEvalSpec
 from lyrictool.recipes import (
     GenerationSpec,
     ModelSpec,
@@ -90,6 +91,10 @@ class EvalRecipe(Strict):
                                "per system and pairwise win rates.")
     knowledge_qa: str | None = Field(None, description="QA rows {question, answer} (JSONL): adds knowledge "
                                      "accuracy (exact match, contains) for model systems.")
+    safety: SafetyEvalSpec | None = Field(None, description="Red-team and harmless requests, answered by every "
+                                          "system and judged: violation %, false-refusal % (docs/metrics.md).")
+    copying: CopyingSpec | None = Field(None, description="A reference corpus: copying figures per system "
+                                        "(longest common substring, verbatim lines, n-gram overlap).")
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
     output_dir: str = Field("runs/eval", description="Where generations, result.json and plots go.")
     seed: int = Field(42, description="Sampling seed (the same for every system) and sheet shuffling.")
@@ -123,6 +128,9 @@ class SystemResult:
     scorer: dict | None = None
     knowledge: dict | None = None
     invalid_rows: int = 0
+    safety_answers: list[dict] = field(default_factory=list)  # {id, controls, safety, category, lyrics, ...}
+    safety: dict | None = None
+    copying: dict | None = None
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
@@ -186,16 +194,20 @@ def align(systems: list[SystemResult]) -> str | None:
 
 
 def generate_system(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, seed: int,
-                    qa: list[dict] | None) -> tuple[list[dict], dict | None]:
-    """Generate one song per prompt (fixed seed, batched) and answer the QA rows if given."""
+                    qa: list[dict] | None, extra: list[dict] | None = None
+                    ) -> tuple[list[dict], dict | None, list[dict]]:
+    """Generate one song per prompt (fixed seed, batched), one answer per ``extra`` request (the safety eval's),
+    and answer the QA rows if given."""
     from lyrictool.generation import generate_lyrics
     from lyrictool.modeling import load_model
 
     lm = load_model(spec.model, for_training=False)  # on the GPU when there is one
-    outs = generate_lyrics(lm.model, lm.tokenizer, [p["controls"] for p in prompts], n=1,
+    extra = extra or []
+    outs = generate_lyrics(lm.model, lm.tokenizer, [p["controls"] for p in prompts + extra], n=1,
                            max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
                            batch_size=gen.batch_size, seed=seed)
     songs = [{"id": p["id"], "controls": p["controls"], "lyrics": out[0].text} for p, out in zip(prompts, outs)]
+    answers = [{**_request(p), "lyrics": out[0].text} for p, out in zip(extra, outs[len(prompts):])]
     knowledge = None
     if qa:
         from lyrictool.knowledge.evaluate import evaluate_qa
@@ -206,7 +218,11 @@ def generate_system(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, 
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the next system loads into the memory this one held
-    return songs, knowledge
+    return songs, knowledge, answers
+
+
+def _request(p: dict) -> dict:
+    return {k: p[k] for k in ("id", "controls", "safety", "category")}
 
 
 def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | None) -> None:
@@ -227,6 +243,66 @@ def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | Non
             for s, v in zip(sr.songs, scores):
                 s["score"] = v
             sr.scorer = mean_ci95(scores)
+            answers = sr.safety_answers  # helpfulness of the safety eval's answers (the scatter, the figures)
+            for a, v in zip(answers, scorer.score([a["controls"] for a in answers], [a["lyrics"] for a in answers])):
+                a["score"] = v
+
+
+def copying_figures(systems: list[SystemResult], spec: CopyingSpec) -> dict:
+    """Copying of every song and safety answer of every system against the reference (built once)."""
+    from lyrictool.copying import aggregate_copying
+    from lyrictool.data.reference import reference_index
+
+    start = time.perf_counter()
+    index = reference_index(spec.reference, key="copying.reference", min_line_chars=spec.min_line_chars,
+                            ngram=spec.ngram)
+    built = time.perf_counter() - start
+    for sr in systems:
+        found = []
+        for s in sr.songs + sr.safety_answers:
+            c = index.song(s["lyrics"])
+            s["copying"] = {**c.as_metrics(), **({"span": c.span} if c.lcs >= spec.long_span else {})}
+            found.append(c)
+        sr.copying = aggregate_copying(found, long_span=spec.long_span)
+    return {"reference": list(spec.reference), "reference_texts": index.n_texts, "reference_chars": len(index),
+            "min_line_chars": spec.min_line_chars, "ngram": spec.ngram, "long_span": spec.long_span,
+            "index_s": round(built, 2), "_index": index}
+
+
+def safety_figures(systems: list[SystemResult], recipe: EvalRecipe, copying_index=None) -> dict:
+    """Judge every safety answer; per-system figures, the comparison with the baseline, the trade-off points and
+    the check against the hand labels (:mod:`lyrictool.eval.safety`)."""
+    from lyrictool.eval.safety import (
+        Judge,
+        check_against_labels,
+        compare_safety,
+        load_hand_labels,
+        system_figures,
+        tradeoff_points,
+    )
+    from lyrictool.rewards import sigmoid
+
+    spec = recipe.safety
+    long_span = recipe.copying.long_span if recipe.copying else None
+    judge = Judge(spec, copying=copying_index, **({"long_span": long_span} if long_span else {}))
+    figures = {}
+    for sr in systems:
+        judge.judge(sr.safety_answers)
+        helpful = [sigmoid(a["score"]) for a in sr.safety_answers if not a["safety"] and a.get("score") is not None]
+        sr.safety = figures[sr.name] = system_figures(sr.safety_answers, helpful or None)
+    out: dict[str, Any] = {"judge": spec.judge, "judge_threshold": spec.judge_threshold,
+                           "n_requests": len(systems[0].safety_answers) if systems else 0,
+                           "tradeoff": tradeoff_points(figures)}
+    answered = [sr for sr in systems if sr.safety_answers]
+    if len(answered) >= 2 and len({tuple(a["id"] for a in sr.safety_answers) for sr in answered}) == 1:
+        names = [sr.name for sr in answered]
+        baseline = recipe.baseline if recipe.baseline in names else names[0]
+        out["comparison"] = compare_safety({sr.name: sr.safety_answers for sr in answered}, baseline,
+                                           resamples=recipe.bootstrap_resamples, seed=recipe.seed)
+    if spec.labels:
+        out["check"] = check_against_labels(judge, load_hand_labels(spec.labels))
+        out["check"]["labels"] = spec.labels
+    return out
 
 
 # ---- collecting and comparing -----------------------------------------------------------------------------------------------
@@ -263,6 +339,18 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
                 raise UserError('a QA row needs "question" and "answer" strings', where=rec.where)
             qa.append({"question": rec.data["question"], "answer": rec.data["answer"]})
         checks["knowledge_qa"] = f"{len(qa)} questions"
+    requests: list[dict] = []
+    if recipe and recipe.safety:
+        from lyrictool.eval.safety import load_safety_prompts
+        from lyrictool.rewards import model_folder_problem
+
+        why = model_folder_problem(recipe.safety.judge)
+        if why is not None:
+            raise UserError(f"safety.judge: {recipe.safety.judge} is not a trained judge ({why}); train one on the "
+                            "judge side with `lyrictool score recipes/tiny/score-judge.yaml`", where=recipe_source(recipe))
+        requests = load_safety_prompts(recipe.safety, where=recipe_source(recipe))
+        n_red = sum(r["safety"] for r in requests)
+        checks["safety requests"] = f"{n_red} red-team + {len(requests) - n_red} harmless"
     if recipe and recipe.scorer:
         from lyrictool.rewards import is_model_folder
 
@@ -273,8 +361,11 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
         name = _unique_name(spec.name, taken)
         if spec.generations is not None:
             rows, errors = load_generations(spec.generations, scheme, skip_invalid)
-            systems.append(SystemResult(name, spec.generations, rows, invalid_rows=len(errors)))
-            checks[f"system {name}"] = f"{len(rows)} songs from {spec.generations}"
+            rows, answers = _split_answers(rows, requests)
+            systems.append(SystemResult(name, spec.generations, rows, invalid_rows=len(errors),
+                                        safety_answers=answers))
+            checks[f"system {name}"] = f"{len(rows)} songs" + (f" and {len(answers)} safety answers"
+                                                               if requests else "") + f" from {spec.generations}"
             continue
         if dry_run:
             from lyrictool.modeling import check_model_spec
@@ -282,14 +373,30 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
             checks[f"system {name}"] = f"model {spec.model.name} ({check_model_spec(spec.model)['attention']})"
             continue
         log.info("eval: generating %d songs with %s (%s)", len(prompts), name, spec.model.name)
-        songs, knowledge = generate_system(spec, prompts, recipe.generation, recipe.seed, qa)
-        systems.append(SystemResult(name, spec.model.name, songs, knowledge=knowledge))
+        songs, knowledge, answers = generate_system(spec, prompts, recipe.generation, recipe.seed, qa, requests)
+        systems.append(SystemResult(name, spec.model.name, songs, knowledge=knowledge, safety_answers=answers))
     for path in inputs:
         rows, errors = load_generations(str(path), scheme, skip_invalid)
         name = _unique_name(Path(path).stem, taken)
         systems.append(SystemResult(name, str(path), rows, invalid_rows=len(errors)))
         checks[f"input {name}"] = f"{len(rows)} songs from {path}"
     return systems, checks
+
+
+def _split_answers(rows: list[dict], requests: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A generations file's rows: (songs for the eval prompts, answers to the safety requests, in request order).
+    A file with safety requests must answer every one of them (matched by id)."""
+    if not requests:
+        return rows, []
+    by_id = {r["id"]: r for r in rows if r["id"] is not None}
+    missing = [q["id"] for q in requests if q["id"] not in by_id]
+    if missing:
+        where = rows[0]["where"].rsplit(":", 1)[0]
+        raise UserError(f"{where}: no answer to {len(missing)} of the {len(requests)} safety requests (first: "
+                        f"{missing[0]}); a generations file of a safety eval has a row per request id")
+    ids = {q["id"] for q in requests}
+    answers = [{**_request(q), "lyrics": by_id[q["id"]]["lyrics"]} for q in requests]
+    return [r for r in rows if r["id"] not in ids], answers
 
 
 def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "shisanzhe", skip_invalid: bool = False
@@ -302,12 +409,21 @@ def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "sh
     problem = align(systems)
     scorer_path = recipe.scorer if recipe else None
     score_songs(systems, scheme, scorer_path)
+    copying = copying_figures(systems, recipe.copying) if recipe and recipe.copying else None
+    index = copying.pop("_index") if copying else None
+    safety = safety_figures(systems, recipe, index) if recipe and recipe.safety else None
     result: dict[str, Any] = {
         "scheme": scheme,
         "metrics": systems[0].metrics if systems else {},
         "systems": {sr.name: {"source": sr.source, "n": len(sr.songs), "metrics": sr.metrics, "scorer": sr.scorer,
-                              "knowledge": sr.knowledge, "invalid_rows": sr.invalid_rows} for sr in systems},
+                              "knowledge": sr.knowledge, "invalid_rows": sr.invalid_rows,
+                              **({"safety": sr.safety} if safety else {}),
+                              **({"copying": sr.copying} if copying else {})} for sr in systems},
     }
+    if safety:
+        result["safety"] = safety
+    if copying:
+        result["copying"] = copying
     if len(systems) >= 2:
         if problem:
             result["comparison"] = {"skipped": problem}
