@@ -4,17 +4,17 @@ A small model with a big vocabulary spends most of a CPU training step in its ou
 262,144 x 640 tied embedding is ~60% of the multiply-adds per token).  Trimming keeps the rows of the tokens a
 Chinese-lyrics model needs and writes an ordinary Hugging Face folder:
 
-- :func:`kept_tokens` -- the kept set: every special and added-special token (but unused placeholders), the 256 byte tokens (byte fallback
-  ``<0x00>``..``<0xFF>``, or the byte-level alphabet), whitespace tokens, the tokens of each ASCII printable
-  character, each GB2312 character (hanzi, Chinese punctuation, full-width forms) and a few other punctuation marks
-  *alone*, the tokens of the chat template, and every token that ``texts`` produce -- closed under the BPE merges
-  (:func:`merge_closure`) so that every kept token stays reachable.
+- :func:`kept_tokens` -- the kept set: every special and added-special token (but unused placeholders), the 256
+  byte tokens (byte fallback ``<0x00>``..``<0xFF>``, or the byte-level alphabet), whitespace tokens, the tokens of
+  each ASCII printable character, each GB2312 character (hanzi, Chinese punctuation, full-width forms) and a few
+  other punctuation marks *alone*, the tokens of the chat template, and every token that ``texts`` produce --
+  closed under the BPE merges (:func:`merge_closure`) so that every kept token stays reachable.
 - :func:`trim_model_folder` -- slices the input embedding (and an untied ``lm_head`` and its bias) to the kept rows
   in original-id order (so ``<pad>=0, <eos>=1, <bos>=2`` stay where they were), remaps every token id in
   ``config.json`` / ``generation_config.json``, and writes a trimmed ``tokenizer.json``: the vocabulary with new ids,
   the merges whose two parts and result are kept, the kept added tokens, the post-processor's special ids.  Written
-  once through a temporary folder renamed into place (``checkpoints.build_once``).  ``vocab_trim.json`` records the source and the original id of
-  every new id.
+  once through a temporary folder renamed into place (``checkpoints.build_once``).  ``vocab_trim.json`` records
+  the source and the original id of every new id.  :func:`trim_to_list` does it with a shipped kept set.
 - :func:`write_token_list` / :func:`read_token_list` -- a kept set as a JSON list of token strings, so a built-in
   trimmed model can be rebuilt identically from a file shipped with the package (the corpora that chose it need not
   be present).
@@ -298,6 +298,8 @@ def remap_config_ids(d: dict[str, Any], new_of: dict[int, int], where: str) -> d
             out[key] = remap_config_ids(value, new_of, f"{where}.{key}")
         elif value is None or not (key.endswith(("_token_id", "_token_ids")) or key in _ID_LISTS):
             continue
+        elif key in _ID_LISTS and isinstance(value, list):  # a dropped token needs no suppressing
+            out[key] = [new_of[v] for v in value if isinstance(v, int) and v in new_of]
         elif isinstance(value, int):
             out[key] = _new_id(value, new_of, f"{where}.{key}")
         elif isinstance(value, list) and all(isinstance(v, int) for v in value):
@@ -366,7 +368,7 @@ def trim_model_folder(src: str | Path, dst: str | Path, keep_token_ids: Iterable
     from lyrictool.checkpoints import build_once
 
     dst = Path(dst)
-    if dst.exists() and not (dst / TRIM_FILE).exists() and any(dst.iterdir()):
+    if dst.exists() and not (dst / TRIM_FILE).exists() and (not dst.is_dir() or any(dst.iterdir())):
         raise FileExistsError(f"{dst} exists and is not a trimmed model; trimming writes a new folder")
     keep = list(keep_token_ids)
     return build_once(dst, lambda folder: write_trimmed(src, folder, keep))
