@@ -225,12 +225,14 @@ def has_weights(path: Path) -> bool:
         any(path.glob("*.safetensors"))
 
 
-def drop_weights(out: Path) -> None:
-    """Free the disk a scored run no longer needs: the stage folders and the weights (summary, recipe, log stay)."""
-    for p in out.glob("stage-*"):
+def drop_weights(out: Path, keep_final: bool) -> None:
+    """Free the disk a scored run no longer needs: the stage and round folders, and unless ``keep_final`` the final
+    weights too (summary, recipe, samples and log stay)."""
+    for p in list(out.glob("stage-*")) + list(out.glob("round-*")):
         shutil.rmtree(p, ignore_errors=True)
-    for p in list(out.glob("*.safetensors")) + list(out.glob("round-*")):
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
+    if not keep_final:
+        for p in out.glob("*.safetensors"):
+            p.unlink()
 
 
 def run_job(job: dict) -> dict:
@@ -254,7 +256,7 @@ def run_job(job: dict) -> dict:
         from lyrictool.modeling import load_model, load_tokenizer
         from lyrictool.recipes import ModelSpec
 
-        summary, train_info, model_dir = {}, {}, job["base"]
+        summary, train_info, model_dir, after = {}, {}, job["base"], {}
         if arm not in BASE_ARMS:
             model_dir = str(out)
             timing = out / "train_time.json"
@@ -273,7 +275,14 @@ def run_job(job: dict) -> dict:
                                            "arm with this --out first; it keeps its weights)")
                     recipe = after_recipe(arm, job, out)
                     summary = (run_rejection_sample if arm == "rs" else run_ppo)(recipe)
-                    steps = cfg["rs_steps"] if arm == "rs" else cfg["grpo_steps"]
+                    m = summary["metrics"]
+                    if arm == "rs":  # what the round found: its candidates' and winners' rewards
+                        steps = m["rounds"][0]["finetune"]["global_step"]
+                        after = {k: m["rounds"][0].get(k) for k in ("best_reward_mean", "worst_reward_mean",
+                                                                     "candidate_reward_mean", "best_components_mean")}
+                    else:  # the reward and KL at the start and end of GRPO
+                        steps = m["global_step"]
+                        after = {k: m.get(k) for k in ("reward_first5", "reward_last5", "kl_last5")}
                     tokens = None
                 else:
                     from lyrictool.train.inject import run_inject
@@ -287,7 +296,7 @@ def run_job(job: dict) -> dict:
                     tokens = sum(tokens_seen(recipe, load_tokenizer(job["base"])))
                 train_info = {"train_s": round(time.perf_counter() - t0, 1),
                               "train_cpu_s": round(time.process_time() - cpu0, 1), "optimizer_steps": steps,
-                              "tokens_seen_est": tokens}
+                              "tokens_seen_est": tokens, **({"after_sft": after} if arm in AFTER_ARMS else {})}
                 timing.write_text(json.dumps(train_info), encoding="utf-8")
         lm = load_model(ModelSpec(name=model_dir), for_training=False, announce=False)
         gen0, gcpu0 = time.perf_counter(), time.process_time()
@@ -321,8 +330,8 @@ def run_job(job: dict) -> dict:
            "generate_s": round(gen_s, 1), "generate_cpu_s": round(gen_cpu_s, 1),
            "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
     done.write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
-    if arm not in BASE_ARMS and not job["keep"]:
-        drop_weights(out)
+    if arm not in BASE_ARMS and not job["keep_all"]:
+        drop_weights(out, keep_final=job["keep"])
     return res
 
 
@@ -533,7 +542,7 @@ def main() -> None:
         return {"arm": arm, "seed": seed, "base": args.model, "budget": args.budget, "train_path": str(train_path),
                 "after_prompts": str(after_path), "hints_dir": str(out / f"hints-seed{seed}"), "cfg": cfg,
                 "prompts": prompts, "examples": examples, "reuse": args.reuse, "threads": args.threads,
-                "keep": args.keep_models or arm == "hints", "out": str(out / f"{arm}-seed{seed}")}
+                "keep": args.keep_models or arm == "hints", "keep_all": args.keep_models, "out": str(out / f"{arm}-seed{seed}")}
 
     # the longest runs first, so the workers finish together; rs and grpo after every hints run
     order = ["phonetic", "hints", "plain", "few-shot", "zero-shot"]
