@@ -40,7 +40,7 @@ per difference of arms the same on the per-seed, per-prompt differences; "real" 
     python bench/real_rhyme.py --arms hints --seeds 3          # one arm alone (fits the box's free time)
     python bench/real_rhyme.py --seeds 5 --reuse               # + seeds 3, 4; finished runs are read back
     python bench/real_rhyme.py --after-sft --reuse             # + rs and grpo from each seed's hints model
-    python bench/real_rhyme.py --quick                         # smoke on builtin:tiny-qwen, 1 seed (< 2 min)
+    python bench/real_rhyme.py --quick                         # smoke on builtin:tiny-zh, 1 seed, every arm (< 2 min)
 
 Prints markdown tables and writes results.json (per-seed, per-prompt scores and samples, CIs, wall / CPU time,
 load average, ``import torch`` time).
@@ -433,8 +433,9 @@ def print_tables(results: dict, arms: list[str], seeds: list[int], floors: dict,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="builtin:gemma-3-270m-zh", help="the pretrained base model (any model name a "
-                    "recipe takes); also the frozen model that measures perplexity")
+    ap.add_argument("--model", help="the pretrained base model (any model name a recipe takes; default "
+                    "builtin:gemma-3-270m-zh, --quick: builtin:tiny-zh); also the frozen model that measures "
+                    "perplexity")
     ap.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "chinese-poetry" / "songci")
     ap.add_argument("--train-songs", type=int, default=400, help="宋词 in the training file (+ the 130 demo songs)")
     ap.add_argument("--songci-prompts", type=int, default=32, help="held-out 宋词 requests")
@@ -472,17 +473,18 @@ def main() -> None:
     ap.add_argument("--keep-models", action="store_true", help="keep every trained model (default: only the hints "
                     "arm's, which rs and grpo start from)")
     ap.add_argument("--resamples", type=int, default=4000)
-    ap.add_argument("--quick", action="store_true", help="smoke: builtin:tiny-qwen, 1 seed, 4 + 4 prompts, 3 steps")
+    ap.add_argument("--quick", action="store_true", help="smoke: builtin:tiny-zh, 1 seed, 4 + 4 prompts, 3 steps")
     ap.add_argument("--out", type=Path, default=REPO / "runs" / "bench" / "real_rhyme")
     ap.add_argument("--reuse", action="store_true", help="read back runs already scored in --out (re-sample those "
                     "trained but not scored with these settings)")
     args = ap.parse_args()
     if args.quick:
-        args.model, args.seeds, args.songci_prompts, args.modern_prompts = "builtin:tiny-qwen", 1, 4, 4
+        args.model, args.seeds, args.songci_prompts, args.modern_prompts = args.model or "builtin:tiny-zh", 1, 4, 4
         args.train_songs, args.chars, args.budget, args.qa_eval_max = 60, 30, parse_budget("3:1:1"), 2
         args.max_new_tokens, args.resamples, args.max_length, args.lr = 24, 300, 128, 1e-3
         args.rs_prompts, args.rs_k, args.rs_steps, args.grpo_steps = 4, 2, 1, 1
         args.grpo_group, args.grpo_prompts_per_step, args.batch, args.knowledge_batch = 2, 2, 4, 8
+    args.model = args.model or "builtin:gemma-3-270m-zh"
     arms = args.arms.split(",") + (list(AFTER_ARMS) if args.after_sft else [])
     arms = list(dict.fromkeys(arms))
     unknown = [a for a in arms if a not in ARMS]
