@@ -145,6 +145,7 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
     as inject and rejection-sample do), bf16 autocast where the CPU computes it (``train.bf16``), no activation
     checkpointing, and :data:`PRETRAINED_BUDGET`; the base system in the eval is the model prompted as it is."""
     from lyrictool.eval.systems import EvalRecipe
+    from lyrictool.modeling import cpu_computes_bf16
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
     from lyrictool.train.rejection_sample import RejectionSampleRecipe
@@ -208,17 +209,6 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
         "bootstrap_resamples": 2000,
         "output_dir": str(out / "eval"), "seed": 42})
     return finish_recipes(recipes, quick)
-
-
-def cpu_computes_bf16() -> bool:
-    """Whether training should autocast to bf16: on a GPU the recipe's dtype decides (False here); on a CPU, when
-    it has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 autocast makes a LoRA step of the real model
-    faster (bench/real_step_time.py).  Read from /proc/cpuinfo's flags; False where that is not readable."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return False
-    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
 
 
 def demo_texts(recipes: dict) -> list[str]:
