@@ -85,17 +85,23 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
 
 
 def checkpointing_name(kwargs: dict[str, Any], config_cls) -> None:
-    """Recipes say ``gradient_checkpointing`` (TRL's name, default on); transformers >= 5.2x calls it
-    ``activation_checkpointing`` and warns on every run that sets the old name, which TRL's own default does.
-    Pass the new name with the recipe's value (or TRL's default) so runs carry no deprecation warning."""
+    """Recipes say ``gradient_checkpointing`` (TRL's name, default on) or ``activation_checkpointing`` (transformers
+    >= 5.23's name; the older versions that vLLM pins lack it).  Pass the installed transformers' name: the new one
+    when it has it (with the recipe's value or TRL's default, so runs carry no deprecation warning), else the old."""
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    if "activation_checkpointing" not in fields or "gradient_checkpointing" not in fields:
-        return
     old = kwargs.pop("gradient_checkpointing", None)
-    if kwargs.get("activation_checkpointing") is None:
-        kwargs["activation_checkpointing"] = fields["gradient_checkpointing"].default if old is None else old
+    new = kwargs.pop("activation_checkpointing", None)
+    if old is not None and new is not None and bool(old) != bool(new):
+        raise UserError(f"train: gradient_checkpointing ({old}) and activation_checkpointing ({new}) are one "
+                        "switch under two names; give one")
+    value = new if new is not None else old
+    if "activation_checkpointing" in fields:
+        default = fields["gradient_checkpointing"].default if "gradient_checkpointing" in fields else None
+        kwargs["activation_checkpointing"] = default if value is None else value
+    elif value is not None:
+        kwargs["gradient_checkpointing"] = value
 
 
 def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:

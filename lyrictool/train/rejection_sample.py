@@ -42,7 +42,7 @@ from pydantic import Field, model_validator
 from lyrictool.console import console, print_dry_run
 from lyrictool.distributed import barrier, gather_object, rank, world_size
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, derived_recipe, recipe_source
+from lyrictool.recipes import BaseRecipe, EngineSpec, SFTRecipe, derived_recipe, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
 from lyrictool.training import Timer, is_main_process, write_run_files
 
@@ -51,8 +51,8 @@ log = logging.getLogger("lyrictool")
 SAMPLES_FILE = "samples.jsonl"
 
 
-class SamplingSpec(Strict):
-    """How candidates are sampled from the policy."""
+class SamplingSpec(EngineSpec):
+    """How candidates are sampled from the policy (backend: transformers or vllm)."""
 
     k: int = Field(4, ge=1, description="Candidates per prompt (LLaMA 2 studied 1..100; gains grow with K).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature (LLaMA 2's best drifted to ~1.2).")
