@@ -84,9 +84,7 @@ def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = N
         raise UserError(f"model.name: {spec.name}: the adapter also trains {config['modules_to_save']} "
                         "(modules_to_save), which vLLM's LoRA does not load; merge it and use the merged model")
     base_path = resolve_model_path(base)
-    # the tokenizer saved beside the adapter is the one training used (it may carry a chat template the base lacks)
-    tokenizer = path if (Path(path) / "tokenizer_config.json").exists() else base_path
-    kwargs.update(model=base_path, tokenizer=tokenizer, enable_lora=True, max_loras=1,
+    kwargs.update(model=base_path, tokenizer=base_path, enable_lora=True, max_loras=1,
                   max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank))
     return kwargs, path
 
@@ -144,7 +142,10 @@ class VLLMSampler:
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("lyrics", 1, adapter)
-        self.tokenizer = load_tokenizer(kwargs["tokenizer"], spec.trust_remote_code)
+        # Ours, not the engine's (which only sees token ids): the tokenizer saved beside a LoRA adapter is the one
+        # training used (it may carry a chat template the base lacks).
+        source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else kwargs["model"]
+        self.tokenizer = load_tokenizer(source, spec.trust_remote_code)
         try:
             gen = GenerationConfig.from_pretrained(kwargs["model"])
         except OSError:
