@@ -3,7 +3,8 @@
 The interface (stable; ``lyrictool.vllm_engine`` and ``lyrictool.serve`` build on it)::
 
     sampler = open_sampler(model_spec, engine_spec, seed=0)       # engine_spec.backend: "transformers" | "vllm"
-    outs = sampler.sample(prompts, n=4, max_new_tokens=160, temperature=0.8, top_p=0.95, seed=7, first_index=0)
+    outs = sampler.sample(prompts, n=4, max_new_tokens=160, temperature=0.8, top_p=0.95, seed=7,
+                          first_index=0, stride=1, indices=None)
     outs[i][k]: Sample(text, raw, new_tokens, finish_reason, token_ids, logprobs)
     sampler.close()
 
@@ -17,11 +18,13 @@ The interface (stable; ``lyrictool.vllm_engine`` and ``lyrictool.serve`` build o
   ``generation_config="vllm"``).
 - The same stop tokens (:func:`stop_token_ids`: the tokenizer's eos, then those the checkpoint names) on both;
   ``finish_reason`` is ``"stop"`` (a stop token, counted in ``new_tokens`` and ``token_ids``) or ``"length"``.
-- Seeds: ``seed`` set, prompt ``i`` of the call (``first_index + i`` overall) samples with seed
-  ``seed + (first_index + i) * n`` (:func:`prompt_seed`); vLLM gives sample ``k`` of a prompt ``seed + k``, so no
-  two samples of any prompt share a seed, and a prompt draws the same whatever batch or rank it lands in.
-  ``generate`` has one random stream per call (seeded with ``prompt_seed(seed, first_index, n)``): its samples
-  of one prompt are successive draws, reproducible for the same prompts and batch size.
+- Seeds: with ``seed`` set, prompt ``i`` of the call is prompt ``first_index + i * stride`` overall (a rank's
+  strided share, a batch of a longer list) and samples with seed ``seed + (first_index + i * stride) * n``
+  (:func:`prompt_seed`); vLLM gives sample ``k`` of a prompt that seed ``+ k``, so no two samples of any prompt
+  share a seed, and a prompt draws the same whatever batch or rank it lands in.  ``indices`` gives each prompt's
+  overall position outright (a resumed share with gaps).  ``generate`` has one random stream per call, seeded
+  with ``seed +`` the first prompt's position: a prompt's samples are successive draws of it, reproducible for
+  the same prompts and batch size.
 - A LoRA output runs as base + adapter (vLLM ``LoRARequest``; transformers loads it through peft), or a merged
   model as it is.
 - ``logprobs=k``: each ``Sample.logprobs`` is, per generated token, the top-k log-probabilities of the model's
@@ -123,8 +126,8 @@ class Sampler(Protocol):
     tokenizer: Any     # the model's tokenizer (for chat_prompt, prompt_token_ids, token counts)
 
     def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
-               top_p: float = 0.95, seed: int | None = None, first_index: int = 0,
-               logprobs: int | None = None) -> list[list[Sample]]: ...
+               top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
+               indices: Sequence[int] | None = None, logprobs: int | None = None) -> list[list[Sample]]: ...
 
     def close(self) -> None: ...
 
@@ -138,11 +141,12 @@ class TransformersSampler:
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
     def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
-               top_p: float = 0.95, seed: int | None = None, first_index: int = 0,
-               logprobs: int | None = None) -> list[list[Sample]]:
+               top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
+               indices: Sequence[int] | None = None, logprobs: int | None = None) -> list[list[Sample]]:
         return generate_texts(self.model, self.tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, batch_size=self.batch_size,
-                              seed=prompt_seed(seed, first_index, n), logprobs=logprobs)
+                              seed=None if seed is None else seed + (indices[0] if indices else first_index),
+                              logprobs=logprobs)
 
     def close(self) -> None:
         self.model = None
@@ -256,10 +260,12 @@ def lyrics_prompts(tokenizer, controls: Sequence[Controls | dict | None]) -> lis
 
 def sample_lyrics(sampler: Sampler, controls: Sequence[Controls | dict | None], *, n: int = 1,
                   max_new_tokens: int = 160, temperature: float = 0.8, top_p: float = 0.95,
-                  seed: int | None = None, first_index: int = 0) -> list[list[Sample]]:
+                  seed: int | None = None, first_index: int = 0, stride: int = 1,
+                  indices: Sequence[int] | None = None) -> list[list[Sample]]:
     """Lyrics for each controls request (``n`` samples each) from either backend."""
     return sampler.sample(lyrics_prompts(sampler.tokenizer, controls), n=n, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_p=top_p, seed=seed, first_index=first_index)
+                          temperature=temperature, top_p=top_p, seed=seed, first_index=first_index, stride=stride,
+                          indices=indices)
 
 
 def generate_lyrics(model, tokenizer, controls: Sequence[Controls | dict | None], *, n: int = 1,

@@ -162,8 +162,8 @@ class VLLMSampler:
                               **vllm_sampling_kwargs(temperature, top_p, max_new_tokens))
 
     def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
-               top_p: float = 0.95, seed: int | None = None, first_index: int = 0,
-               logprobs: int | None = None) -> list[list[Sample]]:
+               top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
+               indices: Sequence[int] | None = None, logprobs: int | None = None) -> list[list[Sample]]:
         from vllm.inputs import TokensPrompt
 
         from lyrictool.lyrics import strip_generated_hints
@@ -171,9 +171,9 @@ class VLLMSampler:
         if n < 1:
             raise ValueError("n must be >= 1")
         inputs = [TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, p)) for p in prompts]
+        where = list(indices) if indices is not None else [first_index + i * stride for i in range(len(prompts))]
         params = [self.params(n=n, max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
-                              seed=prompt_seed(seed, first_index + i, n), logprobs=logprobs)
-                  for i in range(len(prompts))]
+                              seed=prompt_seed(seed, where[i], n), logprobs=logprobs) for i in range(len(prompts))]
         outs = self.llm.generate(inputs, params, use_tqdm=False, lora_request=self.lora_request)
         result = []
         for out in outs:
