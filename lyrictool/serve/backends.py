@@ -166,14 +166,14 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM's offline engine (:class:`lyrictool.vllm_engine.VLLMSampler`): the same token ids, sampling knobs, stop
-    ids and seeds as eval and rejection sampling.  Imported only when the recipe asks for it; streams each row at
-    its end."""
+    """vLLM's offline engine (:class:`lyrictool.generation.vllm_engine.VLLMSampler`): the same token ids, sampling
+    knobs, stop ids and seeds as eval and rejection sampling.  Imported only when the recipe asks for it; streams
+    each row at its end."""
 
     def __init__(self, recipe):
         import copy
 
-        from lyrictool.vllm_engine import VLLMSampler
+        from lyrictool.generation.vllm_engine import VLLMSampler
 
         self.sampler = VLLMSampler(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
         self.tokenizer = copy.deepcopy(self.sampler.tokenizer)  # request threads' own (see TransformersBackend)
