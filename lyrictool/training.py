@@ -275,11 +275,12 @@ def generates_here(trainer) -> bool:
 
 
 def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None, on_load=None):
+              timer: Timer | None = None, on_load=None, extra_callbacks: tuple = ()):
     """Build the TRL config, load the model, run SFTTrainer, save. Returns (trainer, loaded model).
 
     The config comes first, so DeepSpeed ZeRO-3 (``zero.Init``) and FSDP's low-memory loading apply to the load.
-    ``on_load(lm)`` runs on the loaded model before the trainer wraps it.  The final save holds whole weights
+    ``on_load(lm)`` runs on the loaded model before the trainer wraps it; ``extra_callbacks`` join the trainer's
+    (a benchmark's step timer).  The final save holds whole weights
     under every backend (:func:`lyrictool.distributed.save_full_model`).  Rows are conversational
     prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain language-modelling loss, the
     memorize stage of ``inject``).
@@ -304,7 +305,7 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=lm.tokenizer,
         peft_config=peft_config(recipe.model),
-        callbacks=callbacks(),
+        callbacks=[*callbacks(), *extra_callbacks],
     )
     with timer("train"):
         trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))
