@@ -9,10 +9,11 @@ own (one arm's memory and threads never touch the next's).  W warm-up steps, the
 N optimizer steps, timed by a trainer callback from step begin to step end (forward, backward, optimizer).
 
 Arms: the model (``builtin:gemma-3-270m``, 262,144 tokens; ``builtin:gemma-3-270m-zh``, its vocabulary trimmed to
-the Chinese it writes) x the precision (fp32; bf16 autocast, ``train.bf16``) x activation checkpointing (off; on).
+the Chinese it writes) x the precision (fp32; bf16 autocast, ``train.bf16``; bf16 base weights too, ``model.dtype``)
+x activation checkpointing x LoRA on every layer or on the top half only (``lora.layers_to_transform``).
 ``import torch`` is timed 3 times before and 3 times after the arms; the ratio uses the median of all 6.
 
-    python bench/real_step_time.py                       # every arm, 2 warm-up + 6 timed steps each
+    python bench/real_step_time.py                       # the default arms, 2 warm-up + 6 timed steps each
     python bench/real_step_time.py --arms zh-bf16        # one arm
     python bench/real_step_time.py --quick               # smoke on builtin:tiny-qwen (the test runs this)
 
@@ -37,21 +38,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 SONGCI = REPO.parent / "shared" / "data" / "chinese-poetry" / "songci"
 MODELS = {"full": "builtin:gemma-3-270m", "zh": "builtin:gemma-3-270m-zh"}
-# arm name -> (model key, bf16 autocast, activation checkpointing)
+# arm name -> (model key, options): bf16 = autocast (train.bf16); weights = the frozen base's dtype (model.dtype);
+# ckpt = activation checkpointing; top = LoRA on the top half of the 18 layers only (backward stops there)
 ARMS = {
-    "full-fp32": ("full", False, False),
-    "full-bf16": ("full", True, False),
-    "zh-fp32": ("zh", False, False),
-    "zh-bf16": ("zh", True, False),
-    "zh-bf16-ckpt": ("zh", True, True),
+    "full-fp32": ("full", {}),
+    "full-bf16": ("full", {"bf16": True}),
+    "zh-fp32": ("zh", {}),
+    "zh-bf16": ("zh", {"bf16": True}),
+    "zh-bf16-ckpt": ("zh", {"bf16": True, "ckpt": True}),
+    "zh-bf16w": ("zh", {"bf16": True, "weights": "bf16"}),
+    "zh-bf16w-top": ("zh", {"bf16": True, "weights": "bf16", "top": True}),
 }
+DEFAULT_ARMS = "full-bf16,zh-fp32,zh-bf16,zh-bf16w,zh-bf16w-top"
 GOAL = 0.64
 
 
 def songci_texts(n: int) -> list[str]:
     """``n`` texts of 宋词 long enough for 64 tokens each: consecutive songs joined, from ci.song.0.json on."""
     texts, buf = [], ""
-    for path in sorted(SONGCI.glob("ci.song.*.json"), key=lambda p: int(p.stem.split(".")[-1])):
+    files = [p for p in SONGCI.glob("ci.song.*.json") if p.stem.split(".")[-1].isdigit()]
+    for path in sorted(files, key=lambda p: int(p.stem.split(".")[-1])):
         for song in json.loads(path.read_text(encoding="utf-8")):
             buf += "".join(song.get("paragraphs", []))
             if len(buf) >= 120:  # >= 64 tokens of Gemma's (about 1.3 characters a token on 宋词)
@@ -68,8 +74,7 @@ def import_torch_s() -> float:
     return time.perf_counter() - t0
 
 
-def run_arm(model: str, bf16: bool, ckpt: bool, rows: int, tokens: int, warmup: int, steps: int,
-            out: Path) -> dict:
+def run_arm(model: str, opts: dict, rows: int, tokens: int, warmup: int, steps: int, out: Path) -> dict:
     """One arm in this process: returns the per-step wall times of the timed steps and what was trained."""
     from transformers import TrainerCallback
 
@@ -87,20 +92,29 @@ def run_arm(model: str, bf16: bool, ckpt: bool, rows: int, tokens: int, warmup: 
         def on_step_end(self, args, state, control, **kw):
             self.times.append(time.perf_counter() - self._t)
 
+    from transformers import AutoConfig
+
+    from lyrictool.modeling import resolve_model_path
+
     timer = StepTimer()
+    lora = {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}
+    if opts.get("top"):
+        layers = AutoConfig.from_pretrained(resolve_model_path(model)).num_hidden_layers
+        lora["layers_to_transform"] = list(range(layers // 2, layers))
     recipe = SFTRecipe.model_validate({
-        "model": {"name": model, "lora": {"r": 16, "alpha": 32, "dropout": 0.0, "target_modules": "all-linear"}},
+        "model": {"name": model, "lora": lora, "dtype": opts.get("weights", "auto")},
         "data": {"train": "builtin:demo-songs"},  # not read: train_sft takes the rows below
         "train": {"max_steps": warmup + steps, "per_device_train_batch_size": rows, "max_length": tokens,
                   "learning_rate": 1e-4, "logging_steps": 1000, "save_strategy": "no", "report_to": "none",
-                  "bf16": bf16, "activation_checkpointing": ckpt, "use_cpu": True, "dataloader_num_workers": 0},
+                  "bf16": bool(opts.get("bf16")), "activation_checkpointing": bool(opts.get("ckpt")),
+                  "use_cpu": True, "dataloader_num_workers": 0},
         "eval_generation": {"num_prompts": 0},
         "output_dir": str(out), "seed": 0})
     texts = songci_texts(rows * (warmup + steps))
     t0 = time.perf_counter()
     trainer, lm = train_sft(recipe, [{"text": t} for t in texts], [], extra_callbacks=(timer,))
     lengths = [len(x["input_ids"]) for x in trainer.train_dataset.select(range(rows))]
-    return {"model": model, "bf16": bf16, "activation_checkpointing": ckpt, "vocab_size": lm.model.config.vocab_size
+    return {"model": model, "options": opts, "vocab_size": lm.model.config.vocab_size
             if hasattr(lm.model, "config") else None, "row_tokens": lengths, "step_s": timer.times[warmup:],
             "warmup_s": timer.times[:warmup], "torch_threads": __import__("torch").get_num_threads(),
             "total_s": round(time.perf_counter() - t0, 1)}
@@ -108,7 +122,7 @@ def run_arm(model: str, bf16: bool, ckpt: bool, rows: int, tokens: int, warmup: 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
+    ap.add_argument("--arms", default=DEFAULT_ARMS, help=f"comma-separated, of {', '.join(ARMS)}")
     ap.add_argument("--rows", type=int, default=8)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--warmup", type=int, default=2)
@@ -119,21 +133,22 @@ def main() -> None:
     args = ap.parse_args()
 
     if args.one:
-        model, bf16, ckpt = json.loads(args.one)
-        res = run_arm(model, bf16, ckpt, args.rows, args.tokens, args.warmup, args.steps, args.out / "run")
+        model, opts = json.loads(args.one)
+        res = run_arm(model, opts, args.rows, args.tokens, args.warmup, args.steps, args.out / "run")
         print("RESULT " + json.dumps(res))
         return
 
-    arms = {"tiny-fp32": ("builtin:tiny-qwen", False, False)} if args.quick else {
-        name: (MODELS[ARMS[name][0]], *ARMS[name][1:]) for name in args.arms.split(",")}
+    arms = {"tiny-fp32": ("builtin:tiny-qwen", {})} if args.quick else {
+        name: (MODELS[ARMS[name][0]], ARMS[name][1]) for name in args.arms.split(",")}
     if args.quick:
         args.warmup, args.steps = 1, 2
     args.out.mkdir(parents=True, exist_ok=True)
-    imports = [import_torch_s() for _ in range(3)]
+    probes = 1 if args.quick else 3
+    imports = [import_torch_s() for _ in range(probes)]
     load = os.getloadavg()
     results = {}
-    for name, (model, bf16, ckpt) in arms.items():
-        cmd = [sys.executable, __file__, "--one", json.dumps([model, bf16, ckpt]), "--rows", str(args.rows),
+    for name, (model, opts) in arms.items():
+        cmd = [sys.executable, __file__, "--one", json.dumps([model, opts]), "--rows", str(args.rows),
                "--tokens", str(args.tokens), "--warmup", str(args.warmup), "--steps", str(args.steps),
                "--out", str(args.out / name)]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
@@ -142,7 +157,7 @@ def main() -> None:
             raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(line[len("RESULT "):])
         print(f"{name}: median step {statistics.median(results[name]['step_s']):.2f} s", flush=True)
-    imports += [import_torch_s() for _ in range(3)]
+    imports += [import_torch_s() for _ in range(probes)]
     imp = statistics.median(imports)
     print(f"\n`python -c \"import torch\"`: median {imp:.2f} s of {len(imports)} "
           f"({', '.join(f'{x:.2f}' for x in imports)}); load average {load[0]:.1f} at start, "

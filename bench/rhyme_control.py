@@ -115,18 +115,21 @@ def knowledge_source(train_path: Path, chars: int) -> list[dict]:
     return [{"builtin": "phonetic", "chars_from": str(train_path), "max_chars": chars}]
 
 
-def arm_recipe(arm: str, budget: dict, seed: int, base: str, train_path: Path, out: Path, cfg: dict):
-    """The `lyrictool inject` recipe of one arm at one budget and seed (as a user would write it)."""
+def arm_recipe(arm: str, budget: dict, seed: int, base: str, train_path: Path, out: Path, cfg: dict, *,
+               model: dict | None = None, data: dict | None = None, train_extra: dict | None = None):
+    """The `lyrictool inject` recipe of one arm at one budget and seed (as a user would write it).  ``model``,
+    ``data`` and ``train_extra`` add to the model section, the utilize stage's data and every stage's train keys
+    (bench/real_rhyme.py: LoRA, the data's controls, bf16 on the CPU)."""
     from lyrictool.train.inject import InjectRecipe
 
     train = {"learning_rate": cfg["lr"], "per_device_train_batch_size": cfg["batch"], "gradient_checkpointing": False,
              "max_length": cfg["max_length"], "lr_scheduler_type": "cosine", "warmup_steps": 0.05,
-             "dataloader_pin_memory": False, "logging_steps": 10}
+             "dataloader_pin_memory": False, "logging_steps": 10, **(train_extra or {})}
 
     def utilize(hints: str, steps: int) -> dict:
         return {"name": "utilize", "train": dict(train, max_steps=steps), "eval_generation": {"num_prompts": 0},
                 "data": {"train": str(train_path), "controls": ["title", "rhyme"], "derive": ["rhyme"],
-                         "hints": hints}}
+                         **(data or {}), "hints": hints}}
 
     knowledge, stages = [], []
     if arm == "phonetic":
@@ -140,7 +143,7 @@ def arm_recipe(arm: str, budget: dict, seed: int, base: str, train_path: Path, o
         sft_steps = budget["total"]
     stages.append(utilize("none" if arm == "plain" else "line_end", sft_steps))
     recipe = InjectRecipe.model_validate({
-        "model": {"name": base}, "knowledge": knowledge, "augment": {"paraphrases": 2},
+        "model": {"name": base, **(model or {})}, "knowledge": knowledge, "augment": {"paraphrases": 2},
         "qa_eval_fraction": 0.1, "qa_eval_max": cfg["qa_eval_max"] if knowledge else 0, "stages": stages,
         "output_dir": str(out), "seed": seed})
     recipe._source = "bench/rhyme_control.py"

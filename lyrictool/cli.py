@@ -226,17 +226,21 @@ def demo(
                                           "uses; train nothing.")] = False,
     quick: Annotated[bool, typer.Option("--quick", help="Every step for one or two optimizer steps on a few prompts: "
                                         "checks the whole chain in seconds; the models learn nothing.")] = False,
+    model: Annotated[str | None, typer.Option("--model", help="A pretrained model to run the method on, any "
+                                              "model.name a recipe takes (e.g. builtin:gemma-3-270m-zh, with the "
+                                              "gemma extra); trained with LoRA on its own budgets. Default: the "
+                                              "built-in tiny model.", show_default=False)] = None,
     debug: DebugOpt = False,
 ) -> None:
     """The whole method on the built-in tiny model, offline, in minutes: inject -> SFT with hints -> scorer ->
-    rejection sampling -> eval of base vs final."""
+    rejection sampling -> eval of base vs final.  --model runs it on a real pretrained model."""
     from lyrictool.demo import dry_run as demo_dry_run
     from lyrictool.demo import run_demo
 
     if dry_run:
-        demo_dry_run(output_dir)
+        demo_dry_run(output_dir, model=model)
     else:
-        run_demo(output_dir, quick=quick)
+        run_demo(output_dir, quick=quick, model=model)
 
 
 data_app = typer.Typer(help="Convert public corpora into lyrics rows {lyrics, controls}.", no_args_is_help=True)

@@ -32,10 +32,21 @@ STEPS = ("inject", "sft", "score", "rejection-sample", "eval")
 SCHEME = "shisanzhe"
 
 
-def demo_recipes(out: Path, *, quick: bool = False) -> dict:
+#: LoRA for a pretrained model (``--model``): every linear layer, as recipes/gemma/sft.yaml.
+PRETRAINED_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
+#: A pretrained model's budgets (``--model``): it already writes Chinese, so it needs far fewer steps than the
+#: random-init tiny model, and each step and each sampled token costs ~100x more on a CPU.  Sized for about 15 minutes
+#: on 2 cores with the trimmed builtin:gemma-3-270m-zh; not yet tuned on a quiet box (docs/real-model.md).
+PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 16, "rs_k": 4, "rs_steps": 8,
+                     "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
+
+
+def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) -> dict:
     """The five recipes, as a user would write them (validated by the same classes as the YAML files).
     ``quick``: every step for one or two optimizer steps on a few prompts, to check the chain end to end in
-    seconds (the models learn nothing)."""
+    seconds (the models learn nothing).  ``model``: a pretrained model (any ``model.name``, e.g.
+    ``builtin:gemma-3-270m-zh``) trained with LoRA through the same chain on its own budgets; the lyrics scorer
+    stays the small built-in model, trained beside the chain."""
     from lyrictool.eval.systems import EvalRecipe
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
@@ -47,6 +58,8 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
     # model does not need (12 SFT steps: 8.1 -> 6.5 CPU s without it)
     cpu = {"gradient_checkpointing": False}
     songs = {"train": "builtin:demo-songs", "hints": "line_end", "scheme": SCHEME}
+    if model is not None:
+        return pretrained_recipes(out, model, quick=quick, tiny=tiny, songs=songs)
     recipes = {
         "inject": InjectRecipe.model_validate({
             "model": tiny,
@@ -107,6 +120,11 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
         "scorer": str(out / "score"),
         "bootstrap_resamples": 2000,
         "output_dir": str(out / "eval"), "seed": 42})
+    return finish_recipes(recipes, quick)
+
+
+def finish_recipes(recipes: dict, quick: bool) -> dict:
+    """``--quick``'s cuts (one or two steps, a few prompts), and each recipe's name for messages."""
     if quick:
         for train in [s.train for s in recipes["inject"].stages] + [recipes[n].train for n in ("sft", "score")]:
             train.update(max_steps=2, warmup_steps=0)
@@ -120,6 +138,77 @@ def demo_recipes(out: Path, *, quick: bool = False) -> dict:
     for name, recipe in recipes.items():
         recipe._source = f"lyrictool demo ({name})"
     return recipes
+
+
+def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs: dict) -> dict:
+    """The demo's chain for a pretrained model: LoRA on every step that trains it (each merged for the next step,
+    as inject and rejection-sample do), bf16 autocast where the CPU computes it (``train.bf16``), no activation
+    checkpointing, and :data:`PRETRAINED_BUDGET`; the base system in the eval is the model prompted as it is."""
+    from lyrictool.eval.systems import EvalRecipe
+    from lyrictool.modeling import cpu_computes_bf16
+    from lyrictool.recipes import SFTRecipe
+    from lyrictool.train.inject import InjectRecipe
+    from lyrictool.train.rejection_sample import RejectionSampleRecipe
+    from lyrictool.train.score import ScoreRecipe
+
+    b = PRETRAINED_BUDGET
+    lora = {"lora": PRETRAINED_LORA}
+    cpu = {"gradient_checkpointing": False, "bf16": cpu_computes_bf16()}
+    recipes = {
+        "inject": InjectRecipe.model_validate({
+            "model": {"name": model, **lora},
+            "knowledge": [{"builtin": "phonetic", "chars_from": "builtin:demo-songs", "max_chars": 200}],
+            "augment": {"paraphrases": 2, "permute": True},
+            "qa_eval_max": 16,
+            "stages": [
+                {"name": "memorize", "train": {**cpu, "max_steps": b["memorize"], "learning_rate": b["lr"],
+                                               "per_device_train_batch_size": 16, "warmup_steps": 2,
+                                               "logging_steps": 8}},
+                {"name": "understand", "train": {**cpu, "max_steps": b["understand"], "learning_rate": b["lr"],
+                                                 "per_device_train_batch_size": 16, "logging_steps": 8}},
+            ],
+            "output_dir": str(out / "inject"), "seed": 42}),
+        "sft": SFTRecipe.model_validate({
+            "model": {"name": str(out / "inject"), **lora},
+            "data": {**songs, "eval_fraction": 0.1, "control_dropout": 0.1},
+            "train": {**cpu, "max_steps": b["sft"], "learning_rate": b["lr"], "per_device_train_batch_size": 8,
+                      "lr_scheduler_type": "cosine", "warmup_steps": 3, "logging_steps": 5, "max_length": 320,
+                      "eval_strategy": "no"},
+            "eval_generation": {"num_prompts": 0},
+            "output_dir": str(out / "sft"), "seed": 42}),
+        "score": ScoreRecipe.model_validate({
+            "model": tiny,
+            "data": {"train": "builtin:demo-ratings", "eval_fraction": 0.1},
+            "aspects": {"language": 1.0, "genre": 1.0, "content": 1.0},
+            "margin_scale": 0.5,
+            "train": {"gradient_checkpointing": False, "max_steps": 40, "learning_rate": 1.0e-3,
+                      "per_device_train_batch_size": 16, "warmup_steps": 5, "max_length": 320, "logging_steps": 20},
+            "output_dir": str(out / "score"), "seed": 42}),
+        "rejection-sample": RejectionSampleRecipe.model_validate({
+            "model": {"name": str(out / "sft"), **lora},
+            "data": {**songs, "train": "builtin:demo-prompts", "max_rows": b["rs_prompts"]},
+            "sampling": {"k": b["rs_k"], "temperature": 0.7, "top_p": 0.95, "max_new_tokens": b["max_new_tokens"],
+                         "batch_size": 16},
+            "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
+                        {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},
+                        {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0}],
+            "finetune": True,
+            "train": {**cpu, "max_steps": b["rs_steps"], "learning_rate": b["lr"] / 2,
+                      "per_device_train_batch_size": 8, "logging_steps": 4},
+            "output_dir": str(out / "rejection-sample"), "seed": 42}),
+    }
+    recipes["eval"] = EvalRecipe.model_validate({
+        "systems": [{"name": "base", "model": model},
+                    {"name": "sft", "model": str(out / "sft")},
+                    {"name": "final", "model": str(out / "rejection-sample")}],
+        "prompts": EVAL_PROMPTS,
+        "generation": {"num_prompts": b["eval_prompts"], "max_new_tokens": b["max_new_tokens"], "temperature": 0.7,
+                       "batch_size": b["eval_prompts"]},
+        "scheme": SCHEME,
+        "scorer": str(out / "score"),
+        "bootstrap_resamples": 2000,
+        "output_dir": str(out / "eval"), "seed": 42})
+    return finish_recipes(recipes, quick)
 
 
 def demo_texts(recipes: dict) -> list[str]:
@@ -158,15 +247,18 @@ def data_files(recipes: dict) -> dict[str, str]:
     return {s: resolve_source(s) for s in dict.fromkeys(sources)}
 
 
-def dry_run(output_dir: Path | str = "runs/demo") -> dict[str, int]:
+def dry_run(output_dir: Path | str = "runs/demo", *, model: str | None = None) -> dict[str, int]:
     """Check the five recipes and read every data file the demo uses; load no model, train nothing."""
     from rich.console import Console
 
     from lyrictool.data import load_records
     from lyrictool.eval.systems import load_prompts
+    from lyrictool.modeling import resolve_model_path
 
     console = Console(highlight=False, soft_wrap=True)
-    recipes = demo_recipes(Path(output_dir))
+    recipes = demo_recipes(Path(output_dir), model=model)
+    if model is not None:
+        resolve_model_path(model, convert=False)  # installed, or one line naming the extra
     rows = {}
     for source, path in data_files(recipes).items():
         n = len(load_prompts(source)) if source == EVAL_PROMPTS else len(load_records(source, what=source))
@@ -323,8 +415,9 @@ def use_one_thread() -> int:
     return torch.get_num_threads()
 
 
-def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False) -> dict:
+def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False, model: str | None = None) -> dict:
     import datasets
+    import torch
     import transformers
     from rich.console import Console
     from rich.rule import Rule
@@ -345,16 +438,21 @@ def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False) -> di
         if (out / step).is_dir():
             shutil.rmtree(out / step)
     out.mkdir(parents=True, exist_ok=True)
-    recipes = demo_recipes(out, quick=quick)
+    recipes = demo_recipes(out, quick=quick, model=model)
     run = {"inject": run_inject, "sft": run_sft, "rejection-sample": run_rejection_sample}
     torch_import = torch_import_time()
-    threads = use_one_thread()
+    # a pretrained model's matrices are big enough for every core; the tiny model's are not
+    threads = use_one_thread() if model is None else torch.get_num_threads()
     timings: dict[str, dict] = {}
     start, cpu_start = time.perf_counter(), cpu_seconds()
     build_base(recipes, out)
     timings["base"] = {"wall_s": round(time.perf_counter() - start, 1), "cpu_s": round(cpu_seconds() - cpu_start, 1)}
-    console.print(f"[dim]base model: builtin:tiny-zh with the demo's characters only, in {out / 'base'}; "
-                  f"torch threads: {threads}[/]")
+    if model is None:
+        console.print(f"[dim]base model: builtin:tiny-zh with the demo's characters only, in {out / 'base'}; "
+                      f"torch threads: {threads}[/]")
+    else:
+        console.print(f"[dim]base model: {model} (LoRA); the lyrics scorer: builtin:tiny-zh with the demo's "
+                      f"characters, in {out / 'base'}; torch threads: {threads}[/]")
     score = Beside("score", recipes["score"], out)
     console.print(f"[dim]score: training beside inject and sft in a second process (log {score.log_path})[/]")
     try:
@@ -395,7 +493,8 @@ def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False) -> di
     verdict = " and ".join(f"{m} {'beats' if ok else 'does NOT beat'} base" for m, ok in beats.items())
     console.print(f"final model: {verdict}; total {total['wall_s']:.0f} s wall, {total['cpu_s']:.0f} CPU s")
     keep = ("diff", "ci_low", "ci_high", "significant", "n")
-    summary = {"total": total, "timings": timings, "torch_import": torch_import, "torch_threads": threads,
+    summary = {"model": model or "builtin:tiny-zh", "total": total, "timings": timings, "torch_import": torch_import,
+               "torch_threads": threads,
                "beats_base": beats, "output_dir": str(out),
                "metrics": {name: s["metrics"] for name, s in result["systems"].items()},
                "final_minus_base": {m: {k: vs_base[m].get(k) for k in keep} for m in SHOWN_METRICS if m in vs_base},

@@ -282,6 +282,33 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
     }
 
 
+def repeated_lines(lines: list[str]) -> float:
+    """Share of lines that repeat an earlier line of the same song, compared by their sung syllables (punctuation,
+    spaces and section tags ignored: 春风，春雨 repeats 春风春雨); 0.0 for no lines.  A chorus sung twice counts
+    its second copy; a model that loops one line scores near 1."""
+    from lyrictool.phonetics import sung_syllables
+
+    seen: set[tuple[str, ...]] = set()
+    repeats = 0
+    for line in lines:
+        key = tuple(sung_syllables(line))
+        repeats += key in seen
+        seen.add(key)
+    return repeats / len(lines) if lines else 0.0
+
+
+def repeated_rhyme_chars(lines: list[str], scheme: str = "shisanzhe") -> float | None:
+    """Share of rhyming line ends (lines whose last sung syllable has a rhyme group) whose rhyme-bearing character
+    already ended an earlier line of the song: 家 / 花 / 家 / 家 -> 2/4.  High values mean the rhyme is bought by
+    repeating one character, not by finding new ones.  None when no line has a rhyme group."""
+    from lyrictool.phonetics import analyze_line
+
+    chars = [s.char for s in (analyze_line(line, scheme) for line in lines) if s is not None and s.group]
+    if not chars:
+        return None
+    return sum(c in chars[:i] for i, c in enumerate(chars)) / len(chars)
+
+
 def aggregate(per_song: list[dict]) -> dict:
     """Means over songs: each rate over the songs where it applies, with its count ``n_<name>``."""
     out: dict[str, Any] = {"n": len(per_song)}

@@ -97,6 +97,17 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has native bf16 arithmetic (AVX-512 BF16 or AMX), where bf16 weights and autocast make a
+    LoRA step of a real model faster than fp32 (bench/real_step_time.py).  Read from /proc/cpuinfo's flags; False
+    where that is not readable."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def resolve_dtype(dtype: str):
     import torch
 
@@ -104,8 +115,9 @@ def resolve_dtype(dtype: str):
         if cuda_available() and torch.cuda.is_bf16_supported():
             return torch.bfloat16
         return torch.float32
-    if dtype in ("bf16", "fp16") and not cuda_available():
-        log.warning("dtype %s requested without CUDA; computing in it on CPU is slow", dtype)
+    if dtype in ("bf16", "fp16") and not cuda_available() and not (dtype == "bf16" and cpu_computes_bf16()):
+        log.warning("dtype %s requested without CUDA on a CPU without native %s arithmetic; computing in it is slow",
+                    dtype, dtype)
     return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[dtype]
 
 
@@ -222,7 +234,8 @@ def peft_config(spec: ModelSpec, task_type: str = "CAUSAL_LM", *, check_start: b
     from peft import LoraConfig
 
     return LoraConfig(r=spec.lora.r, lora_alpha=spec.lora.alpha, lora_dropout=spec.lora.dropout,
-                      target_modules=spec.lora.target_modules, task_type=task_type)
+                      target_modules=spec.lora.target_modules, task_type=task_type,
+                      layers_to_transform=spec.lora.layers_to_transform)
 
 
 @dataclass

@@ -73,6 +73,10 @@ class LoraSpec(Strict):
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
+    layers_to_transform: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Adapt only these decoder layers (peft's layers_to_transform; null = all).  Backward "
+                          "stops at the lowest adapted layer, so adapting the top half of the layers cuts a "
+                          "step's backward pass about in half (bench/real_step_time.py).")
 
 
 class ModelSpec(Strict):
@@ -80,9 +84,11 @@ class ModelSpec(Strict):
 
     name: Annotated[str, not_blank("empty model name; use a hub name, a local directory or builtin:tiny-zh")] = Field(
         "builtin:tiny-zh",
-        description="Hub name, local directory, or a built-in offline random-init model: 'builtin:tiny-zh' "
-                    "(character tokenizer, the demo model) or 'builtin:tiny-qwen' (Qwen2 with the real Qwen2.5 "
-                    "tokenizer).",
+        description="Hub name, local directory, a GGUF file (or a folder holding one; converted once into the "
+                    "cache), or a built-in model: 'builtin:tiny-zh' (random init, character tokenizer, the demo "
+                    "model), 'builtin:tiny-qwen' (random init, the real Qwen2.5 tokenizer), 'builtin:gemma-3-270m' "
+                    "(Gemma 3 270M base from the package registry: the gemma extra) or 'builtin:gemma-3-270m-zh' "
+                    "(the same with its vocabulary trimmed to Chinese lyrics: faster on a CPU).",
     )
     attn: Literal["auto", "flash_attention_2", "sdpa", "eager"] = Field(
         "auto", description="Attention kernel; auto = flash_attention_2 if usable, else sdpa, else eager."

@@ -321,18 +321,20 @@ def choose_tau(p_safe: Sequence[float], unsafe: Sequence[bool], precision: float
     """
     if len(p_safe) != len(unsafe) or not p_safe:
         raise ValueError("need as many labels as scores, and at least one")
-    values = sorted(set(p_safe))
+    ranked = sorted(zip(p_safe, unsafe))
     n_unsafe = sum(unsafe)
     best: dict[str, Any] | None = None
     top = (0.0, 0.0)
-    for j, v in enumerate(values):
-        flagged = [u for p, u in zip(p_safe, unsafe) if p <= v]
-        prec = sum(flagged) / len(flagged)
+    hits = 0
+    for k, (v, u) in enumerate(ranked, 1):  # flag the k lowest: a threshold only between distinct values
+        hits += u
+        if k < len(ranked) and ranked[k][0] == v:
+            continue
+        prec = hits / k
         top = max(top, (prec, v))
         if prec >= precision:
-            tau = (v + values[j + 1]) / 2 if j + 1 < len(values) else (v + 1.0) / 2
-            best = {"tau": tau, "precision": prec, "recall": sum(flagged) / n_unsafe if n_unsafe else None,
-                    "flagged": len(flagged)}
+            tau = (v + ranked[k][0]) / 2 if k < len(ranked) else (v + 1.0) / 2
+            best = {"tau": tau, "precision": prec, "recall": hits / n_unsafe if n_unsafe else None, "flagged": k}
     if best is None:
         raise ValueError(f"no threshold reaches precision {precision:g} (best {top[0]:.3f}, flagging sigmoid <= "
                          f"{top[1]:.4f})")

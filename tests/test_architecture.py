@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("recipes",),                           # recipe loading, --set, shared sections
     ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
     ("checkpoints",),                       # the model cache; GGUF files converted into it
+    ("vocab",),                             # vocabulary trimming: kept set, trimmed HF folder
     ("builtin_models",),                    # the built-in models: tiny ones built offline, the registry's Gemma
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout

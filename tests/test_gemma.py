@@ -2,8 +2,9 @@
 once, and exactly one ``<bos>`` at the start of every sequence on every path (SFT, knowledge injection, the scorer,
 DPO, GRPO, generation, eval, serve).  Skipped where the extra is not installed; ``.ci/run`` installs it.
 
-The per-path checks run a tiny random Gemma 3 that carries the real Gemma tokenizer and chat template: the bos rules
-are the tokenizer's and template's, and a 262k-vocabulary model of width 32 trains a step in a second.
+The per-path checks run a tiny random Gemma 3 that carries the real Gemma tokenizer (trimmed, as
+``builtin:gemma-3-270m-zh`` ships it) and chat template: the bos rules are the tokenizer's and the template's, and a
+model of width 32 trains a step in a second.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ try:
 except Exception:  # noqa: BLE001  (UserError: the extra is not installed)
     pytest.skip("the gemma extra is not installed (pip install 'lyrictool[gemma]')", allow_module_level=True)
 
-BOS, PAD = 2, 0
+BOS, PAD = 2, 0  # the same ids in the trimmed builtin:gemma-3-270m-zh
 
 
 @pytest.fixture(scope="module")
@@ -73,11 +74,46 @@ def test_builtin_gemma_needs_its_package(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_gemma(gemma_path, tmp_path_factory) -> Path:
-    """A random Gemma 3 of width 32 with the real Gemma tokenizer, chat template and generation config."""
+def gemma_zh_path(gemma_path) -> Path:
+    from lyrictool.modeling import resolve_model_path
+
+    return Path(resolve_model_path("builtin:gemma-3-270m-zh"))
+
+
+def test_trimmed_gemma_computes_the_full_models_logits(gemma_path, gemma_zh_path):
+    """builtin:gemma-3-270m-zh: ~11k of 262,144 tokens, the same ids for <pad> <eos> <bos>, the same prompt tokens
+    and, on the kept tokens, the full model's logits; text it never saw still encodes without <unk>."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    full_tok, zh_tok = AutoTokenizer.from_pretrained(gemma_path), AutoTokenizer.from_pretrained(gemma_zh_path)
+    assert 8_000 < len(zh_tok) < 20_000 and (zh_tok.pad_token_id, zh_tok.eos_token_id, zh_tok.bos_token_id) == (
+        PAD, zh_tok.convert_tokens_to_ids("<end_of_turn>"), BOS)
+    prompt = full_tok.apply_chat_template([{"role": "user", "content": "写一首关于故乡的歌，押江阳辙"}], tokenize=False,
+                                          add_generation_prompt=True) + "月光洒满小村庄"
+    full_ids = full_tok(prompt, add_special_tokens=False)["input_ids"]
+    zh_ids = zh_tok(prompt, add_special_tokens=False)["input_ids"]
+    assert full_tok.convert_ids_to_tokens(full_ids) == zh_tok.convert_ids_to_tokens(zh_ids)
+    original = json.loads((gemma_zh_path / "vocab_trim.json").read_text())["original_ids"]
+    full = AutoModelForCausalLM.from_pretrained(gemma_path)
+    with torch.no_grad():
+        want = full(torch.tensor([full_ids])).logits[0, :, original]
+        del full
+        zh = AutoModelForCausalLM.from_pretrained(gemma_zh_path)
+        got = zh(torch.tensor([zh_ids])).logits[0]
+    assert torch.allclose(got, want, atol=1e-3), (got - want).abs().max()
+    rare = "𠀋𪚥 café 🎵"  # outside GB2312 and the corpora: byte fallback, never <unk>
+    ids = zh_tok(rare, add_special_tokens=False)["input_ids"]
+    assert zh_tok.unk_token_id not in ids and zh_tok.decode(ids) == rare
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(gemma_zh_path, tmp_path_factory) -> Path:
+    """A random Gemma 3 of width 32 with the real (trimmed) Gemma tokenizer, chat template and generation config."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
+    gemma_path = gemma_zh_path
     out = tmp_path_factory.mktemp("tiny-gemma")
     config = AutoConfig.from_pretrained(gemma_path)
     config.update({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -183,3 +219,22 @@ def test_one_bos_in_generation_eval_and_serve(tiny_gemma, seen, tmp_path, one_to
                       f"output_dir: {tmp_path / 'eval'}\n", encoding="utf-8")
     run("eval", str(recipe))
     assert assert_one_bos(seen) == 2
+
+
+def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
+    """`lyrictool demo --model NAME`: the same five steps on a pretrained model, LoRA on each step that trains it,
+    the model as given for the eval's base system; the scorer stays the small built-in model."""
+    import yaml
+    from conftest import run_cli
+
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--quick", "--model", str(tiny_gemma), "--output-dir", str(out), timeout=1200)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "final model:" in r.stdout and "rhyme analysis" in r.stdout
+    summary = json.loads((out / "demo.json").read_text())
+    assert summary["model"] == str(tiny_gemma)
+    for step in ("inject", "sft", "rejection-sample"):
+        recipe = yaml.safe_load((out / step / "recipe.yaml").read_text())
+        assert recipe["model"]["lora"]["target_modules"] == "all-linear", step
+    assert yaml.safe_load((out / "eval" / "recipe.yaml").read_text())["systems"][0]["model"] == str(tiny_gemma)
+    assert yaml.safe_load((out / "score" / "recipe.yaml").read_text())["model"]["name"] == str(out / "base")

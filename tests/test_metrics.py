@@ -236,3 +236,20 @@ def test_near_rhyme_figures_are_reported_next_to_strict_ones():
     m = song_metrics("你的心\n满天的星\n一个人")
     assert m["rhyme_density"] == pytest.approx(2 / 3) and m["rhyme_density_near"] == 1.0
     assert song_metrics(chorus)["rhyme_accuracy_near"] is None  # nothing asked
+
+
+def test_repeated_lines_counts_later_copies_ignoring_punctuation():
+    from lyrictool.metrics import repeated_lines
+
+    assert repeated_lines(["我的家", "一朵花", "我的家，", "回老家"]) == 0.25
+    assert repeated_lines(["春风", "春风", "春风", "春风"]) == 0.75  # a loop scores near 1
+    assert repeated_lines(["春风", "春雨"]) == 0.0 and repeated_lines([]) == 0.0
+
+
+def test_repeated_rhyme_chars_flags_rhyme_bought_by_one_character():
+    from lyrictool.metrics import repeated_rhyme_chars
+
+    # every line rhymes 发花, but on only two characters: the second and fourth ends repeat 家
+    assert repeated_rhyme_chars(["我的家", "一朵花", "我的家", "回老家"]) == 0.5
+    assert repeated_rhyme_chars(["我的家", "一朵花", "晚霞", "说话"]) == 0.0
+    assert repeated_rhyme_chars(["Hello", "123"]) is None  # no line ends in a rhyme group

@@ -384,6 +384,7 @@ output_dir: {tmp_path / 'rs'}
     tau = summary["safety_rule"]["tau"]
     assert tau["source"] == "calibration" and 0 < tau["tau"] < 1 and tau["precision"] >= 0.9
     assert summary["safety_rule"]["whitening"]["count"] == 12  # 6 prompts x K=2 scored in training mode
+    assert 0 < summary["metrics"]["rounds"][0]["safety_rule_chose_safety"] <= 1
     rows = [json.loads(line) for line in (tmp_path / "rs" / "samples.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 6 and all(isinstance(row["safety"], bool) for row in rows) and any(r["safety"] for r in rows)
     for row in rows:

@@ -32,6 +32,7 @@ def test_wheel_runs_the_demo_from_an_empty_folder(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     for data in ("songs.jsonl", "ratings.jsonl", "preferences.jsonl", "prompts.jsonl", "eval-prompts.jsonl"):
         assert f"lyrictool/data/demo/{data}" in names
+    assert "lyrictool/data/vocab/gemma-3-270m.json" in names  # the trimmed Gemma's kept set: no ../shared in a wheel
 
     site = tmp_path / "site"
     _run(pip + ["install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], cwd=tmp_path)

@@ -228,7 +228,7 @@ def flames_requests(path: str | Path, n: int | None = 200, *, seed: int = 0, jud
     from lyrictool.data import load_records
 
     if not 0.0 <= judge_share <= 1.0:
-        raise UserError(f"judge share must be in [0, 1], got {judge_share}")
+        raise UserError(f"--judge-share must be in [0, 1], got {judge_share}")
     records = load_records(str(path), what="flames")
     rows = []
     for rec in records:

@@ -338,7 +338,9 @@ def round_stats(rows: list[dict], round_: int) -> dict[str, Any]:
     mine = [r for r in rows if r["round"] == round_]
     best = [r["candidates"][r["best"]] for r in mine]
     comps = sorted({k for b in best for k in b["rewards"]})
+    rule = [c["safety_rule"] for r in mine for c in r["candidates"] if "chosen" in c.get("safety_rule", {})]
     return {"prompts": len(mine),
+            **({"safety_rule_chose_safety": _mean([x["chosen"] == "safety" for x in rule])} if rule else {}),
             "best_reward_mean": _mean([b["reward"] for b in best]),
             "worst_reward_mean": _mean([r["candidates"][r["worst"]]["reward"] for r in mine]),
             "candidate_reward_mean": _mean([c["reward"] for r in mine for c in r["candidates"]]),
