@@ -174,14 +174,6 @@ def test_rejection_sample_two_processes(tmp_path):
     generates(out)
 
 
-def test_zz_report_multiproc_timings(capsys):
-    """Prints what the runs above cost (seen with -s)."""
-    with capsys.disabled():
-        for k, v in TIMINGS.items():
-            print(f"  {k}: {v} s")
-        print(f"  multiproc runs: {sum(TIMINGS.values()):.1f} s in all")
-
-
 def launch_eval(out: Path, prompts: int, *overrides: str, python: str = sys.executable, nproc: int = 2) -> dict:
     """``lyrictool eval recipes/tiny/eval.yaml`` on the tiny model (no scorer) in ``nproc`` processes; returns the
     generations rows and each rank's recorded writes."""
@@ -221,3 +213,11 @@ def test_eval_two_processes(tmp_path):
     assert all(len(v) == 1 and next(iter(v)).endswith(f".rank{r}.jsonl") for r, v in parts.items())
     assert not any(p.name == "result.json" for p in run["writes"][1])
     assert (out / "result.json").exists() and not (out / "parts").exists()
+
+
+def test_zz_report_multiproc_timings(capsys):
+    """Prints what the runs above cost (seen with -s)."""
+    with capsys.disabled():
+        for k, v in TIMINGS.items():
+            print(f"  {k}: {v} s")
+        print(f"  multiproc runs: {sum(TIMINGS.values()):.1f} s in all")
