@@ -1,4 +1,4 @@
-"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (GPU, optional).
+"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (optional extra).
 
 A backend turns a batch of rows (model-ready prompt, token limit, text callback) into raw completions.  Only the
 batching worker thread calls :meth:`generate`, so a backend needs no locking.
@@ -139,12 +139,14 @@ class TransformersBackend:
         return cls(loaded.model, loaded.tokenizer)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._request_tokenizer(text, add_special_tokens=False)["input_ids"])
+        from lyrictool.generation import prompt_token_ids
+
+        return len(prompt_token_ids(self._request_tokenizer, text))
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        if getattr(self._request_tokenizer, "chat_template", None):
-            return self._request_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        from lyrictool.generation import chat_text
+
+        return chat_text(self._request_tokenizer, messages)
 
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
         from lyrictool.generation import generate_texts, stop_token_ids
@@ -163,97 +165,55 @@ class TransformersBackend:
         return out
 
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-
-
-def vllm_engine_args(spec) -> tuple[dict, str | None]:
-    """``vllm.LLM`` keyword arguments for the recipe's model, and the LoRA adapter folder to serve through a
-    ``LoRARequest`` (None for a full model).
-
-    vLLM loads full Hugging Face models only; a LoRA training output (``adapter_config.json``, no weights of its
-    own) is served as its base model with ``enable_lora``, the adapter applied per request.  A merged model
-    (inject, score, rejection-sample write those) is loaded as it is.
-    """
-    import json
-    from pathlib import Path
-
-    from lyrictool.errors import UserError
-    from lyrictool.modeling import resolve_model_path
-
-    path = resolve_model_path(spec.name)
-    kwargs: dict = {"model": path, "trust_remote_code": spec.trust_remote_code,
-                    "dtype": {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[spec.dtype]}
-    adapter_config = Path(path) / "adapter_config.json"
-    if not adapter_config.exists():
-        return kwargs, None
-    config = json.loads(adapter_config.read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"model.name: {spec.name} is a LoRA adapter whose adapter_config.json names no "
-                        "base_model_name_or_path; vLLM needs the base model (or serve a merged model)")
-    rank = int(config.get("r") or 8)
-    if rank > VLLM_LORA_RANKS[-1]:
-        raise UserError(f"model.name: {spec.name}: LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); "
-                        "merge the adapter and serve the merged model")
-    if config.get("modules_to_save"):
-        raise UserError(f"model.name: {spec.name}: the adapter also trains {config['modules_to_save']} "
-                        "(modules_to_save), which vLLM's LoRA does not load; merge it and serve the merged model")
-    kwargs.update(model=resolve_model_path(base), enable_lora=True, max_loras=1,
-                  max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank))
-    return kwargs, path
-
-
 class VLLMBackend:
-    """vLLM's offline engine (GPU).  Imported only when the recipe asks for it; streams each row at its end."""
+    """vLLM's offline engine (:class:`lyrictool.generation.vllm_engine.VLLMSampler`): the same token ids, sampling
+    knobs, stop ids and seeds as eval and rejection sampling.  Imported only when the recipe asks for it; streams
+    each row at its end."""
 
-    def __init__(self, spec, seed: int | None = None):
-        try:
-            from vllm import LLM
-        except ImportError:
-            from lyrictool.errors import UserError
-
-            raise UserError("backend: vllm is not installed; pip install vllm on a CUDA machine, or use "
-                            "backend: transformers") from None
-        kwargs, adapter = vllm_engine_args(spec)
-        self.llm = LLM(**kwargs, seed=seed or 0)
-        self.lora_request = None
-        if adapter is not None:
-            from vllm.lora.request import LoRARequest
-
-            self.lora_request = LoRARequest("lyrics", 1, adapter)
+    def __init__(self, recipe):
         import copy
 
-        self.tokenizer = copy.deepcopy(self.llm.get_tokenizer())  # request threads' own (see TransformersBackend)
-        self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        from lyrictool.generation.vllm_engine import VLLMSampler
+
+        self.sampler = VLLMSampler(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
+        self.tokenizer = copy.deepcopy(self.sampler.tokenizer)  # request threads' own (see TransformersBackend)
+        self.max_context = self.sampler.max_context
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from lyrictool.generation import prompt_token_ids
+
+        return len(prompt_token_ids(self.tokenizer, text))
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        from lyrictool.generation import chat_text
+
+        return chat_text(self.tokenizer, messages)
 
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
-        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
-        from lyrictool.generation import vllm_sampling_kwargs
+        from lyrictool.generation import prompt_token_ids
 
-        # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
-        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
-        outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False, lora_request=self.lora_request)
+        s = self.sampler
+        params = [s.params(n=1, max_new_tokens=r.max_tokens, temperature=temperature, top_p=top_p, seed=None)
+                  for r in rows]
+        inputs = [TokensPrompt(prompt_token_ids=prompt_token_ids(s.tokenizer, r.prompt)) for r in rows]
+        outs = s.llm.generate(inputs, params, use_tqdm=False, lora_request=s.lora_request)
         results = []
         for row, out in zip(rows, outs):
             completion = out.outputs[0]
+            text = s.tokenizer.decode(list(completion.token_ids), skip_special_tokens=True)
             if row.on_text is not None:
-                row.on_text(completion.text)
-            results.append(GenResult(raw=completion.text, new_tokens=len(completion.token_ids),
+                row.on_text(text)
+            results.append(GenResult(raw=text, new_tokens=len(completion.token_ids),
                                      finish_reason="length" if completion.finish_reason == "length" else "stop"))
         return results
 
 
 def load_backend(recipe) -> Backend:
     """The backend the recipe names, with its model loaded."""
-    if recipe.backend == "vllm":
-        return VLLMBackend(recipe.model, seed=recipe.seed)
+    if recipe.sampling.backend == "vllm":
+        return VLLMBackend(recipe)
     if recipe.cpu_threads is not None:
         import torch
 

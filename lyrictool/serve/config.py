@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.recipes import ModelSpec, SchemeName, Strict, StrictnessName
+from lyrictool.recipes import EngineSpec, ModelSpec, SchemeName, Strict, StrictnessName
 from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
@@ -43,8 +43,8 @@ class LimitsSpec(Strict):
         return self
 
 
-class SamplingSpec(Strict):
-    """Defaults for requests that do not set them."""
+class SamplingSpec(EngineSpec):
+    """The sampling backend, and the defaults for requests that do not set them."""
 
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
@@ -77,13 +77,11 @@ class ServeRecipe(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model to serve (a trained run's folder).")
     served_model_name: str | None = Field(
         None, description="The id clients send as `model`; default: the model folder's name, or lyrictool-tiny.")
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers (CPU or GPU) or vllm (GPU, when vllm is installed).")
     host: str = Field("127.0.0.1", description="Bind address; 127.0.0.1 keeps the server private to this machine.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Request batching.")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Request caps and timeouts.")
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Default sampling settings.")
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Backend (transformers / vllm) and default sampling.")
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
@@ -98,6 +96,14 @@ class ServeRecipe(Strict):
         "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")
     seed: int | None = Field(None, description="Seed the sampler once at start (reproducible single requests).")
     pages: PagesSpec = Field(default_factory=PagesSpec, description="Browser pages: the playground and /rate.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_moved(cls, data):
+        if isinstance(data, dict) and "backend" in data:
+            raise ValueError("backend: the key moved to sampling.backend (the same key as every recipe's "
+                             "generation section), e.g. sampling: {backend: vllm}")
+        return data
 
     def model_id(self) -> str:
         """The id clients must send as `model`."""
