@@ -16,7 +16,7 @@ GPU = sorted((REPO / "recipes").glob("*.yaml"))
 
 
 def command_of(path: Path) -> str:
-    name = path.stem
+    name = path.stem.removesuffix("-vllm")  # serve-vllm.yaml: the serve recipe on vLLM
     if name == "lyrics":
         return "sft"
     return name

