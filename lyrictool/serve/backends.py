@@ -290,8 +290,52 @@ class VLLMBackend:
         self.engine.shutdown()
 
 
+class VLLMOfflineBackend:
+    """MEASUREMENT PROTOTYPE (removed after it): serve's own batcher in front of vLLM's offline engine."""
+
+    def __init__(self, spec, seed: int | None = None, engine: dict | None = None):
+        from vllm import LLM
+
+        kwargs, adapter = vllm_engine_args(spec)
+        kwargs.update(engine or {})
+        self.llm = LLM(**kwargs, seed=seed or 0)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def chat_prompt(self, messages: list[dict]) -> str:
+        if getattr(self.tokenizer, "chat_template", None):
+            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+    def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
+        from vllm import SamplingParams, TokensPrompt
+
+        from lyrictool.generation import vllm_sampling_kwargs
+
+        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
+        prompts = [TokensPrompt(prompt_token_ids=self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
+                   for r in rows]
+        outs = self.llm.generate(prompts, params, use_tqdm=False)
+        results = []
+        for row, out in zip(rows, outs):
+            completion = out.outputs[0]
+            if row.on_text is not None:
+                row.on_text(completion.text)
+            results.append(GenResult(raw=completion.text, new_tokens=len(completion.token_ids),
+                                     finish_reason="length" if completion.finish_reason == "length" else "stop"))
+        return results
+
+
 def load_backend(recipe) -> Backend:
     """The backend the recipe names, with its model loaded."""
+    import os
+
+    if recipe.backend == "vllm" and os.environ.get("LYRICTOOL_SERVE_VLLM_BATCHER") == "1":
+        return VLLMOfflineBackend(recipe.model, seed=recipe.seed,
+                                  engine=recipe.vllm.engine_kwargs(recipe.batching.max_batch_size))
     if recipe.backend == "vllm":
         return VLLMBackend(recipe.model, seed=recipe.seed, 
                            engine=recipe.vllm.engine_kwargs(recipe.batching.max_batch_size))
