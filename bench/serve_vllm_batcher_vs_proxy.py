@@ -1,42 +1,72 @@
-"""Batcher in front of vLLM's offline engine vs proxy to AsyncLLM: same recipe, same load."""
-import asyncio, json, os, sys, time, random
-sys.path.insert(0, "/work/wt-serve/bench"); sys.path.insert(0, "/work/wt-serve")
-import httpx
-from serve_load import Server, throughput, chat_body, percentile
+"""MEASUREMENT ONLY (with the prototype in this commit): serve's own batcher in front of vLLM's offline engine
+vs serve as a proxy to vLLM's AsyncLLM (continuous batching).  Both servers run at once, the same closed-loop load
+goes to each in alternating rounds (so the shared box's load falls on both alike), and each server's CPU seconds
+(uvicorn process + vLLM's EngineCore and worker) are read from /proc around each round.
 
-async def ttft(base, clients, per_client, max_tokens):
-    firsts, totals = [], []
-    async def one(seed, http):
-        rng = random.Random(seed)
-        for _ in range(per_client):
-            body = chat_body(rng, max_tokens); body["stream"] = True
-            t0 = time.perf_counter(); first = None
-            async with http.stream("POST", "/v1/chat/completions", json=body) as r:
-                async for line in r.aiter_lines():
-                    if '"content": "' in line and '"content": ""' not in line and first is None:
-                        first = time.perf_counter() - t0
-            totals.append(time.perf_counter() - t0); firsts.append(first if first is not None else totals[-1])
-    async with httpx.AsyncClient(base_url=base, timeout=300, limits=httpx.Limits(max_connections=64)) as http:
-        t0 = time.perf_counter()
-        await asyncio.gather(*(one(i, http) for i in range(clients)))
-        wall = time.perf_counter() - t0
-    return {"requests": len(totals), "requests_per_s": round(len(totals) / wall, 2),
-            "first_text_p50_s": round(percentile(firsts, 50), 3), "first_text_p99_s": round(percentile(firsts, 99), 3),
-            "p50_s": round(percentile(totals, 50), 3)}
+    LYRICTOOL_CACHE=... python bench/serve_vllm_batcher_vs_proxy.py [--rounds 4]
+"""
 
-def main():
-    out = {"load_start": os.getloadavg()}
-    arms = sys.argv[1].split(",")
-    for arm in arms:
-        env = {"LYRICTOOL_SERVE_VLLM_BATCHER": "1" if arm == "batcher" else "0"}
-        with Server("recipes/tiny/serve-vllm.yaml", env=env) as s:
-            r = {"startup_s": s.startup_s}
-            r["closed_loop"] = asyncio.run(throughput(s.base, 16, 6, 48))
-            r["stream"] = asyncio.run(ttft(s.base, 16, 3, 96))
-            print(arm, json.dumps(r), flush=True)
-            out[arm] = r
-    out["load_end"] = os.getloadavg()
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from serve_load import Server, throughput  # noqa: E402
+
+
+def tree_cpu(pid: int) -> float:
+    p = psutil.Process(pid)
+    total = 0.0
+    for q in [p, *p.children(recursive=True)]:
+        try:
+            t = q.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rounds", type=int, default=4)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--per-client", type=int, default=4)
+    ap.add_argument("--max-tokens", type=int, default=48)
+    args = ap.parse_args()
+    out: dict = {"load_start": [round(x, 2) for x in os.getloadavg()], "rounds": []}
+    with Server("recipes/tiny/serve-vllm.yaml", env={"LYRICTOOL_SERVE_VLLM_BATCHER": "1"}) as batcher, \
+            Server("recipes/tiny/serve-vllm.yaml", env={"LYRICTOOL_SERVE_VLLM_BATCHER": "0"}) as proxy:
+        out["startup_s"] = {"batcher": batcher.startup_s, "proxy": proxy.startup_s}
+        servers = {"batcher": batcher, "proxy": proxy}
+        for name, s in servers.items():  # warm-up round, not counted
+            asyncio.run(throughput(s.base, args.clients, 1, args.max_tokens))
+        for i in range(args.rounds):
+            order = ["batcher", "proxy"] if i % 2 == 0 else ["proxy", "batcher"]
+            row = {}
+            for name in order:
+                s = servers[name]
+                c0 = tree_cpu(s.proc.pid)
+                r = asyncio.run(throughput(s.base, args.clients, args.per_client, args.max_tokens))
+                r["server_cpu_s"] = round(tree_cpu(s.proc.pid) - c0, 2)
+                r["cpu_s_per_request"] = round(r["server_cpu_s"] / max(1, r["requests"]), 4)
+                row[name] = r
+                print(i, name, json.dumps(r), flush=True)
+            out["rounds"].append(row)
+    out["load_end"] = [round(x, 2) for x in os.getloadavg()]
+    for name in ("batcher", "proxy"):
+        rows = [r[name] for r in out["rounds"]]
+        out[name] = {k: statistics.median(x[k] for x in rows)
+                     for k in ("requests_per_s", "p50_s", "p99_s", "cpu_s_per_request")}
     print(json.dumps(out, indent=1))
+
 
 if __name__ == "__main__":
     main()
