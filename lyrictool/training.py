@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -85,17 +86,23 @@ def trl_config(recipe: BaseRecipe, *, attention: str | None = None, dtype=None, 
 
 
 def checkpointing_name(kwargs: dict[str, Any], config_cls) -> None:
-    """Recipes say ``gradient_checkpointing`` (TRL's name, default on); transformers >= 5.2x calls it
-    ``activation_checkpointing`` and warns on every run that sets the old name, which TRL's own default does.
-    Pass the new name with the recipe's value (or TRL's default) so runs carry no deprecation warning."""
+    """Recipes say ``gradient_checkpointing`` (TRL's name, default on) or ``activation_checkpointing`` (transformers
+    >= 5.23's name; the older versions that vLLM pins lack it).  Pass the installed transformers' name: the new one
+    when it has it (with the recipe's value or TRL's default, so runs carry no deprecation warning), else the old."""
     import dataclasses
 
     fields = {f.name: f for f in dataclasses.fields(config_cls)}
-    if "activation_checkpointing" not in fields or "gradient_checkpointing" not in fields:
-        return
     old = kwargs.pop("gradient_checkpointing", None)
-    if kwargs.get("activation_checkpointing") is None:
-        kwargs["activation_checkpointing"] = fields["gradient_checkpointing"].default if old is None else old
+    new = kwargs.pop("activation_checkpointing", None)
+    if old is not None and new is not None and bool(old) != bool(new):
+        raise UserError(f"train: gradient_checkpointing ({old}) and activation_checkpointing ({new}) are one "
+                        "switch under two names; give one")
+    value = new if new is not None else old
+    if "activation_checkpointing" in fields:
+        default = fields["gradient_checkpointing"].default if "gradient_checkpointing" in fields else None
+        kwargs["activation_checkpointing"] = default if value is None else value
+    elif value is not None:
+        kwargs["gradient_checkpointing"] = value
 
 
 def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:
@@ -207,25 +214,52 @@ def save_trained(trainer, tokenizer, output_dir: str) -> None:
         tokenizer.save_pretrained(output_dir)
 
 
-def generation_metrics(model, tokenizer, controls_list: list, spec, *, seed: int, scheme: str = "shisanzhe"
+def generation_metrics(sampler, controls_list: list, spec, *, seed: int, scheme: str = "shisanzhe"
                        ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Generate one sample per controls request and score it with the objective metrics.
+    """Generate one sample per controls request with ``sampler`` (:mod:`lyrictool.generation`) and score it with
+    the objective metrics.
 
     Returns the aggregated metrics and the samples ({controls, lyrics, metrics}) for the run's summary.
     """
-    from lyrictool.generation import generate_lyrics
+    from lyrictool.generation import sample_lyrics
     from lyrictool.metrics import aggregate, song_metrics
 
     if not controls_list or spec.num_prompts == 0:
         return {}, []
     controls_list = controls_list[: spec.num_prompts]
-    outs = generate_lyrics(model, tokenizer, controls_list, n=1, max_new_tokens=spec.max_new_tokens,
-                           temperature=spec.temperature, top_p=spec.top_p, batch_size=spec.batch_size, seed=seed)
+    outs = sample_lyrics(sampler, controls_list, n=1, max_new_tokens=spec.max_new_tokens,
+                         temperature=spec.temperature, top_p=spec.top_p, seed=seed)
     samples = []
     for c, (s,) in zip(controls_list, outs):
         cd = c.to_dict() if hasattr(c, "to_dict") else dict(c or {})
         samples.append({"controls": cd, "lyrics": s.text, "metrics": song_metrics(s.text, cd, scheme)})
     return aggregate([s["metrics"] for s in samples]), samples
+
+
+@contextmanager
+def report_sampler(trainer, tokenizer, spec, recipe):
+    """The sampler for the samples a training command reports after training (``spec``: its eval_generation), or
+    None on a rank that does not sample.
+
+    transformers: the trained model in memory (gathered when sharded, where every rank must take part); vllm: an
+    engine on the saved ``output_dir`` (a LoRA output as base + adapter) on the main process, closed after.
+    """
+    from lyrictool.distributed import full_params, trainer_model
+    from lyrictool.generation import TransformersSampler, open_sampler
+
+    if spec.backend == "vllm":
+        if not is_main_process():
+            yield None
+            return
+        saved = recipe.model.model_copy(update={"name": recipe.output_dir, "lora": None, "quantization": "none"})
+        sampler = open_sampler(saved, spec, seed=recipe.seed)
+        try:
+            yield sampler
+        finally:
+            sampler.close()
+        return
+    with full_params(trainer_model(trainer)) as model:
+        yield TransformersSampler(model, tokenizer, batch_size=spec.batch_size) if generates_here(trainer) else None
 
 
 def generates_here(trainer) -> bool:

@@ -172,3 +172,50 @@ output_dir: {tmp_path / 'out'}
     rows = [json.loads(line) for line in qa.read_text(encoding="utf-8").splitlines()]
     assert result["systems"]["base"]["knowledge"] == evaluate_qa(lm.model, lm.tokenizer, rows)[0]
     assert report.is_file()
+
+
+def test_a_killed_eval_resumes_from_its_part_files(tmp_path, monkeypatch):
+    """Songs already in a part file (a run killed after them, its last line torn) are not sampled again; the rest
+    are, and the parts are gone once the generations file is written."""
+    from lyrictool.eval import systems as eval_systems
+    from lyrictool.recipes import load_recipe
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "controls": {"rhyme": "江阳"}}, ensure_ascii=False) + "\n"
+                               for i in range(5)), encoding="utf-8")
+    text = f"""
+systems:
+  - {{name: base, model: builtin:tiny-zh}}
+prompts: {prompts}
+generation: {{num_prompts: 5, max_new_tokens: 12, batch_size: 2}}
+bootstrap_resamples: 200
+output_dir: {tmp_path / 'out'}
+"""
+    p = _recipe(tmp_path, text)
+    recipe = load_recipe(p, "eval")
+    rows = eval_systems.load_prompts(str(prompts), 5)
+    key = eval_systems.part_key(recipe.systems[0], rows, recipe.generation, recipe.seed)
+    parts = tmp_path / "out" / eval_systems.PARTS_DIR
+    parts.mkdir(parents=True)
+    (parts / f"base-{key}.rank0.jsonl").write_text(
+        '{"index": 0, "id": "p0", "lyrics": "已有一"}\n{"index": 3, "id": "p3", "lyrics": "已有四"}\n{"index": 1, "id',
+        encoding="utf-8")
+    (parts / "base-0123456789ab.rank0.jsonl").write_text(  # other settings: not resumed from
+        '{"index": 2, "id": "p2", "lyrics": "旧设置"}\n', encoding="utf-8")
+    asked: list[list[int]] = []
+    from lyrictool import generation
+
+    real = generation.sample_lyrics
+
+    def spy(sampler, controls, **kw):
+        asked.append(list(kw["indices"]))
+        return real(sampler, controls, **kw)
+
+    monkeypatch.setattr(generation, "sample_lyrics", spy)
+    res = CliRunner().invoke(app, ["eval", str(p), "--format", "json"])
+    assert res.exit_code == 0, res.output
+    assert asked == [[1, 2, 4]]  # the torn line's prompt is sampled again, with the ones never done
+    gens = [json.loads(x) for x in (tmp_path / "out" / "generations" / "base.jsonl").read_text().splitlines()]
+    assert [g["id"] for g in gens] == ["p0", "p1", "p2", "p3", "p4"]
+    assert gens[0]["lyrics"] == "已有一" and gens[3]["lyrics"] == "已有四" and gens[2]["lyrics"] != "旧设置"
+    assert not parts.exists()

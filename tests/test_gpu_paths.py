@@ -154,7 +154,7 @@ def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lyrictool.errors import UserError
-    from lyrictool.serve.backends import vllm_engine_args
+    from lyrictool.vllm_engine import engine_args as vllm_engine_args
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
     get_peft_model(base, LoraConfig(r=12, target_modules=["q_proj"])).save_pretrained(tmp_path / "lora")
@@ -229,3 +229,24 @@ def test_trl_config_exists_before_the_model_loads(monkeypatch, tmp_path, command
     with pytest.raises(_Stop):
         runner(load_recipe(f"recipes/tiny/{command}.yaml", command, [f"output_dir={tmp_path}"]))
     assert calls == ["config", "load"]
+
+
+@pytest.mark.parametrize("key", ["gradient_checkpointing", "activation_checkpointing"])
+def test_either_checkpointing_name_works_on_the_installed_transformers(tmp_path, key):
+    """transformers < 5.23 (what vLLM pins) has only gradient_checkpointing, >= 5.23 both: a recipe may say either
+    and the trainer gets the recipe's value under the installed name; both names with different values is an error."""
+    import dataclasses
+
+    from lyrictool.errors import UserError
+    from lyrictool.recipes import load_recipe
+    from lyrictool.training import trl_config
+
+    recipe = load_recipe("recipes/tiny/dpo.yaml", "dpo", [f"output_dir={tmp_path}", f"train.{key}=false"])
+    args = trl_config(recipe)
+    assert args.gradient_checkpointing is False
+    if "activation_checkpointing" in {f.name for f in dataclasses.fields(type(args))}:
+        assert args.activation_checkpointing is False
+    both = load_recipe("recipes/tiny/dpo.yaml", "dpo", [f"output_dir={tmp_path}", "train.gradient_checkpointing=true",
+                                                        "train.activation_checkpointing=false"])
+    with pytest.raises(UserError, match="one switch under two names"):
+        trl_config(both)

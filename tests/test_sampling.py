@@ -54,32 +54,62 @@ def test_checkpoint_generation_config_does_not_change_sampling(penalised):
     assert not torch.equal(plain, neutral)
 
 
-def test_vllm_backend_passes_the_same_explicit_sampling(monkeypatch):
-    """vLLM gets every knob spelled out too (no generation_config defaults, no repetition penalty)."""
-    from lyrictool.generation import sampling_kwargs
-    from lyrictool.serve.backends import GenRow, VLLMBackend
+def test_vllm_backend_passes_the_same_explicit_sampling(monkeypatch, tiny_model_path):
+    """vLLM gets every knob spelled out too (no generation_config defaults, no repetition penalty), the prompt as
+    token ids, our stop ids, and per-prompt seeds that never overlap between a prompt's samples."""
+    from lyrictool.generation import prompt_token_ids, sampling_kwargs
+    from lyrictool.modeling import load_tokenizer
+    from lyrictool.vllm_engine import VLLMSampler
 
-    seen = []
+    seen, sent = [], []
 
     class SamplingParams:
         def __init__(self, **kw):
             seen.append(kw)
 
     class Output:
-        text, token_ids, finish_reason = "月光", [1, 2], "stop"
+        index, token_ids, finish_reason, logprobs = 0, [5, 6], "stop", None
 
     fake = types.ModuleType("vllm")
     fake.SamplingParams = SamplingParams
+    fake_inputs = types.ModuleType("vllm.inputs")
+    fake_inputs.TokensPrompt = dict
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    backend = VLLMBackend.__new__(VLLMBackend)
-    backend.lora_request = None  # a merged model: no adapter request
-    backend.llm = types.SimpleNamespace(generate=lambda prompts, params, use_tqdm, lora_request: [
-        types.SimpleNamespace(outputs=[Output()]) for _ in prompts])
-    backend.generate([GenRow("p", 7), GenRow("q", 9)], temperature=0.7, top_p=0.9)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", fake_inputs)
+    sampler = VLLMSampler.__new__(VLLMSampler)
+    sampler.lora_request = None  # a merged model: no adapter request
+    sampler.tokenizer = load_tokenizer(str(tiny_model_path))
+    sampler.stop_ids = [sampler.tokenizer.eos_token_id]
+
+    def generate(inputs, params, use_tqdm, lora_request):
+        sent.extend(inputs)
+        return [types.SimpleNamespace(outputs=[Output()]) for _ in inputs]
+
+    sampler.llm = types.SimpleNamespace(generate=generate)
+    sampler.sample(["p", "q"], n=3, max_new_tokens=7, temperature=0.7, top_p=0.9, seed=10, first_index=4)
     hf = sampling_kwargs(0.7, 0.9)
-    for kw, limit in zip(seen, (7, 9)):
-        assert kw["max_tokens"] == limit
+    assert [x["prompt_token_ids"] for x in sent] == [prompt_token_ids(sampler.tokenizer, t) for t in "pq"]
+    assert [kw["seed"] for kw in seen] == [10 + 4 * 3, 10 + 5 * 3]  # vLLM: sample k gets seed + k, so no overlap
+    for kw in seen:
+        assert kw["max_tokens"] == 7 and kw["n"] == 3 and kw["stop_token_ids"] == sampler.stop_ids
         assert (kw["temperature"], kw["top_p"], kw["min_p"], kw["repetition_penalty"]) == (
             hf["temperature"], hf["top_p"], hf["min_p"], hf["repetition_penalty"]) == (0.7, 0.9, 0.0, 1.0)
         assert kw["top_k"] == -1 and hf["top_k"] == 0  # each library's "no top-k"
         assert kw["presence_penalty"] == kw["frequency_penalty"] == 0.0
+
+
+def test_prompt_token_ids_put_exactly_one_bos_first(tiny_model_path):
+    """A template that writes the bos keeps one; a tokenizer that adds it gets it once; one without a bos none."""
+    from lyrictool.generation import prompt_token_ids
+    from lyrictool.modeling import load_tokenizer
+
+    tok = load_tokenizer(str(tiny_model_path))
+    plain = tok("月光", add_special_tokens=False)["input_ids"]
+    assert prompt_token_ids(tok, "月光") == plain  # no bos token: nothing added
+    tok.add_special_tokens({"bos_token": "<|bos|>"})
+    bos = tok.bos_token_id
+    tok.add_bos_token = True
+    assert prompt_token_ids(tok, "月光") == [bos, *plain]               # the tokenizer adds it: once
+    assert prompt_token_ids(tok, "<|bos|>月光") == [bos, *plain]        # the template wrote it: not twice
+    tok.add_bos_token = False
+    assert prompt_token_ids(tok, "月光") == plain

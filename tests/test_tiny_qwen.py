@@ -74,7 +74,7 @@ def test_tiny_qwen_is_a_small_seeded_qwen2(qwen_path, qwen_tok):
     model = AutoModelForCausalLM.from_pretrained(qwen_path, dtype=torch.float32)
     assert model.config.model_type == "qwen2" and model.config.tie_word_embeddings
     assert model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr()
-    assert model.config.vocab_size == 151_646 and count_parameters(model) < 6_000_000
+    assert model.config.vocab_size == 151_646 and count_parameters(model) < 11_000_000
     assert model.generation_config.eos_token_id == [151645, 151643]  # Qwen2.5-Instruct's
     rebuilt = build_tiny_qwen_model(qwen_tok)
     for (n, a), (_, b) in zip(model.state_dict().items(), rebuilt.state_dict().items()):

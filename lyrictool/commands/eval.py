@@ -111,6 +111,10 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
     systems: list[SystemResult] = []
     if recipe is not None or inputs:
         result, systems = evaluate(recipe, inputs, scheme=scheme, skip_invalid=skip_invalid)
+        from lyrictool.distributed import is_main_process
+
+        if not is_main_process():  # a launcher's other ranks sampled their share; the main process writes
+            return {}
     artefacts: dict[str, str] = {}
     if mos_ratings:
         from lyrictool.eval.mos import load_ratings, mos_summary
@@ -142,6 +146,11 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
                         [{"id": s["id"], "system": sr.name, "controls": s["controls"], "lyrics": s["lyrics"],
                           **({"score": s["score"]} if "score" in s else {})} for s in sr.songs])
         artefacts["generations"] = str(out / "generations")
+        import shutil
+
+        from lyrictool.eval.systems import PARTS_DIR
+
+        shutil.rmtree(out / PARTS_DIR, ignore_errors=True)  # the rank part files, now in generations/
         artefacts["result"] = str(out / "result.json")
     if report:
         from lyrictool.eval.report import write_report

@@ -185,23 +185,101 @@ def align(systems: list[SystemResult]) -> str | None:
 # ---- per system ------------------------------------------------------------------------------------------------
 
 
-def generate_system(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, seed: int,
-                    qa: list[dict] | None) -> tuple[list[dict], dict | None]:
-    """Generate one song per prompt (fixed seed, batched) and answer the QA rows if given."""
-    from lyrictool.generation import generate_lyrics
-    from lyrictool.modeling import load_model
+#: Prompts sampled per call before their rows are written (the unit a killed run loses): a multiple of the
+#: batch size, large enough for vLLM's continuous batching.
+CHUNK_PROMPTS = 256
+PARTS_DIR = "parts"
 
-    lm = load_model(spec.model, for_training=False)  # on the GPU when there is one
-    outs = generate_lyrics(lm.model, lm.tokenizer, [p["controls"] for p in prompts], n=1,
-                           max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-                           batch_size=gen.batch_size, seed=seed)
-    songs = [{"id": p["id"], "controls": p["controls"], "lyrics": out[0].text} for p, out in zip(prompts, outs)]
+
+def part_key(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, seed: int) -> str:
+    """What a system's rows depend on: a part file written under other settings is not resumed from."""
+    import hashlib
+    import json
+
+    what = {"model": spec.model.model_dump(), "generation": gen.model_dump(exclude={"batch_size", "vllm"}),
+            "seed": seed, "prompts": [[p["id"], p["controls"]] for p in prompts]}
+    return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
+
+
+def read_parts(folder: Path, stem: str, *, repair: Path | None = None) -> dict[int, dict]:
+    """Rows ``{index, id, lyrics}`` of every rank's part file ``<stem>.rank<r>.jsonl``, by prompt index.  A torn
+    last line (a kill mid-write) is dropped, and cut off ``repair`` (this rank's own file) before it appends."""
+    import json
+
+    rows: dict[int, dict] = {}
+    for part in sorted(folder.glob(f"{stem}.rank*.jsonl")):
+        data = part.read_bytes()
+        good = data[:data.rfind(b"\n") + 1]
+        for line in good.decode("utf-8").splitlines():
+            row = json.loads(line)
+            rows[int(row["index"])] = row
+        if part == repair and len(good) < len(data):
+            with part.open("r+b") as f:
+                f.truncate(len(good))
+    return rows
+
+
+def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: GenerationSpec, seed: int,
+                    qa: list[dict] | None, out_dir: Path) -> tuple[list[dict], dict | None]:
+    """One song per prompt (fixed seed; batched), on every rank of a launcher (torchrun: each rank its strided share
+    of the prompts not yet done, its own sampler: a vLLM engine on its own device, or the model), and the QA rows
+    answered if given (main process).
+
+    Each rank appends its rows to ``out_dir/parts/<name>-<key>.rank<r>.jsonl`` as they come (resumable: a rerun
+    with the same model, prompts, sampling and seed samples only what is missing, whatever the number of ranks);
+    every rank then reads all parts back, in prompt order.  ``run_eval`` removes the parts once the generations
+    file is written."""
+    import json
+
+    from lyrictool.distributed import barrier, is_main_process, rank, world_size
+    from lyrictool.generation import TransformersSampler, open_sampler, sample_lyrics
+
+    folder = out_dir / PARTS_DIR
+    stem = f"{name}-{part_key(spec, prompts, gen, seed)}"
+    world, me = world_size(), rank()
+    mine_file = folder / f"{stem}.rank{me}.jsonl"
+    done = read_parts(folder, stem, repair=mine_file)
+    barrier()  # every rank has read the same parts before any appends
+    todo = [i for i in range(len(prompts)) if i not in done]
+    mine = todo[me::world]
+    if done:
+        log.info("eval: %s: resuming, %d of %d songs already sampled", name, len(done), len(prompts))
+    sampler = None
+    if mine:
+        sampler = open_sampler(spec.model, gen, seed=seed, batch_size=gen.batch_size)
+        folder.mkdir(parents=True, exist_ok=True)
+        chunk = max(gen.batch_size, CHUNK_PROMPTS // gen.batch_size * gen.batch_size)
+        with mine_file.open("a", encoding="utf-8") as f:
+            for start in range(0, len(mine), chunk):
+                idx = mine[start:start + chunk]
+                outs = sample_lyrics(sampler, [prompts[i]["controls"] for i in idx], n=1,
+                                     max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
+                                     top_p=gen.top_p, seed=seed, indices=idx)
+                for i, (sample,) in zip(idx, outs):
+                    f.write(json.dumps({"index": i, "id": prompts[i]["id"], "lyrics": sample.text},
+                                       ensure_ascii=False) + "\n")
+                f.flush()
+    barrier()  # every part complete
+    rows = read_parts(folder, stem)
+    missing = [prompts[i]["id"] for i in range(len(prompts)) if i not in rows]
+    if missing:
+        raise RuntimeError(f"eval: {name}: no song for prompt(s) {missing[:5]} after sampling")
+    songs = [{"id": p["id"], "controls": p["controls"], "lyrics": rows[i]["lyrics"]} for i, p in enumerate(prompts)]
     knowledge = None
-    if qa:
+    if qa and is_main_process():
         from lyrictool.knowledge.evaluate import evaluate_qa
 
-        knowledge, _ = evaluate_qa(lm.model, lm.tokenizer, qa, batch_size=gen.batch_size)
-    del lm
+        if not isinstance(sampler, TransformersSampler):  # vLLM, or nothing left to sample: the model for QA
+            if sampler is not None:
+                sampler.close()
+            from lyrictool.modeling import load_model
+
+            loaded = load_model(spec.model, for_training=False)
+            sampler = TransformersSampler(loaded.model, loaded.tokenizer, batch_size=gen.batch_size)
+        knowledge, _ = evaluate_qa(sampler.model, sampler.tokenizer, qa, batch_size=gen.batch_size)
+    if sampler is not None:
+        sampler.close()
+    del sampler
     import torch
 
     if torch.cuda.is_available():
@@ -282,7 +360,8 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
             checks[f"system {name}"] = f"model {spec.model.name} ({check_model_spec(spec.model)['attention']})"
             continue
         log.info("eval: generating %d songs with %s (%s)", len(prompts), name, spec.model.name)
-        songs, knowledge = generate_system(spec, prompts, recipe.generation, recipe.seed, qa)
+        songs, knowledge = generate_system(spec, name, prompts, recipe.generation, recipe.seed, qa,
+                                           Path(recipe.output_dir))
         systems.append(SystemResult(name, spec.model.name, songs, knowledge=knowledge))
     for path in inputs:
         rows, errors = load_generations(str(path), scheme, skip_invalid)
@@ -295,10 +374,13 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
 def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "shisanzhe", skip_invalid: bool = False
              ) -> tuple[dict, list[SystemResult]]:
     """Score and compare; returns the JSON-able result and the per-system songs (for sheets and reports)."""
+    from lyrictool.distributed import is_main_process
     from lyrictool.eval.compare import compare_systems
 
     start = time.perf_counter()
     systems, _ = collect_systems(recipe, inputs, scheme, skip_invalid, dry_run=False)
+    if not is_main_process():  # under a launcher the other ranks only sample; the main process does the rest
+        return {}, []
     problem = align(systems)
     scorer_path = recipe.scorer if recipe else None
     score_songs(systems, scheme, scorer_path)

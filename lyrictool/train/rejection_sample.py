@@ -42,7 +42,7 @@ from pydantic import Field, model_validator
 from lyrictool.console import console, print_dry_run
 from lyrictool.distributed import barrier, gather_object, rank, world_size
 from lyrictool.errors import UserError
-from lyrictool.recipes import BaseRecipe, SFTRecipe, Strict, derived_recipe, recipe_source
+from lyrictool.recipes import BaseRecipe, EngineSpec, SFTRecipe, derived_recipe, recipe_source
 from lyrictool.rewards import RewardSpec, default_rule_specs
 from lyrictool.training import Timer, is_main_process, write_run_files
 
@@ -51,8 +51,8 @@ log = logging.getLogger("lyrictool")
 SAMPLES_FILE = "samples.jsonl"
 
 
-class SamplingSpec(Strict):
-    """How candidates are sampled from the policy."""
+class SamplingSpec(EngineSpec):
+    """How candidates are sampled from the policy (backend: transformers or vllm)."""
 
     k: int = Field(4, ge=1, description="Candidates per prompt (LLaMA 2 studied 1..100; gains grow with K).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature (LLaMA 2's best drifted to ~1.2).")
@@ -193,27 +193,26 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
                  out_file: Path, timer: Timer, *, first: int = 0, stride: int = 1) -> dict[str, Any]:
     """Sample, score and append one row per prompt; returns throughput numbers.
 
-    ``prompts`` is ``todo[first::stride]`` of the round's to-do list (one rank's share; all of it in one process):
-    each batch's seed is offset by the to-do index of its first prompt, so no two batches, on any rank, share a
-    seed (and one process draws exactly what it always drew)."""
+    ``prompts`` is ``todo[first::stride]`` of the round's to-do list (one rank's share; all of it in one process);
+    seeds follow each prompt's to-do index (:mod:`lyrictool.generation`: per prompt on vLLM, per batch on
+    transformers), so no two draws, on any rank, share a seed, and one process draws what it always drew."""
     from lyrictool.controls import build_prompt
-    from lyrictool.generation import generate_lyrics
-    from lyrictool.modeling import load_model
+    from lyrictool.generation import open_sampler, sample_lyrics
 
     s = recipe.sampling
     with timer("load_policy"):
-        lm = load_model(recipe.model.model_copy(update={"name": policy, "lora": None, "quantization": "none"})
-                        if policy != recipe.model.name else recipe.model, for_training=False)
+        sampler = open_sampler(recipe.model.model_copy(update={"name": policy, "lora": None, "quantization": "none"})
+                               if policy != recipe.model.name else recipe.model, s, seed=recipe.seed,
+                               batch_size=s.batch_size)
     n_cands = n_tokens = 0
     t0 = time.perf_counter()
     with out_file.open("a", encoding="utf-8") as f:
         for start in range(0, len(prompts), s.batch_size):
             chunk = prompts[start:start + s.batch_size]
             with timer("generate"):
-                outs = generate_lyrics(lm.model, lm.tokenizer, [p.controls for p in chunk], n=s.k,
-                                       max_new_tokens=s.max_new_tokens, temperature=s.temperature, top_p=s.top_p,
-                                       batch_size=s.batch_size,
-                                       seed=recipe.seed + 100_003 * round_ + first + start * stride)
+                outs = sample_lyrics(sampler, [p.controls for p in chunk], n=s.k, max_new_tokens=s.max_new_tokens,
+                                     temperature=s.temperature, top_p=s.top_p, seed=recipe.seed + 100_003 * round_,
+                                     first_index=first + start * stride, stride=stride)
             with timer("score"):
                 scored = rewards.score([p.controls for p in chunk for _ in range(s.k)],
                                        [x.text for samples in outs for x in samples])
@@ -226,6 +225,7 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
             who = f"rank {first}: " if stride > 1 else ""
             console.print(f"  {who}round {round_}: {min(start + s.batch_size, len(prompts))}/{len(prompts)} prompts")
     elapsed = time.perf_counter() - t0
+    sampler.close()  # a vLLM engine's memory back before the fine-tuning that may follow
     return {"prompts": len(prompts), "candidates": n_cands, "seconds": round(elapsed, 3),
             "candidates_per_s": round(n_cands / elapsed, 3) if elapsed else None, "new_tokens": n_tokens}
 

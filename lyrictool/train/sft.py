@@ -12,14 +12,13 @@ import logging
 
 from lyrictool.console import console, print_dry_run
 from lyrictool.data.lyrics_rows import sft_datasets
-from lyrictool.distributed import full_params, trainer_model
 from lyrictool.recipes import SFTRecipe
 from lyrictool.training import (
     Timer,
-    generates_here,
     generation_metrics,
     is_main_process,
     loss_summary,
+    report_sampler,
     train_sft,
     write_run_files,
 )
@@ -42,11 +41,11 @@ def run_sft(recipe: SFTRecipe, *, dry_run: bool = False, resume: bool = False) -
             metrics["eval_loss"] = trainer.evaluate().get("eval_loss")
     samples = []
     if eval_controls and recipe.eval_generation.num_prompts:
-        with timer("eval_generation"), full_params(trainer_model(trainer)) as model:
-            if generates_here(trainer):
-                metrics["generation"], samples = generation_metrics(model, lm.tokenizer, eval_controls,
-                                                                    recipe.eval_generation, seed=recipe.seed,
-                                                                    scheme=recipe.data.scheme)
+        with timer("eval_generation"), report_sampler(trainer, lm.tokenizer, recipe.eval_generation,
+                                                       recipe) as sampler:
+            if sampler is not None:
+                metrics["generation"], samples = generation_metrics(sampler, eval_controls, recipe.eval_generation,
+                                                                    seed=recipe.seed, scheme=recipe.data.scheme)
     summary = {"metrics": metrics, "timings_s": timer.times, "cpu_s": timer.cpu, "data": stats.as_dict(),
                "model": {"attention": lm.attention.implementation, "attention_reason": lm.attention.reason,
                          "dtype": str(lm.dtype).removeprefix("torch."), "lora": recipe.model.lora is not None},
