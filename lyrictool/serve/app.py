@@ -37,8 +37,9 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
     @asynccontextmanager
     async def lifespan(app):
         service.queue.start()
+        b = recipe.batching
         log.info("serving %s on %s (max_batch_size=%d, max_wait_ms=%g, max_queue=%d)", service.model_id,
-                 recipe.backend, recipe.batching.max_batch_size, recipe.batching.max_wait_ms, recipe.batching.max_queue)
+                 recipe.sampling.backend, b.max_batch_size, b.max_wait_ms, b.max_queue)
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish what is queued.
         await service.queue.drain(recipe.limits.shutdown_timeout_s)
