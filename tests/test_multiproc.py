@@ -180,3 +180,44 @@ def test_zz_report_multiproc_timings(capsys):
         for k, v in TIMINGS.items():
             print(f"  {k}: {v} s")
         print(f"  multiproc runs: {sum(TIMINGS.values()):.1f} s in all")
+
+
+def launch_eval(out: Path, prompts: int, *overrides: str, python: str = sys.executable, nproc: int = 2) -> dict:
+    """``lyrictool eval recipes/tiny/eval.yaml`` on the tiny model (no scorer) in ``nproc`` processes; returns the
+    generations rows and each rank's recorded writes."""
+    audit = out.parent / f"{out.name}-writes"
+    audit.mkdir(parents=True)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "tests" / "write_audit"), str(REPO),
+                                                        os.environ.get("PYTHONPATH", "")]),
+           "LYRICTOOL_WRITE_AUDIT": str(audit), "OMP_NUM_THREADS": "1"}
+    head = [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)] if nproc > 1 \
+        else [python]
+    args = [*head, "-m", "lyrictool", "eval", str(REPO / "recipes/tiny/eval.yaml"), "--set", f"output_dir={out}",
+            "--set", "scorer=null", "--set", "systems=[{name: base, model: builtin:tiny-zh}]",
+            "--set", f"generation.num_prompts={prompts}", "--set", "generation.max_new_tokens=12",
+            "--set", "generation.batch_size=2"]
+    for o in overrides:
+        args += ["--set", o]
+    t0 = time.perf_counter()
+    proc = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=900, check=False)
+    TIMINGS[f"eval x{nproc} {out.name}"] = round(time.perf_counter() - t0, 1)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    rows = [json.loads(line) for line in (out / "generations" / "base.jsonl").read_text().splitlines()]
+    writes = {r: {Path(p) for p in (audit / f"rank{r}.txt").read_text().splitlines()} for r in range(nproc)} \
+        if nproc > 1 else {}  # the audit records a launcher's ranks only
+    return {"rows": rows, "writes": writes}
+
+
+def test_eval_two_processes(tmp_path):
+    """Each rank samples its share into its own part file; the main process alone writes the results, with every
+    prompt once, in prompt order; the parts are gone."""
+    out = tmp_path / "eval"
+    run = launch_eval(out, 5)
+    from lyrictool.eval.systems import load_prompts
+
+    assert [r["id"] for r in run["rows"]] == [p["id"] for p in load_prompts("builtin:eval-prompts", 5)]
+    assert all(r["lyrics"] for r in run["rows"])
+    parts = {r: {p.name for p in run["writes"][r] if p.parent.name == "parts"} for r in (0, 1)}
+    assert all(len(v) == 1 and next(iter(v)).endswith(f".rank{r}.jsonl") for r, v in parts.items())
+    assert not any(p.name == "result.json" for p in run["writes"][1])
+    assert (out / "result.json").exists() and not (out / "parts").exists()

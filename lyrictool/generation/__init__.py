@@ -1,6 +1,6 @@
 """Sampling: one interface over two backends, used by eval, rejection sampling, end-of-training samples and serve.
 
-The interface (stable; ``lyrictool.vllm_engine`` and ``lyrictool.serve`` build on it)::
+The interface (stable; ``lyrictool.generation.vllm_engine`` and ``lyrictool.serve`` build on it)::
 
     sampler = open_sampler(model_spec, engine_spec, seed=0)       # engine_spec.backend: "transformers" | "vllm"
     outs = sampler.sample(prompts, n=4, max_new_tokens=160, temperature=0.8, top_p=0.95, seed=7,
@@ -160,7 +160,7 @@ def open_sampler(model_spec, engine=None, *, seed: int | None = 0, batch_size: i
     ``seed`` seeds the vLLM engine (requests carry their own seeds)."""
     backend = getattr(engine, "backend", "transformers")
     if backend == "vllm":
-        from lyrictool.vllm_engine import VLLMSampler
+        from lyrictool.generation.vllm_engine import VLLMSampler
 
         return VLLMSampler(model_spec, engine.vllm, seed=seed)
     if model is None:
