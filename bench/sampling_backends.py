@@ -121,6 +121,9 @@ def main() -> int:
     ap.add_argument("--backends", default="transformers,vllm")
     ap.add_argument("--no-probes", dest="probes", action="store_false", help="skip the top-p 1.0 and one-sequence runs")
     ap.add_argument("--vllm-compiled", action="store_true", help="also vLLM with torch.compile (no enforce_eager)")
+    ap.add_argument("--torch-threads", type=int, default=0,
+                    help="torch intra-op threads for the transformers arm (0 = torch's default); vLLM's CPU worker "
+                    "binds its own OpenMP threads (VLLM_CPU_OMP_THREADS_BIND)")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16", "auto"], help="bf16 on a GPU")
     ap.add_argument("--kv-cache-gib", type=float, default=1.0,
                     help="vLLM's KV cache (CPU); 0 = leave it to gpu_memory_utilization (the GPU default)")
@@ -141,6 +144,11 @@ def main() -> int:
                     "workload": {"model": args.model, "prompts": args.prompts, "k": args.k,
                                  "max_new_tokens": args.max_new_tokens, "temperature": 1.0, "top_p": 0.95},
                     "arms": {}}
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
+    result["machine"]["torch_threads"] = args.torch_threads or "default"
     controls = workload_controls(args.prompts)
     rewards = Rewards(default_rule_specs())
     arms: list[tuple[str, object]] = []
