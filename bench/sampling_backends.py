@@ -151,6 +151,7 @@ def main() -> int:
     result["machine"]["torch_threads"] = args.torch_threads or "default"
     controls = workload_controls(args.prompts)
     rewards = Rewards(default_rule_specs())
+    rewards.score(controls[:1], ["[Verse]\n月亮照在大江上"])  # pypinyin's dictionaries load here, not in an arm
     arms: list[tuple[str, object]] = []
     wanted = [b.strip() for b in args.backends.split(",") if b.strip()]
     if "transformers" in wanted:
