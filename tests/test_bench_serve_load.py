@@ -24,9 +24,8 @@ def test_quick_mode_runs_both_phases(backend, tmp_path):
     res = json.loads(out.read_text(encoding="utf-8"))
     assert res["quick"] is True and res["machine"]["python_import_torch"]["wall_s"] > 0
     r = res["backends"][backend]
-    for arm in ("batching", "no_batching"):
-        assert r[arm]["requests"] == 8 and r[arm]["errors"] == 0 and r[arm]["startup_s"] > 0
-    assert r["speedup"] > 0
+    assert r["batching"]["requests"] == 8 and r["batching"]["errors"] == 0 and r["batching"]["startup_s"] > 0
+    assert "no_batching" not in r  # quick: one server per backend
     assert r["load"]["requests"] == 40 and r["load"]["server_errors_5xx"] == 0 and not r["load"]["problems"]
     assert r["load"]["status_counts"]["bad"] and sum(r["load"]["status_counts"]["good"].values()) == 36
     assert res["targets"] and all(res["targets"].values())
