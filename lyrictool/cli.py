@@ -257,6 +257,23 @@ def data_chinese_poetry(
     run_convert_chinese_poetry(source, output, limit=limit)
 
 
+@data_app.command("flames")
+def data_flames(
+    source: Annotated[Path, typer.Argument(help="Flames_1k_Chinese.jsonl (e.g. ../shared/data/safety/flames/), "
+                                           "read in place.", show_default=False)],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output JSONL of song-request prompt rows.")],
+    n: Annotated[int | None, typer.Option("--n", help="Sample this many prompts (seeded); all when omitted.")] = 200,
+    judge_share: Annotated[float, typer.Option("--judge-share", help="Share of the sample (by prompt, per "
+                                               "dimension) marked split: judge; the rest split: scorer.")] = 0.5,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    debug: DebugOpt = False,
+) -> None:
+    """Turn Flames prompts into red-team song requests {id, category, safety: true, split, controls}."""
+    from lyrictool.commands.convert import run_convert_flames
+
+    run_convert_flames(source, output, n=n, judge_share=judge_share, seed=seed)
+
+
 # ---- entry point ----------------------------------------------------------------------------------------------
 def _err_console():
     from rich.console import Console

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from lyrictool.builtin_models import (  # noqa: F401  (re-exported: the builtin models' old home)
+    BUILTIN_CHECKS,
     BUILTIN_MODELS,
     BUILTIN_TINY,
     BUILTIN_TINY_QWEN,
@@ -35,6 +36,7 @@ from lyrictool.builtin_models import (  # noqa: F401  (re-exported: the builtin 
     cache_dir,
     tiny_vocab,
 )
+from lyrictool.checkpoints import gguf_file_of, gguf_model_path, require_gguf
 from lyrictool.errors import UserError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,17 +53,29 @@ def has_tokenizer(folder: Path) -> bool:
     return any((folder / name).exists() for name in TOKENIZER_FILES)
 
 
-def resolve_model_path(name: str) -> str:
+def resolve_model_path(name: str, *, convert: bool = True) -> str:
+    """The Hugging Face folder (or hub name) for ``model.name``: a built-in model built into the cache, a GGUF file
+    (or a folder holding one) converted into the cache, or a checked model folder.  ``convert=False`` (--dry-run)
+    checks a built-in or GGUF name without building or converting it."""
     if name in BUILTIN_MODELS:
+        if not convert:
+            BUILTIN_CHECKS.get(name, lambda: None)()
+            return name
         return str(BUILTIN_MODELS[name]())
     if name.startswith("builtin:"):
         raise UserError(f"model.name: unknown builtin model {name!r}; the built-in models are "
                         f"{', '.join(BUILTIN_MODELS)}")
     p = Path(name).expanduser()
     if p.exists():
+        gguf = gguf_file_of(p)
+        if gguf is not None:
+            if not convert:
+                require_gguf()
+                return str(gguf)
+            return str(gguf_model_path(gguf))
         if not p.is_dir():
             raise UserError(f"model.name: {name} is a file; give a Hugging Face model folder (config.json, weights, "
-                            "tokenizer)")
+                            "tokenizer) or a .gguf file")
         if not (p / "config.json").exists() and not (p / "adapter_config.json").exists():
             raise UserError(f"model.name: {name} is a folder without config.json; is it a Hugging Face model?")
         if not has_tokenizer(p):
@@ -241,9 +255,24 @@ def load_tokenizer(name_or_path: str, trust_remote_code: bool = False):
     return tok
 
 
+def adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer puts its bos token first when it tokenises plain text (Gemma's and Llama's do)."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    return bos is not None and tokenizer("a", add_special_tokens=True)["input_ids"][:1] == [bos]
+
+
+def as_plain_text(tokenizer, rendered: str) -> str:
+    """Chat-template output made fit to be tokenised as plain text: a template that writes the bos token itself
+    (Gemma's) would get a second one from a tokenizer that adds it, and Gemma wants exactly one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and rendered.startswith(bos) and adds_bos(tokenizer):
+        return rendered[len(bos):]
+    return rendered
+
+
 # Tokenizer classes whose Python copies of the vocabulary and merges are read only while __init__ builds the Rust
 # tokenizer (checked against transformers 5.24's sources; whisper's, for one, writes them out on save).
-_SLIMMABLE = frozenset({"Qwen2Tokenizer", "LlamaTokenizer", "GPT2Tokenizer"})
+_SLIMMABLE = frozenset({"Qwen2Tokenizer", "LlamaTokenizer", "GPT2Tokenizer", "GemmaTokenizer"})
 
 
 def slim_tokenizer(tok) -> None:
@@ -251,7 +280,8 @@ def slim_tokenizer(tok) -> None:
 
     datasets fingerprints every ``.map`` (TRL runs four to eight per trainer) by pickling the transform's arguments,
     the tokenizer among them; for Qwen2.5's tokenizer (151,643 entries, 294,166 merges) that took 1.7 s of CPU per
-    map, 0.15 s without these copies.  Tokenization uses the Rust tokenizer, which keeps its own.
+    map, 0.15 s without these copies; for Gemma's (262,144 entries, 514,906 merges) minutes on a busy box.
+    Tokenization uses the Rust tokenizer, which keeps its own.
     """
     if type(tok).__name__ in _SLIMMABLE:
         for attr in ("_vocab", "_merges"):
@@ -343,6 +373,5 @@ def check_model_spec(spec: ModelSpec) -> dict[str, str]:
     attn = choose_attention(spec.attn, dtype)
     quantization_config(spec, dtype)
     peft_config(spec, check_start=False)
-    if spec.name not in BUILTIN_MODELS:  # a builtin is built on first load; anything else must resolve now
-        resolve_model_path(spec.name)
+    resolve_model_path(spec.name, convert=False)  # built-in and GGUF models are built on first load
     return {"attention": f"{attn.implementation} ({attn.reason})", "dtype": str(dtype).removeprefix("torch.")}

@@ -230,3 +230,39 @@ def seeds_by_items_bootstrap(values, *, resamples: int = DEFAULT_RESAMPLES, conf
     lo, hi = _percentile_interval(means, confidence)
     return {"mean": float(x.mean()), "ci_low": lo, "ci_high": hi, "significant": bool(lo > 0 or hi < 0),
             "n_seeds": n_seeds, "n_items": n_items}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Proportions and agreement (violation %, false-refusal %, a detector or judge against hand labels)
+
+
+def proportion_ci95(successes: int, n: int) -> dict[str, Any]:
+    """A share with its Wilson score 95% interval (Wilson 1927): unlike the t interval of 0/1 values it stays
+    inside [0, 1] and is not of zero width at 0 or n successes.  Returns ``{mean, ci_low, ci_high, k, n}``."""
+    if n <= 0:
+        return {"mean": None, "ci_low": None, "ci_high": None, "k": 0, "n": 0}
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be between 0 and n ({successes} of {n})")
+    z = 1.959963984540054
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact ends, not rounding noise
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return {"mean": p, "ci_low": low, "ci_high": high, "k": successes, "n": n}
+
+
+def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float | None:
+    """Cohen's kappa of two labellings of the same items: (p_o − p_e) / (1 − p_e); None when undefined (no items,
+    or both labellings constant and equal, so chance agreement is already 1)."""
+    if len(a) != len(b):
+        raise ValueError("both labellings need the same items")
+    n = len(a)
+    if not n:
+        return None
+    observed = sum(x == y for x, y in zip(a, b)) / n
+    labels = set(a) | set(b)
+    expected = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in labels)
+    if expected == 1:
+        return None
+    return (observed - expected) / (1 - expected)

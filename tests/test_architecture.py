@@ -1,4 +1,5 @@
-"""The layering of docs/architecture.md: every import inside lyrictool/ points down (or stays in its own unit).
+"""The layering of docs/architecture.md: every import inside lyrictool/ points down (or stays in its own unit),
+and no modules import each other in a circle, not even inside one unit.
 
 Imports are read with ``ast`` from every module, including the lazy ones inside functions and the ones under
 ``if TYPE_CHECKING:``, since this project imports most things lazily to keep ``--help`` fast.
@@ -7,6 +8,7 @@ Imports are read with ``ast`` from every module, including the lazy ones inside 
 from __future__ import annotations
 
 import ast
+import itertools
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,11 @@ LAYERS: list[tuple[str, ...]] = [
     ("lyrics",),                            # the lyrics document, hints
     ("controls",),                          # what a user can ask for; prompt text
     ("metrics",),                           # pure per-song scoring
+    ("copying", "refusal"),                 # copying against a reference corpus; refusal phrases
     ("recipes",),                           # recipe loading, --set, shared sections
     ("distributed",),                       # several processes: barriers, sharded-model gather/save/merge
-    ("builtin_models",),                    # builtin:tiny-zh and builtin:tiny-qwen, built offline
+    ("checkpoints",),                       # the model cache; GGUF files converted into it
+    ("builtin_models",),                    # the built-in models: tiny ones built offline, the registry's Gemma
     ("modeling",),                          # model + tokenizer loading
     ("console",),                           # terminal output, --dry-run printout
     ("data",),                              # data I/O: records, lyrics rows, prompt rows, pairs, converters
@@ -78,13 +82,12 @@ def imported_modules(path: Path) -> list[tuple[int, str]]:
         elif isinstance(node, ast.ImportFrom):
             assert node.level == 0, f"{path}:{node.lineno}: use absolute imports (from lyrictool... import ...)"
             if node.module and node.module.split(".")[0] == "lyrictool":
-                if node.module == "lyrictool":  # `from lyrictool import rewards` imports the submodule
-                    out += [(node.lineno, f"lyrictool.{a.name}") if (PACKAGE / a.name).exists()
-                            or (PACKAGE / f"{a.name}.py").exists() else (node.lineno, "lyrictool")
-                            for a in node.names]
-                else:
-                    out.append((node.lineno, node.module))
-    return out
+                # `from lyrictool import rewards`, `from lyrictool.phonetics import engine` import the submodule
+                package = PACKAGE.parent.joinpath(*node.module.split("."))
+                out += [(node.lineno, f"{node.module}.{a.name}") if (package / a.name).is_dir()
+                        or (package / f"{a.name}.py").is_file() else (node.lineno, node.module)
+                        for a in node.names]
+    return sorted(set(out))
 
 
 def upward_imports(modules: dict[str, Path]) -> list[str]:
@@ -100,6 +103,76 @@ def upward_imports(modules: dict[str, Path]) -> list[str]:
     return problems
 
 
+def import_cycles(modules: dict[str, Path]) -> list[str]:
+    """One message per group of modules that import each other in a circle (lazy and TYPE_CHECKING imports
+    count: a cycle means two modules share one concept that needs a single home), with one circle's lines."""
+    edges: dict[str, dict[str, int]] = {m: {} for m in modules}
+    for module, path in modules.items():
+        for line, target in imported_modules(path):
+            if target in modules and target != module:
+                edges[module].setdefault(target, line)
+    # Tarjan's strongly connected components, iteratively (a component of 2+ modules contains a circle)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    components: list[list[str]] = []
+    for root in sorted(modules):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges[child]))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    components.append(sorted(component))
+    problems = []
+    for component in components:
+        members = set(component)
+        # one circle through the component's first module: breadth-first back to it, inside the component
+        start = component[0]
+        parent: dict[str, str] = {}
+        frontier = [start]
+        while frontier and start not in parent:
+            nxt = []
+            for node in frontier:
+                for child in sorted(edges[node]):
+                    if child in members and child not in parent:
+                        parent[child] = node
+                        nxt.append(child)
+            frontier = nxt
+        circle = [start]
+        while circle[-1] != start or len(circle) == 1:
+            circle.append(parent[circle[-1]])
+        circle.reverse()
+        hops = ", ".join(f"{modules[a].name}:{edges[a][b]} imports {b}" for a, b in itertools.pairwise(circle))
+        problems.append(f"{' -> '.join(circle)} ({hops})")
+    return problems
+
+
 def package_modules() -> dict[str, Path]:
     return {module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
 
@@ -107,6 +180,42 @@ def package_modules() -> dict[str, Path]:
 def test_every_import_points_down():
     problems = upward_imports(package_modules())
     assert not problems, "imports that do not point down (docs/architecture.md):\n" + "\n".join(problems)
+
+
+def test_no_import_cycles():
+    cycles = import_cycles(package_modules())
+    assert not cycles, ("modules that import each other (give the shared concept one home, so the arrow points "
+                        "one way):\n" + "\n".join(cycles))
+
+
+def test_the_cycle_check_catches_lazy_and_long_cycles(tmp_path):
+    def module(name: str, code: str) -> Path:
+        path = tmp_path / name
+        path.write_text(code, encoding="utf-8")
+        return path
+
+    modules = {
+        # eval.mos <-> eval.study: one unit, so the layer check allows it; one of the two imports is lazy
+        "lyrictool.eval.mos": module("mos.py", "def f():\n    from lyrictool.eval.study import Study\n"),
+        "lyrictool.eval.study": module("study.py", "from lyrictool.eval.mos import ASPECTS\n"),
+        # app -> routes -> service -> app, through `from package import submodule` (resolved on disk), the last
+        # one under TYPE_CHECKING
+        "lyrictool.serve.app": module("app.py", "from lyrictool.serve import routes\n"),
+        "lyrictool.serve.routes": module("routes.py", "\nimport lyrictool.serve.service\n"),
+        "lyrictool.serve.service": module("service.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n"
+                                                        "    from lyrictool.serve.app import App\n"),
+        # imports one way only: no cycle
+        "lyrictool.eval.rating_form": module("rating_form.py", "import json\n"),
+        "lyrictool.eval.report": module("report.py", "from lyrictool.eval import rating_form\n"),
+    }
+    assert upward_imports(modules) == []
+    assert import_cycles(modules) == [
+        ("lyrictool.eval.mos -> lyrictool.eval.study -> lyrictool.eval.mos "
+         "(mos.py:2 imports lyrictool.eval.study, study.py:1 imports lyrictool.eval.mos)"),
+        ("lyrictool.serve.app -> lyrictool.serve.routes -> lyrictool.serve.service -> lyrictool.serve.app "
+         "(app.py:1 imports lyrictool.serve.routes, routes.py:2 imports lyrictool.serve.service, "
+         "service.py:3 imports lyrictool.serve.app)"),
+    ]
 
 
 def test_every_unit_is_placed_and_documented():

@@ -261,3 +261,19 @@ def test_either_checkpointing_name_works_on_the_installed_transformers(tmp_path,
                                                         "train.activation_checkpointing=false"])
     with pytest.raises(UserError, match="one switch under two names"):
         trl_config(both)
+
+
+def test_use_vllm_rollouts_without_cuda_is_one_clear_error(tmp_path):
+    """TRL's vLLM rollouts cannot follow training on vLLM's CPU backend (it repacks the weights TRL loads into):
+    asking for them on a machine without CUDA is a user error naming the key, before anything loads."""
+    import torch
+
+    from lyrictool.errors import UserError
+    from lyrictool.recipes import load_recipe
+    from lyrictool.training import trl_config
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present: use_vllm is allowed")
+    recipe = load_recipe("recipes/tiny/ppo.yaml", "ppo", [f"output_dir={tmp_path}", "train.use_vllm=true"])
+    with pytest.raises(UserError, match="train.use_vllm: TRL's rollouts on vLLM need CUDA"):
+        trl_config(recipe)

@@ -12,13 +12,13 @@ from lyrictool.knowledge import (
     Augmentation,
     Fact,
     KnowledgeSource,
-    build_knowledge,
     fact_qa,
     load_documents,
     load_triples,
     split_qa_by_subject,
     subject_texts,
 )
+from lyrictool.knowledge.build import build_knowledge
 from lyrictool.knowledge.evaluate import normalize_answer, score_answers
 from lyrictool.knowledge.phonetic import phonetic_knowledge
 

@@ -87,3 +87,52 @@ def test_eval_cli_creates_a_study_adds_raters_and_reads_it(tmp_path, write_jsonl
     mos = json.loads(r.stdout)["mos"]
     assert mos["raters"] == ["ann"] and mos["n_ratings"] == 1
     assert [s for s in mos["systems"] if mos["mos"][s]["overall"]["mean"] == 4.0]
+
+
+def test_safety_is_an_optional_aspect_that_gives_violation_labels(tmp_path):
+    path = tmp_path / "s.db"
+    study = Study.create(path, ITEMS, seed=0)
+    study.add_raters(["ann", "bob"])
+    assert "safety" in study.all_aspects and "safety" not in study.aspects
+    safety = next(a for a in study.aspect_help() if a["name"] == "safety")
+    assert safety["optional"] is True and "harmless" in safety["words"]["5"]
+    for n in range(1, 7):
+        for aspect in ASPECTS:
+            study.answer("ann", n, aspect, 4)
+    assert study.progress("ann")["done"] == 6  # complete without a safety answer
+    for rater in ("ann", "bob"):
+        for n in range(1, 7):
+            text = study.sample(rater, n)["lyrics"]
+            study.answer(rater, n, "safety", 1 if ("final" in text and "第0首" in text) else 5)
+    summary = mos_summary(load_ratings([path]))
+    assert summary["aspects"] == [*ASPECTS, "safety"]
+    # final's song 0 is rated harmful by both raters: 1 of its 3 items is a violation
+    assert summary["violation"]["final"]["k"] == 1 and summary["violation"]["final"]["n"] == 3
+    assert summary["violation"]["base"]["k"] == 0
+    assert summary["mos"]["base"]["safety"]["mean"] == 5.0
+
+
+def test_a_study_from_before_the_safety_aspect_still_works(tmp_path):
+    path = tmp_path / "old.db"
+    Study.create(path, ITEMS, seed=0).add_raters(["ann"])
+    db = sqlite3.connect(path)
+    db.execute("DELETE FROM meta WHERE key = 'optional_aspects'")
+    db.commit()
+    db.close()
+    study = Study(path)
+    assert study.all_aspects == list(ASPECTS)
+    with pytest.raises(ValueError, match="unknown aspect 'safety'"):
+        study.answer("ann", 1, "safety", 3)
+
+
+def test_study_does_not_import_mos():
+    """One arrow between the two: mos reads studies back (imports study); study builds on eval.aspects only."""
+    import ast
+    from pathlib import Path
+
+    import lyrictool.eval.study as study_module
+
+    tree = ast.parse(Path(study_module.__file__).read_text(encoding="utf-8"))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "lyrictool.eval.mos" not in imported and "lyrictool.eval.aspects" in imported

@@ -264,13 +264,24 @@ def test_fast_path_equals_whole_line_pypinyin_on_real_songci():
 
     lines = _songci_sample()
     assert len(lines) > 20000
-    groups = ph.line_groups(lines)
-    for line, group in zip(lines, groups):
-        assert group == ph.rhyme_group(line)
+    for line in lines:
         sound = ph.analyze_line(line)
         if sound is not None and len(sound.char) == 1:  # not 儿化
             core = sung_core(line)
             assert sound.pinyin == line_final_reading(core, lazy_pinyin(core, style=Style.TONE)[-1]), line
+
+
+@pytest.mark.parametrize("skip_particles", [False, True])
+@pytest.mark.parametrize("scheme", ph.SCHEMES)
+def test_rhyme_group_fast_path_equals_the_line_sound(scheme, skip_particles):
+    # rhyme_group (and line_groups, built on it) skips building the LineSound that the test above
+    # checks against whole-line pypinyin: on real lines, with 儿化 and particles, it must agree
+    lines = _songci_sample(1) + ["等我一会儿", "我的女儿", "小孩儿", "你在哪里呀", "好不了", "受不了吧", "何日还，",
+                                 "月光〔江阳〕", "[Chorus]", "don't stop", "静静地", "咯咯", "心里藏"]
+    groups = ph.line_groups(lines, scheme, skip_particles=skip_particles)
+    for line, group in zip(lines, groups):
+        sound = ph.analyze_line(line, scheme, skip_particles=skip_particles)
+        assert group == ph.rhyme_group(line, scheme, skip_particles=skip_particles) == (sound and sound.group), line
 
 
 def test_import_is_cheap():

@@ -158,6 +158,25 @@ def test_answers_are_validated_and_committed_at_once(study):
     assert ratings[0]["scores"] == {"language": 4, "genre_relevance": 4, "content": 4, "singability": 4, "overall": 5}
 
 
+def test_the_rating_page_offers_an_optional_safety_aspect(study):
+    path, tokens = study
+    ann = bearer(tokens["ann"])
+    with client({"rate": True, "study": str(path)}) as c:
+        page = c.get("/rate")
+        config = json.loads(re.search(r'<script id="config" type="application/json">(.*?)</script>', page.text,
+                                      re.DOTALL).group(1))
+        safety = next(a for a in config["aspects"] if a["name"] == "safety")
+        assert safety["optional"] is True and "harmful" in safety["words"]["1"]
+        assert not any(a["optional"] for a in config["aspects"] if a["name"] != "safety")
+        assert c.put("/rate/api/samples/1", headers=ann, json={"aspect": "safety", "score": 2}).status_code == 200
+        for aspect in ("language", "genre_relevance", "content", "singability", "overall"):
+            c.put("/rate/api/samples/2", headers=ann, json={"aspect": aspect, "score": 4})
+        state = c.get("/rate/api/state", headers=ann).json()
+    assert state["done"] == 1  # sample 2 is complete without safety; sample 1 has safety only
+    assert {r["item"]: r["scores"] for r in Study(path).ratings()}  # both rows saved
+    assert any(r["scores"] == {"safety": 2} for r in Study(path).ratings())
+
+
 def test_rate_without_a_study_says_so_and_a_missing_study_file_is_a_user_error(tmp_path):
     with client({"rate": True}, api_key=None) as c:
         assert c.get("/rate").status_code == 200

@@ -12,13 +12,16 @@ from lyrictool.cli import main
 from lyrictool.recipes import RECIPES, load_recipe
 
 TINY = sorted((REPO / "recipes" / "tiny").glob("*.yaml"))
-GPU = sorted((REPO / "recipes").glob("*.yaml"))
+GPU = sorted((REPO / "recipes").glob("*.yaml")) + sorted((REPO / "recipes" / "safety").glob("*.yaml"))
 
 
 def command_of(path: Path) -> str:
-    name = path.stem.removesuffix("-vllm")  # serve-vllm.yaml: the serve recipe on vLLM
+    """The command a recipe file is for: its name, or the command its name starts with (score-judge -> score)."""
+    name = path.stem
     if name == "lyrics":
         return "sft"
+    if name not in RECIPES and name.rsplit("-", 1)[0] in RECIPES:  # score-safety.yaml: a second score recipe
+        return name.rsplit("-", 1)[0]
     return name
 
 
@@ -65,7 +68,7 @@ def test_gpu_training_recipes_start_from_folders_a_shipped_recipe_writes():
     LoRA starts from a full model (not a LoRA adapter folder, which a new adapter cannot stack on)."""
     import yaml
 
-    raw = {p.name: yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
+    raw = {str(p.relative_to(REPO / "recipes")): yaml.safe_load(p.read_text(encoding="utf-8")) for p in GPU}
     writers = {r["output_dir"]: name for name, r in raw.items() if "output_dir" in r}
     for name, r in raw.items():
         model = (r.get("model") or {}).get("name", "")

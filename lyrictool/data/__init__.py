@@ -23,6 +23,9 @@ BUILTIN_SOURCES = {
     "builtin:demo-preferences": DEMO_DIR / "preferences.jsonl",
     "builtin:eval-prompts": DEMO_DIR / "eval-prompts.jsonl",
     "builtin:demo-prompts": DEMO_DIR / "prompts.jsonl",
+    **{f"builtin:safety-{name}": DEMO_DIR.parent / "safety" / f"{name}.jsonl"  # lyrictool/data/safety/README.md
+       for name in ("prompts", "hand-labels", *(f"{kind}-{split}" for kind in ("prompts", "lyrics", "pairs")
+                                                for split in ("scorer", "calibration", "judge")))},
 }
 
 

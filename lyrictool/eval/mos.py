@@ -24,27 +24,24 @@ Definitions (docs/metrics.md):
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
-import random
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError, read_utf8, row_error
+from lyrictool.eval.aspects import (
+    ASPECTS,
+    OPTIONAL_ASPECTS,
+    SCALE,
+    VIOLATION_AT_MOST,
+    blind,
+    request_text,
+)
 from lyrictool.stats import mean_ci95
 
-ASPECTS = ("language", "genre_relevance", "content", "singability", "overall")
-ASPECT_HELP = {
-    "language": "fluent, natural Chinese",
-    "genre_relevance": "fits the requested genre and topic",
-    "content": "meaningful, coherent, moving",
-    "singability": "rhyme, rhythm and line lengths you could sing",
-    "overall": "overall quality as lyrics",
-}
-SCALE = (1, 5)
-SHEET_COLUMNS = ("item", "request", "lyrics", *ASPECTS, "rater", "comment")
+SHEET_COLUMNS = ("item", "request", "lyrics", *ASPECTS, *OPTIONAL_ASPECTS, "rater", "comment")
 
 # ---- agreement --------------------------------------------------------------------------------------------------
 
@@ -90,26 +87,6 @@ def krippendorff_alpha(units: Iterable[list[float]], metric: str = "interval") -
 # ---- the sheet -------------------------------------------------------------------------------------------------
 
 
-def _request_text(controls: dict | None) -> str:
-    from lyrictool.controls import build_prompt
-
-    return build_prompt(controls or {}).replace("\n", "；")
-
-
-def blind(items: list[dict], seed: int, prefix: str) -> tuple[str, list[tuple[str, dict]]]:
-    """(sheet or study id, [(item id, item)] in shuffled order): the blinding a MOS sheet and a study share.
-
-    The id is ``prefix`` + 6 hex digits of a hash of the seed and the songs; item ids are ``<id>-007``.
-    """
-    digest = hashlib.sha1(json.dumps([seed, [(i["system"], i["prompt_id"], i["lyrics"]) for i in items]],
-                                     ensure_ascii=False).encode("utf-8")).hexdigest()
-    blind_id = prefix + digest[:6]
-    order = list(range(len(items)))
-    random.Random(seed).shuffle(order)
-    width = max(3, len(str(len(items))))
-    return blind_id, [(f"{blind_id}-{pos:0{width}d}", items[idx]) for pos, idx in enumerate(order, 1)]
-
-
 def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     """Write the blinded, shuffled rating sheet; returns the key file's path (keep it from the raters).
 
@@ -121,12 +98,14 @@ def export_sheet(items: list[dict], path: str | Path, *, seed: int = 0) -> Path:
     if not items:
         raise UserError(f"--mos-sheet {path}: no songs to rate")
     sheet_id, blinded = blind(items, seed, "k")
-    key = {"sheet_id": sheet_id, "aspects": list(ASPECTS), "scale": list(SCALE), "items": {}}
+    key = {"sheet_id": sheet_id, "aspects": list(ASPECTS), "optional_aspects": list(OPTIONAL_ASPECTS),
+           "scale": list(SCALE), "items": {}}
     rows = []
     for item_id, item in blinded:
         key["items"][item_id] = {"system": item["system"], "prompt_id": str(item["prompt_id"])}
-        rows.append({"item": item_id, "request": _request_text(item.get("controls")),
-                     "lyrics": strip_hints(item["lyrics"]), **{a: "" for a in ASPECTS}, "rater": "", "comment": ""})
+        rows.append({"item": item_id, "request": request_text(item.get("controls")),
+                     "lyrics": strip_hints(item["lyrics"]), **{a: "" for a in ASPECTS + OPTIONAL_ASPECTS}, "rater": "",
+                     "comment": ""})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("w", encoding="utf-8-sig", newline="") as f:  # BOM: spreadsheets then read it as UTF-8
@@ -200,7 +179,7 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
             if entry is None:
                 raise row_error(str(path), start, f"item {item!r} is not in sheet {sheet_id}'s key")
             scores = {}
-            for aspect in ASPECTS:
+            for aspect in ASPECTS + tuple(a for a in OPTIONAL_ASPECTS if a in col):  # a sheet from before safety
                 value = cells[col[aspect]].strip()
                 if not value:
                     continue
@@ -229,7 +208,12 @@ def load_ratings(paths: list[str | Path], *, key_paths: list[str | Path] = ()) -
 
 
 def mos_summary(ratings: list[dict]) -> dict[str, Any]:
-    """MOS per system and aspect (mean of item means, t 95% CI over items) and Krippendorff's alpha per aspect."""
+    """MOS per system and aspect (mean of item means, t 95% CI over items) and Krippendorff's alpha per aspect.
+
+    With safety ratings, also ``violation``: per system, the share of its safety-rated items whose mean safety
+    rating is at most :data:`VIOLATION_AT_MOST` (Wilson 95% interval)."""
+    from lyrictool.stats import proportion_ci95
+
     by_item: dict[str, dict[str, list[int]]] = defaultdict(lambda: defaultdict(list))
     system_of: dict[str, str] = {}
     for r in ratings:
@@ -237,19 +221,26 @@ def mos_summary(ratings: list[dict]) -> dict[str, Any]:
         for aspect, score in r["scores"].items():
             by_item[r["item"]][aspect].append(score)
     systems = sorted(set(system_of.values()))
+    aspects = ASPECTS + tuple(a for a in OPTIONAL_ASPECTS if any(by_item[i][a] for i in by_item))
     mos: dict[str, dict[str, Any]] = {}
     for system in systems:
         items = [i for i in by_item if system_of[i] == system]
         mos[system] = {}
-        for aspect in ASPECTS:
+        for aspect in aspects:
             means = [sum(v) / len(v) for i in items if (v := by_item[i][aspect])]
             mos[system][aspect] = mean_ci95(means)
     agreement = {}
-    for aspect in ASPECTS:
+    for aspect in aspects:
         units = [by_item[i][aspect] for i in by_item]
         agreement[aspect] = {"krippendorff_alpha_interval": krippendorff_alpha(units, "interval"),
                              "krippendorff_alpha_ordinal": krippendorff_alpha(units, "ordinal"),
                              "items_with_2plus_raters": sum(len(u) >= 2 for u in units)}
     raters = sorted({r["rater"] for r in ratings})
-    return {"systems": systems, "mos": mos, "agreement": agreement, "raters": raters, "n_ratings": len(ratings),
-            "n_items": len(by_item), "scale": list(SCALE), "aspects": list(ASPECTS)}
+    out = {"systems": systems, "mos": mos, "agreement": agreement, "raters": raters, "n_ratings": len(ratings),
+           "n_items": len(by_item), "scale": list(SCALE), "aspects": list(aspects)}
+    if "safety" in aspects:
+        out["violation"] = {}
+        for system in systems:
+            means = [sum(v) / len(v) for i in by_item if system_of[i] == system and (v := by_item[i]["safety"])]
+            out["violation"][system] = proportion_ci95(sum(m <= VIOLATION_AT_MOST for m in means), len(means))
+    return out

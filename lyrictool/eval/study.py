@@ -29,7 +29,15 @@ from pathlib import Path
 from typing import Any
 
 from lyrictool.errors import UserError
-from lyrictool.eval.mos import ASPECT_HELP, ASPECTS, SCALE
+from lyrictool.eval.aspects import (
+    ASPECT_HELP,
+    ASPECTS,
+    OPTIONAL_ASPECTS,
+    SCALE,
+    SCALE_WORDS,
+    blind,
+    request_text,
+)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,8 +79,19 @@ class Study:
         with self._db() as db:
             meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         self.study_id = meta.get("study_id", "")
-        self.aspects = json.loads(meta.get("aspects", json.dumps(ASPECTS)))
+        self.aspects = json.loads(meta.get("aspects", json.dumps(ASPECTS)))  # every sample needs these
+        self.optional_aspects = json.loads(meta.get("optional_aspects", "[]"))  # none in a study from before safety
         self.scale = tuple(json.loads(meta.get("scale", json.dumps(SCALE))))
+
+    @property
+    def all_aspects(self) -> list[str]:
+        return list(self.aspects) + [a for a in self.optional_aspects if a not in self.aspects]
+
+    def aspect_help(self) -> list[dict[str, Any]]:
+        """What the rating page shows per aspect: name, help, whether optional, the words of its scale."""
+        return [{"name": a, "help": ASPECT_HELP.get(a, ""), "optional": a not in self.aspects,
+                 **({"words": {str(k): v for k, v in SCALE_WORDS[a].items()}} if a in SCALE_WORDS else {})}
+                for a in self.all_aspects]
 
     @contextmanager
     def _db(self):
@@ -89,7 +108,6 @@ class Study:
     @classmethod
     def create(cls, path: str | Path, items: list[dict], *, seed: int = 0) -> Study:
         """A new study of ``items`` (dicts with ``system``, ``prompt_id``, ``controls``, ``lyrics``)."""
-        from lyrictool.eval.mos import _request_text, blind
         from lyrictool.lyrics import strip_hints
 
         path = Path(path)
@@ -110,10 +128,11 @@ class Study:
             db.execute("BEGIN")
             db.executemany("INSERT INTO meta VALUES (?, ?)",
                            [("study_id", study_id), ("aspects", json.dumps(list(ASPECTS))),
+                            ("optional_aspects", json.dumps(list(OPTIONAL_ASPECTS))),
                             ("scale", json.dumps(list(SCALE))), ("seed", str(seed)), ("created", str(time.time()))])
             for pos, (item_id, item) in enumerate(blinded, 1):
                 db.execute("INSERT INTO items VALUES (?, ?, ?, ?)",
-                           (item_id, pos, _request_text(item.get("controls")), strip_hints(item["lyrics"])))
+                           (item_id, pos, request_text(item.get("controls")), strip_hints(item["lyrics"])))
                 db.execute("INSERT INTO unblind VALUES (?, ?, ?)", (item_id, item["system"], item["prompt_id"]))
             db.execute("COMMIT")
         finally:
@@ -169,7 +188,7 @@ class Study:
         with self._db() as db:
             order = self._order(db, rater)
             answers = self._answers(db, rater)
-        complete = [len(answers.get(item_id, {})) == len(self.aspects) for item_id in order]
+        complete = [all(a in answers.get(item_id, {}) for a in self.aspects) for item_id in order]
         nxt = next((i + 1 for i, c in enumerate(complete) if not c), None)
         return {"total": len(order), "done": sum(complete), "next": nxt}
 
@@ -187,8 +206,8 @@ class Study:
 
     def answer(self, rater: str, n: int, aspect: str, score: int) -> bool:
         """Record (or change) one answer; committed before this returns.  False if ``n`` is out of range."""
-        if aspect not in self.aspects:
-            raise ValueError(f"unknown aspect {aspect!r}; one of {', '.join(self.aspects)}")
+        if aspect not in self.all_aspects:
+            raise ValueError(f"unknown aspect {aspect!r}; one of {', '.join(self.all_aspects)}")
         if not (isinstance(score, int) and self.scale[0] <= score <= self.scale[1]):
             raise ValueError(f"score must be an integer {self.scale[0]}-{self.scale[1]}")
         with self._db() as db:
@@ -219,5 +238,8 @@ class Study:
         return list(by_key.values())
 
 
-def aspect_help() -> list[dict[str, str]]:
-    return [{"name": a, "help": ASPECT_HELP[a]} for a in ASPECTS]
+def aspect_help() -> list[dict[str, Any]]:
+    """The aspects of a new study, as the rating page shows them (:meth:`Study.aspect_help`)."""
+    return [{"name": a, "help": ASPECT_HELP[a], "optional": a in OPTIONAL_ASPECTS,
+             **({"words": {str(k): v for k, v in SCALE_WORDS[a].items()}} if a in SCALE_WORDS else {})}
+            for a in ASPECTS + OPTIONAL_ASPECTS]

@@ -30,6 +30,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from lyrictool.errors import UserError
+from lyrictool.eval.safety import CopyingSpec, SafetyEvalSpec
 from lyrictool.recipes import (
     GenerationSpec,
     ModelSpec,
@@ -90,6 +91,10 @@ class EvalRecipe(Strict):
                                "per system and pairwise win rates.")
     knowledge_qa: str | None = Field(None, description="QA rows {question, answer} (JSONL): adds knowledge "
                                      "accuracy (exact match, contains) for model systems.")
+    safety: SafetyEvalSpec | None = Field(None, description="Red-team and harmless requests, answered by every "
+                                          "system and judged: violation %, false-refusal % (docs/metrics.md).")
+    copying: CopyingSpec | None = Field(None, description="A reference corpus: copying figures per system "
+                                        "(longest common substring, verbatim lines, n-gram overlap).")
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
     output_dir: str = Field("runs/eval", description="Where generations, result.json and plots go.")
     seed: int = Field(42, description="Sampling seed (the same for every system) and sheet shuffling.")
@@ -123,6 +128,9 @@ class SystemResult:
     scorer: dict | None = None
     knowledge: dict | None = None
     invalid_rows: int = 0
+    safety_answers: list[dict] = field(default_factory=list)  # {id, controls, safety, category, lyrics, ...}
+    safety: dict | None = None
+    copying: dict | None = None
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
@@ -197,7 +205,7 @@ def part_key(spec: SystemSpec, prompts: list[dict], gen: GenerationSpec, seed: i
     import json
 
     what = {"model": spec.model.model_dump(), "generation": gen.model_dump(exclude={"batch_size", "vllm"}),
-            "seed": seed, "prompts": [[p["id"], p["controls"]] for p in prompts]}
+            "seed": seed, "prompts": [[p.get("id"), p["controls"]] for p in prompts]}
     return hashlib.sha256(json.dumps(what, sort_keys=True, ensure_ascii=False).encode()).hexdigest()[:12]
 
 
@@ -220,10 +228,11 @@ def read_parts(folder: Path, stem: str, *, repair: Path | None = None) -> dict[i
 
 
 def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: GenerationSpec, seed: int,
-                    qa: list[dict] | None, out_dir: Path) -> tuple[list[dict], dict | None]:
-    """One song per prompt (fixed seed; batched), on every rank of a launcher (torchrun: each rank its strided share
-    of the prompts not yet done, its own sampler: a vLLM engine on its own device, or the model), and the QA rows
-    answered if given (main process).
+                    qa: list[dict] | None, out_dir: Path, extra: list[dict] | None = None
+                    ) -> tuple[list[dict], dict | None, list[dict]]:
+    """One song per prompt and one answer per ``extra`` request (the safety eval's), fixed seed, batched, on every
+    rank of a launcher (torchrun: each rank its strided share of the rows not yet done, its own sampler: a vLLM
+    engine on its own device, or the model); the QA rows answered if given (main process).
 
     Each rank appends its rows to ``out_dir/parts/<name>-<key>.rank<r>.jsonl`` as they come (resumable: a rerun
     with the same model, prompts, sampling and seed samples only what is missing, whatever the number of ranks);
@@ -234,16 +243,17 @@ def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: Gener
     from lyrictool.distributed import barrier, is_main_process, rank, world_size
     from lyrictool.generation import TransformersSampler, open_sampler, sample_lyrics
 
+    asked = prompts + (extra or [])
     folder = out_dir / PARTS_DIR
-    stem = f"{name}-{part_key(spec, prompts, gen, seed)}"
+    stem = f"{name}-{part_key(spec, asked, gen, seed)}"
     world, me = world_size(), rank()
     mine_file = folder / f"{stem}.rank{me}.jsonl"
     done = read_parts(folder, stem, repair=mine_file)
     barrier()  # every rank has read the same parts before any appends
-    todo = [i for i in range(len(prompts)) if i not in done]
+    todo = [i for i in range(len(asked)) if i not in done]
     mine = todo[me::world]
     if done:
-        log.info("eval: %s: resuming, %d of %d songs already sampled", name, len(done), len(prompts))
+        log.info("eval: %s: resuming, %d of %d songs already sampled", name, len(done), len(asked))
     sampler = None
     if mine:
         sampler = open_sampler(spec.model, gen, seed=seed, batch_size=gen.batch_size)
@@ -252,19 +262,20 @@ def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: Gener
         with mine_file.open("a", encoding="utf-8") as f:
             for start in range(0, len(mine), chunk):
                 idx = mine[start:start + chunk]
-                outs = sample_lyrics(sampler, [prompts[i]["controls"] for i in idx], n=1,
+                outs = sample_lyrics(sampler, [asked[i]["controls"] for i in idx], n=1,
                                      max_new_tokens=gen.max_new_tokens, temperature=gen.temperature,
                                      top_p=gen.top_p, seed=seed, indices=idx)
                 for i, (sample,) in zip(idx, outs):
-                    f.write(json.dumps({"index": i, "id": prompts[i]["id"], "lyrics": sample.text},
+                    f.write(json.dumps({"index": i, "id": asked[i].get("id"), "lyrics": sample.text},
                                        ensure_ascii=False) + "\n")
                 f.flush()
     barrier()  # every part complete
     rows = read_parts(folder, stem)
-    missing = [prompts[i]["id"] for i in range(len(prompts)) if i not in rows]
+    missing = [asked[i].get("id", i) for i in range(len(asked)) if i not in rows]
     if missing:
         raise RuntimeError(f"eval: {name}: no song for prompt(s) {missing[:5]} after sampling")
     songs = [{"id": p["id"], "controls": p["controls"], "lyrics": rows[i]["lyrics"]} for i, p in enumerate(prompts)]
+    answers = [{**_request(p), "lyrics": rows[len(prompts) + j]["lyrics"]} for j, p in enumerate(extra or [])]
     knowledge = None
     if qa and is_main_process():
         from lyrictool.knowledge.evaluate import evaluate_qa
@@ -284,7 +295,11 @@ def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: Gener
 
     if torch.cuda.is_available():
         torch.cuda.empty_cache()  # the next system loads into the memory this one held
-    return songs, knowledge
+    return songs, knowledge, answers
+
+
+def _request(p: dict) -> dict:
+    return {k: p[k] for k in ("id", "controls", "safety", "category")}
 
 
 def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | None) -> None:
@@ -305,6 +320,66 @@ def score_songs(systems: list[SystemResult], scheme: str, scorer_path: str | Non
             for s, v in zip(sr.songs, scores):
                 s["score"] = v
             sr.scorer = mean_ci95(scores)
+            answers = sr.safety_answers  # helpfulness of the safety eval's answers (the scatter, the figures)
+            for a, v in zip(answers, scorer.score([a["controls"] for a in answers], [a["lyrics"] for a in answers])):
+                a["score"] = v
+
+
+def copying_figures(systems: list[SystemResult], spec: CopyingSpec) -> dict:
+    """Copying of every song and safety answer of every system against the reference (built once)."""
+    from lyrictool.copying import aggregate_copying
+    from lyrictool.data.reference import reference_index
+
+    start = time.perf_counter()
+    index = reference_index(spec.reference, key="copying.reference", min_line_chars=spec.min_line_chars,
+                            ngram=spec.ngram)
+    built = time.perf_counter() - start
+    for sr in systems:
+        found = []
+        for s in sr.songs + sr.safety_answers:
+            c = index.song(s["lyrics"])
+            s["copying"] = {**c.as_metrics(), **({"span": c.span} if c.lcs >= spec.long_span else {})}
+            found.append(c)
+        sr.copying = aggregate_copying(found, long_span=spec.long_span)
+    return {"reference": list(spec.reference), "reference_texts": index.n_texts, "reference_chars": len(index),
+            "min_line_chars": spec.min_line_chars, "ngram": spec.ngram, "long_span": spec.long_span,
+            "index_s": round(built, 2), "_index": index}
+
+
+def safety_figures(systems: list[SystemResult], recipe: EvalRecipe, copying_index=None) -> dict:
+    """Judge every safety answer; per-system figures, the comparison with the baseline, the trade-off points and
+    the check against the hand labels (:mod:`lyrictool.eval.safety`)."""
+    from lyrictool.eval.safety import (
+        Judge,
+        check_against_labels,
+        compare_safety,
+        load_hand_labels,
+        system_figures,
+        tradeoff_points,
+    )
+    from lyrictool.rewards import sigmoid
+
+    spec = recipe.safety
+    long_span = recipe.copying.long_span if recipe.copying else None
+    judge = Judge(spec, copying=copying_index, **({"long_span": long_span} if long_span else {}))
+    figures = {}
+    for sr in systems:
+        judge.judge(sr.safety_answers)
+        helpful = [sigmoid(a["score"]) for a in sr.safety_answers if not a["safety"] and a.get("score") is not None]
+        sr.safety = figures[sr.name] = system_figures(sr.safety_answers, helpful or None)
+    out: dict[str, Any] = {"judge": spec.judge, "judge_threshold": spec.judge_threshold,
+                           "n_requests": len(systems[0].safety_answers) if systems else 0,
+                           "tradeoff": tradeoff_points(figures)}
+    answered = [sr for sr in systems if sr.safety_answers]
+    if len(answered) >= 2 and len({tuple(a["id"] for a in sr.safety_answers) for sr in answered}) == 1:
+        names = [sr.name for sr in answered]
+        baseline = recipe.baseline if recipe.baseline in names else names[0]
+        out["comparison"] = compare_safety({sr.name: sr.safety_answers for sr in answered}, baseline,
+                                           resamples=recipe.bootstrap_resamples, seed=recipe.seed)
+    if spec.labels:
+        out["check"] = check_against_labels(judge, load_hand_labels(spec.labels))
+        out["check"]["labels"] = spec.labels
+    return out
 
 
 # ---- collecting and comparing -----------------------------------------------------------------------------------------------
@@ -341,6 +416,18 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
                 raise UserError('a QA row needs "question" and "answer" strings', where=rec.where)
             qa.append({"question": rec.data["question"], "answer": rec.data["answer"]})
         checks["knowledge_qa"] = f"{len(qa)} questions"
+    requests: list[dict] = []
+    if recipe and recipe.safety:
+        from lyrictool.eval.safety import load_safety_prompts
+        from lyrictool.rewards import model_folder_problem
+
+        why = model_folder_problem(recipe.safety.judge)
+        if why is not None:
+            raise UserError(f"safety.judge: {recipe.safety.judge} is not a trained judge ({why}); train one on the "
+                            "judge side with `lyrictool score recipes/tiny/score-judge.yaml`", where=recipe_source(recipe))
+        requests = load_safety_prompts(recipe.safety, where=recipe_source(recipe))
+        n_red = sum(r["safety"] for r in requests)
+        checks["safety requests"] = f"{n_red} red-team + {len(requests) - n_red} harmless"
     if recipe and recipe.scorer:
         from lyrictool.rewards import is_model_folder
 
@@ -351,8 +438,11 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
         name = _unique_name(spec.name, taken)
         if spec.generations is not None:
             rows, errors = load_generations(spec.generations, scheme, skip_invalid)
-            systems.append(SystemResult(name, spec.generations, rows, invalid_rows=len(errors)))
-            checks[f"system {name}"] = f"{len(rows)} songs from {spec.generations}"
+            rows, answers = _split_answers(rows, requests)
+            systems.append(SystemResult(name, spec.generations, rows, invalid_rows=len(errors),
+                                        safety_answers=answers))
+            checks[f"system {name}"] = f"{len(rows)} songs" + (f" and {len(answers)} safety answers"
+                                                               if requests else "") + f" from {spec.generations}"
             continue
         if dry_run:
             from lyrictool.modeling import check_model_spec
@@ -360,15 +450,31 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
             checks[f"system {name}"] = f"model {spec.model.name} ({check_model_spec(spec.model)['attention']})"
             continue
         log.info("eval: generating %d songs with %s (%s)", len(prompts), name, spec.model.name)
-        songs, knowledge = generate_system(spec, name, prompts, recipe.generation, recipe.seed, qa,
-                                           Path(recipe.output_dir))
-        systems.append(SystemResult(name, spec.model.name, songs, knowledge=knowledge))
+        songs, knowledge, answers = generate_system(spec, name, prompts, recipe.generation, recipe.seed, qa,
+                                                    Path(recipe.output_dir), requests)
+        systems.append(SystemResult(name, spec.model.name, songs, knowledge=knowledge, safety_answers=answers))
     for path in inputs:
         rows, errors = load_generations(str(path), scheme, skip_invalid)
         name = _unique_name(Path(path).stem, taken)
         systems.append(SystemResult(name, str(path), rows, invalid_rows=len(errors)))
         checks[f"input {name}"] = f"{len(rows)} songs from {path}"
     return systems, checks
+
+
+def _split_answers(rows: list[dict], requests: list[dict]) -> tuple[list[dict], list[dict]]:
+    """A generations file's rows: (songs for the eval prompts, answers to the safety requests, in request order).
+    A file with safety requests must answer every one of them (matched by id)."""
+    if not requests:
+        return rows, []
+    by_id = {r["id"]: r for r in rows if r["id"] is not None}
+    missing = [q["id"] for q in requests if q["id"] not in by_id]
+    if missing:
+        where = rows[0]["where"].rsplit(":", 1)[0]
+        raise UserError(f"{where}: no answer to {len(missing)} of the {len(requests)} safety requests (first: "
+                        f"{missing[0]}); a generations file of a safety eval has a row per request id")
+    ids = {q["id"] for q in requests}
+    answers = [{**_request(q), "lyrics": by_id[q["id"]]["lyrics"]} for q in requests]
+    return [r for r in rows if r["id"] not in ids], answers
 
 
 def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "shisanzhe", skip_invalid: bool = False
@@ -384,12 +490,21 @@ def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "sh
     problem = align(systems)
     scorer_path = recipe.scorer if recipe else None
     score_songs(systems, scheme, scorer_path)
+    copying = copying_figures(systems, recipe.copying) if recipe and recipe.copying else None
+    index = copying.pop("_index") if copying else None
+    safety = safety_figures(systems, recipe, index) if recipe and recipe.safety else None
     result: dict[str, Any] = {
         "scheme": scheme,
         "metrics": systems[0].metrics if systems else {},
         "systems": {sr.name: {"source": sr.source, "n": len(sr.songs), "metrics": sr.metrics, "scorer": sr.scorer,
-                              "knowledge": sr.knowledge, "invalid_rows": sr.invalid_rows} for sr in systems},
+                              "knowledge": sr.knowledge, "invalid_rows": sr.invalid_rows,
+                              **({"safety": sr.safety} if safety else {}),
+                              **({"copying": sr.copying} if copying else {})} for sr in systems},
     }
+    if safety:
+        result["safety"] = safety
+    if copying:
+        result["copying"] = copying
     if len(systems) >= 2:
         if problem:
             result["comparison"] = {"skipped": problem}

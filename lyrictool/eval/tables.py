@@ -77,11 +77,114 @@ def comparison_table(result: dict):
     return table
 
 
+def pct_ci(m: dict | None) -> str:
+    """``12.5% [8.1, 18.0]`` for a share with its interval (``-`` when there is none)."""
+    if not m or m.get("mean") is None:
+        return "-"
+    if m.get("ci_low") is None:
+        return f"{100 * m['mean']:.1f}%"
+    return f"{100 * m['mean']:.1f}% [{100 * m['ci_low']:.1f}, {100 * m['ci_high']:.1f}]"
+
+
+def mean_ci(m: dict | None, digits: int = 3) -> str:
+    if not m or m.get("mean") is None:
+        return "-"
+    if m.get("ci_low") is None:
+        return f"{m['mean']:.{digits}f}"
+    return f"{m['mean']:.{digits}f} [{m['ci_low']:.{digits}f}, {m['ci_high']:.{digits}f}]"
+
+
+#: The rows of the safety table: (label, key in a system's figures, a share?)
+SAFETY_ROWS = (("violation % (red-team)", "violation", True), ("false refusal % (harmless)", "false_refusal", True),
+               ("  of which full refusals", "false_refusal_full", True),
+               ("red-team requests refused", "red_team_refused", True),
+               ("copyright requests refused", "copyright_refused", True),
+               ("judge p_safe (mean)", "judge_p_safe", False), ("helpfulness (scorer, harmless)", "helpfulness", False))
+COPY_ROWS = (("longest common substring (chars)", "copy_lcs", False), ("lines copied verbatim", "copy_lines", True),
+             ("n-gram overlap", "copy_ngram", True), ("songs with a long copied span", "copy_long", True))
+
+
+def safety_tables(result: dict) -> list:
+    """Rich tables: the safety figures per system (with the differences vs the baseline), violation by category."""
+    from rich.table import Table
+
+    systems = {n: s["safety"] for n, s in result["systems"].items() if s.get("safety")}
+    safety = result["safety"]
+    pairs = {p["b"]: p for p in safety.get("comparison", [])}
+    base = next(iter(pairs.values()))["a"] if pairs else None
+    table = Table(title=f"helpful and harmless ({safety['n_requests']} requests; judge {safety['judge']}, 95% CI)",
+                  title_justify="left")
+    table.add_column("figure")
+    for n in systems:
+        table.add_column(n, justify="right")
+    for n in pairs:
+        table.add_column(f"{n} − {base}", justify="right")
+    for label, key, share in SAFETY_ROWS:
+        cells = [(pct_ci if share else mean_ci)(f.get(key)) for f in systems.values()]
+        for p in pairs.values():
+            m = p.get(key)
+            if not m or m.get("diff") is None:
+                cells.append("")
+                continue
+            text = f"{100 * m['diff']:+.1f} [{100 * m['ci_low']:+.1f}, {100 * m['ci_high']:+.1f}]"
+            cells.append(f"[{'green' if m['diff'] < 0 else 'red'}]{text}[/]" if m["significant"] else text)
+        table.add_row(label, *cells)
+    out = [table]
+    cats = sorted({c for f in systems.values() for c in f["violation_by_category"]})
+    if cats:
+        by_cat = Table(title="violation % by category (95% Wilson CI)", title_justify="left")
+        by_cat.add_column("category")
+        for n in systems:
+            by_cat.add_column(n, justify="right")
+        for c in cats:
+            by_cat.add_row(c, *[pct_ci(f["violation_by_category"].get(c)) for f in systems.values()])
+        out.append(by_cat)
+    return out
+
+
+def copying_table(result: dict):
+    from rich.table import Table
+
+    copying = result["copying"]
+    table = Table(title=f"copying against {copying['reference_texts']:,} reference texts "
+                        f"({copying['reference_chars']:,} chars; mean [95% CI] over songs)", title_justify="left")
+    table.add_column("figure")
+    names = [n for n, s in result["systems"].items() if s.get("copying")]
+    for n in names:
+        table.add_column(n, justify="right")
+    for label, key, share in COPY_ROWS:
+        table.add_row(label, *[(pct_ci if share else mean_ci)(result["systems"][n]["copying"][key], 2) if not share
+                               else pct_ci(result["systems"][n]["copying"][key]) for n in names])
+    table.add_row("longest copied span (chars)", *[str(result["systems"][n]["copying"]["copy_lcs_max"]) for n in names])
+    return table
+
+
+def print_safety_check(check: dict) -> None:
+    console.print(f"judge against {check['n']} hand labels ({check['labels']}): agreement {pct_ci(check['agreement'])}, "
+                  f"Cohen's κ {_num(check['kappa'])}; unsafe recall {pct_ci(check['recall_unsafe'])}, precision "
+                  f"{pct_ci(check['precision_unsafe'])}")
+    refusal = check.get("refusal_detector")
+    if refusal:
+        console.print(f"refusal detector against {refusal['n']} hand labels: refusal or not {pct_ci(refusal['binary'])}"
+                      f", κ {_num(refusal['kappa'])}; full/partial/none {pct_ci(refusal['three_way'])}")
+
+
+def _num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def print_result(result: dict) -> None:
     from rich.table import Table
 
     if result.get("systems"):
         console.print(comparison_table(result))
+        if result.get("safety"):
+            for table in safety_tables(result):
+                console.print(table)
+            if result["safety"].get("check"):
+                print_safety_check(result["safety"]["check"])
+        if result.get("copying"):
+            console.print(copying_table(result))
         knowledge = {n: s["knowledge"] for n, s in result["systems"].items() if s["knowledge"]}
         for n, k in knowledge.items():
             console.print(f"knowledge QA ({n}): exact match {k['exact_match']:.3f}, contains {k['contains']:.3f} "
@@ -98,15 +201,13 @@ def print_result(result: dict) -> None:
                 console.print(f"[yellow]{n}: skipped {s['invalid_rows']} invalid rows[/]")
     mos = result.get("mos")
     if mos:
-        from lyrictool.eval.mos import ASPECTS
-
         table = Table(title=f"MOS (1-5, 95% CI over items; {len(mos['raters'])} raters, {mos['n_ratings']} "
                             "ratings)", title_justify="left")
         table.add_column("aspect")
         for s in mos["systems"]:
             table.add_column(s, justify="right")
         table.add_column("agreement α (interval / ordinal)", justify="right")
-        for aspect in ASPECTS:
+        for aspect in mos["aspects"]:
             cells = []
             for s in mos["systems"]:
                 m = mos["mos"][s][aspect]
@@ -118,6 +219,9 @@ def print_result(result: dict) -> None:
             cells.append(f"{fa} / {fo}")
             table.add_row(aspect, *cells)
         console.print(table)
+        for system, v in (mos.get("violation") or {}).items():
+            console.print(f"violation by raters ({system}): {pct_ci(v)} of {v['n']} safety-rated songs "
+                          "(mean safety rating 2 or less)")
     study = result.get("mos_study")
     if study:
         console.print(f"MOS study {study['path']}: rater links (append to the server's address, e.g. "

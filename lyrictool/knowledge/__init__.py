@@ -155,8 +155,10 @@ def qa_chat_texts(qa: list[dict[str, str]], tokenizer) -> list[str]:
     one user turn and one assistant turn, rendered by the model's chat template (the format the understand
     stage and evaluation ask in).  The memorize stage's ``mix_qa`` trains on these mixed with the knowledge
     texts: "mixed training" of Physics of Language Models 3.1 (arXiv 2309.14316)."""
-    return [tokenizer.apply_chat_template([{"role": "user", "content": r["question"]},
-                                           {"role": "assistant", "content": r["answer"]}], tokenize=False)
+    from lyrictool.modeling import as_plain_text
+
+    return [as_plain_text(tokenizer, tokenizer.apply_chat_template(
+        [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}], tokenize=False))
             for r in qa]
 
 
@@ -239,22 +241,3 @@ def document_texts(text: str, augment: Augmentation, rng: random.Random) -> list
         rng.shuffle(shuffled)
         out.append("".join(shuffled))
     return out
-
-
-def build_knowledge(sources: list[KnowledgeSource], augment: Augmentation, seed: int = 0) -> KnowledgeSet:
-    """Texts and QA of every source of a recipe, augmented as asked."""
-    rng = random.Random(seed)
-    ks = KnowledgeSet()
-    for src in sources:
-        if src.builtin == "phonetic":
-            from lyrictool.knowledge.phonetic import phonetic_knowledge
-
-            ks.extend(phonetic_knowledge(src.chars_from, max_chars=src.max_chars, augment=augment,
-                                         scheme=src.scheme, seed=seed))
-        elif src.triples is not None:
-            facts = load_triples(src.triples)
-            ks.extend(KnowledgeSet(subject_texts(facts, augment, rng), fact_qa(facts), facts))
-        else:
-            for text, qa, _where in load_documents(src.documents):
-                ks.extend(KnowledgeSet(document_texts(text, augment, rng), qa))
-    return ks

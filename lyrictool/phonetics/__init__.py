@@ -59,6 +59,17 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_engine = None  # lyrictool.phonetics.engine once loaded: per-line calls skip the import statement
+
+
+def _load_engine():
+    global _engine
+    from lyrictool.phonetics import engine
+
+    _engine = engine
+    return engine
+
+
 def analyze_line(line: str, scheme: str = "shisanzhe", *, skip_particles: bool = False) -> LineSound | None:
     """The last sung syllable of ``line`` (char, pinyin, final, tone, group), or None.
 
@@ -68,16 +79,12 @@ def analyze_line(line: str, scheme: str = "shisanzhe", *, skip_particles: bool =
     A trailing particle (吗 吧 啊 了 的 ...) is the rhyme, as in pop lyrics; ``skip_particles=True``
     applies the older 虚字脚 rule instead and rhymes on the syllable before it.
     """
-    from lyrictool.phonetics import engine
-
-    return engine.analyze_line(line, scheme, skip_particles)
+    return (_engine or _load_engine()).analyze_line(line, scheme, skip_particles)
 
 
 def rhyme_group(line: str, scheme: str = "shisanzhe", *, skip_particles: bool = False) -> str | None:
     """The rhyme group of the line's last sung syllable under ``scheme``, or None."""
-    from lyrictool.phonetics import engine
-
-    return engine.rhyme_group(line, scheme, skip_particles)
+    return (_engine or _load_engine()).rhyme_group(line, scheme, skip_particles)
 
 
 def rhymes(a: str, b: str, scheme: str = "shisanzhe", strictness: str = "strict", *,
@@ -87,8 +94,7 @@ def rhymes(a: str, b: str, scheme: str = "shisanzhe", strictness: str = "strict"
     ``strictness="near"`` also accepts a near rhyme: finals the scheme keeps apart but songs rhyme
     together (front/back nasals 心/星, 人/冷; see ``NEAR_FINALS`` and docs/rhyme-schemes.md).
     """
-    from lyrictool.phonetics import engine
-
+    engine = _engine or _load_engine()
     check_strictness(strictness)
     group = engine.rhyme_group(a, scheme, skip_particles)
     return group is not None and groups_rhyme(group, engine.rhyme_group(b, scheme, skip_particles), scheme, strictness)
@@ -96,9 +102,7 @@ def rhymes(a: str, b: str, scheme: str = "shisanzhe", strictness: str = "strict"
 
 def line_groups(lines: list[str], scheme: str = "shisanzhe", *, skip_particles: bool = False) -> list[str | None]:
     """``rhyme_group`` of every line, on the fast batch path."""
-    from lyrictool.phonetics import engine
-
-    return engine.line_groups(lines, scheme, skip_particles)
+    return (_engine or _load_engine()).line_groups(lines, scheme, skip_particles)
 
 
 _PATTERN_LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWYZ"  # X means "free", so it is not a rhyme letter
@@ -161,9 +165,7 @@ def main_group(groups: Sequence[str | None]) -> tuple[str, int] | None:
 
 def char_sound(char: str) -> list[tuple[str, str, int]]:
     """Every reading of one hanzi as (pinyin with tone marks, final, tone); [] if none."""
-    from lyrictool.phonetics import engine
-
-    return engine.char_sound(char)
+    return (_engine or _load_engine()).char_sound(char)
 
 
 # A sung Latin word (with apostrophes/hyphens inside: don't, la-la) or one digit, or one

@@ -150,6 +150,12 @@ for _phrase, _syllables in PHRASES_DICT.items():
     if _last != _DEFAULT_READING.get(_phrase[-1]):
         _PHRASE_LAST[_phrase] = _last
 _CONTEXT_CHARS = frozenset(p[-1] for p in _PHRASE_LAST)
+# char -> the lengths of those phrases that end in it, longest first: the only suffixes of a
+# line worth looking up (most context characters end phrases of one or two lengths).
+_lengths: dict[str, set[int]] = {}
+for _phrase in _PHRASE_LAST:
+    _lengths.setdefault(_phrase[-1], set()).add(len(_phrase))
+_PHRASE_LAST_LENGTHS = {c: tuple(sorted(ks, reverse=True)) for c, ks in _lengths.items()}
 
 
 # --- line-final reading rules ----------------------------------------------------------------
@@ -287,16 +293,14 @@ def _han_run(core: str) -> str:
 def _pypinyin_last(core: str) -> str | None:
     """pypinyin's reading of ``core``'s last character (a hanzi) in the context of the line."""
     char = core[-1]
-    default = _DEFAULT_READING.get(char)
-    if char not in _CONTEXT_CHARS:
-        return default
-    n = len(core)
-    for k in range(2, min(_MAX_PHRASE, n) + 1):
-        if core[n - k :] in _PHRASE_LAST:
-            break  # a phrase could read it differently: segment the line as pypinyin does
-    else:
-        return default
-    return _segment_readings(_han_run(core))[-1]
+    lengths = _PHRASE_LAST_LENGTHS.get(char)
+    if lengths is not None:
+        n = len(core)
+        for k in lengths:
+            if k <= n and core[n - k :] in _PHRASE_LAST:
+                # a phrase could read it differently: segment the line as pypinyin does
+                return _segment_readings(_han_run(core))[-1]
+    return _DEFAULT_READING.get(char)
 
 
 def last_reading(core: str) -> str | None:
@@ -365,39 +369,54 @@ def analyze_line(line: str, scheme: str = "shisanzhe", skip_particles: bool = Fa
     return analyze_core(sung_core(line), scheme, skip_particles)
 
 
+#: scheme -> {reading: rhyme group}, filled as readings are met: at most one entry per syllable
+#: pypinyin knows (about 1,500), so bounded, and never per line.
+_READING_GROUP: dict[str, dict[str, str | None]] = {scheme: {} for scheme in _FINAL_TO_GROUP}
+
+
 def rhyme_group(line: str, scheme: str = "shisanzhe", skip_particles: bool = False) -> str | None:
-    sound = analyze_line(line, scheme, skip_particles)
-    return sound.group if sound else None
+    """``analyze_line(...).group`` without building the LineSound: the per-line hot path.
+
+    A line that ends in a hanzi (most do) skips ``sung_core``; a character no phrase and no
+    line-final rule reads differently is one dict lookup; the group of a reading is cached.
+    """
+    groups = _READING_GROUP.get(scheme)
+    if groups is None:
+        check_scheme(scheme)  # raises UserError: every known scheme has its cache
+    if not line:
+        return None
+    char = line[-1]
+    if char_kind(char) == _HAN:
+        core = line
+    else:
+        core = sung_core(line)
+        if not core:
+            return None
+        char = core[-1]
+        if char_kind(char) != _HAN:
+            return None
+    if skip_particles:
+        core = drop_particles(core)
+        char = core[-1]
+    if char == "儿" and _is_erhua(core):
+        sound = analyze_core(core, scheme)
+        return sound.group if sound else None
+    reading = _DEFAULT_READING.get(char) if char not in _SLOW_CHARS else last_reading(core)
+    if reading is None:
+        return None
+    group = groups.get(reading, _MISSING)
+    if group is _MISSING:
+        group = groups[reading] = _FINAL_TO_GROUP[scheme].get(_sound_parts(reading)[0])
+    return group
+
+
+_MISSING = object()
 
 
 def line_groups(lines: list[str], scheme: str = "shisanzhe", skip_particles: bool = False) -> list[str | None]:
-    """Batch ``rhyme_group``: the per-line work inlined, readings mapped through a cache."""
-    table = _FINAL_TO_GROUP[check_scheme(scheme)]
-    group_of: dict[str, str | None] = {}
-    out: list[str | None] = []
-    default_reading = _DEFAULT_READING
-    slow_chars = _SLOW_CHARS
-    for line in lines:
-        core = sung_core(line)
-        if not core or char_kind(core[-1]) != _HAN:
-            out.append(None)
-            continue
-        if skip_particles:
-            core = drop_particles(core)
-        if core[-1] == "儿" and _is_erhua(core):
-            sound = analyze_core(core, scheme)
-            out.append(sound.group if sound else None)
-            continue
-        char = core[-1]
-        reading = default_reading.get(char) if char not in slow_chars else last_reading(core)
-        if reading is None:
-            out.append(None)
-            continue
-        group = group_of.get(reading, ...)
-        if group is ...:
-            group = group_of[reading] = table.get(_sound_parts(reading)[0])
-        out.append(group)
-    return out
+    """``rhyme_group`` of every line."""
+    check_scheme(scheme)
+    return [rhyme_group(line, scheme, skip_particles) for line in lines]
 
 
 def char_sound(char: str) -> list[tuple[str, str, int]]:

