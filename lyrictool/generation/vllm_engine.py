@@ -25,7 +25,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from lyrictool.errors import UserError
-from lyrictool.generation import (
+from lyrictool.generation.core import (
     Sample,
     prompt_seed,
     prompt_token_ids,
