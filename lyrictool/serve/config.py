@@ -14,13 +14,17 @@ from lyrictool.rewards import RewardSpec, default_rule_specs
 
 
 class BatchingSpec(Strict):
-    """How concurrent requests are gathered into one ``generate`` call."""
+    """How concurrent requests are batched: by serve's own queue (transformers: gathered into one ``generate``
+    call) or by vLLM's scheduler (vllm: continuous batching, each sample joins the running batch at once)."""
 
     max_batch_size: int = Field(16, ge=1, le=1024,
-                                description="Most sequences (requests x samples) in one forward pass; 1 = no batching.")
+                                description="Most sequences (requests x samples) in one forward pass; 1 = no batching. "
+                                "With sampling.backend vllm: the engine's max_num_seqs.")
     max_wait_ms: float = Field(10.0, ge=0.0, le=10_000.0,
-                               description="How long the first request of a batch waits for company.")
-    max_queue: int = Field(256, ge=1, description="Requests waiting beyond this are refused with 429 + Retry-After.")
+                               description="How long the first request of a batch waits for company (transformers "
+                               "only: vLLM adds a request to the running batch at its next step).")
+    max_queue: int = Field(256, ge=1, description="Requests waiting beyond this are refused with 429 + Retry-After "
+                           "(vllm: requests in the engine, running or waiting).")
 
 
 class LimitsSpec(Strict):

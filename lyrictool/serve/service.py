@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from lyrictool.serve.backends import Backend, GenResult, GenRow
-from lyrictool.serve.batching import BatchQueue, Job, QueueClosed, QueueFull
+from lyrictool.serve.batching import BatchQueue, EngineQueue, Job, QueueClosed, QueueFull
 from lyrictool.serve.config import ServeRecipe
 from lyrictool.serve.errors import ApiError
 from lyrictool.serve.metrics import Metrics
@@ -23,8 +23,12 @@ class LyricsService:
         self.model_id = recipe.model_id()
         self.created = int(time.time())
         b = recipe.batching
-        self.queue = BatchQueue(backend, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
-                                max_queue=b.max_queue, on_batch=metrics.on_batch)
+        self.queue: BatchQueue | EngineQueue
+        if getattr(backend, "continuous", False):  # vLLM batches by itself: admission and proxy only
+            self.queue = EngineQueue(backend, max_batch_size=b.max_batch_size, max_queue=b.max_queue)
+        else:
+            self.queue = BatchQueue(backend, max_batch_size=b.max_batch_size, max_wait_ms=b.max_wait_ms,
+                                    max_queue=b.max_queue, on_batch=metrics.on_batch)
         from lyrictool.recipes import recipe_source
         from lyrictool.rewards import Rewards, check_reward_specs
 
