@@ -101,6 +101,7 @@ def run_arm(model: str, opts: dict, rows: int, tokens: int, warmup: int, steps: 
     if opts.get("top"):
         layers = AutoConfig.from_pretrained(resolve_model_path(model)).num_hidden_layers
         lora["layers_to_transform"] = list(range(layers // 2, layers))
+        lora["target_modules"] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     recipe = SFTRecipe.model_validate({
         "model": {"name": model, "lora": lora, "dtype": opts.get("weights", "auto")},
         "data": {"train": "builtin:demo-songs"},  # not read: train_sft takes the rows below

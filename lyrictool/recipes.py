@@ -32,6 +32,7 @@ from pydantic import (
     PrivateAttr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from lyrictool.errors import UserError, did_you_mean
@@ -74,9 +75,17 @@ class LoraSpec(Strict):
         "all-linear", description="Module names to adapt, or 'all-linear'."
     )
     layers_to_transform: list[Annotated[int, Field(ge=0)]] | None = Field(
-        None, description="Adapt only these decoder layers (peft's layers_to_transform; null = all).  Backward "
-                          "stops at the lowest adapted layer, so adapting the top half of the layers cuts a "
-                          "step's backward pass about in half (bench/real_step_time.py).")
+        None, description="Adapt only these decoder layers (peft's layers_to_transform; null = all); needs "
+                          "target_modules as a list of names.  Backward stops at the lowest adapted layer, so "
+                          "adapting the top half of the layers shortens a step (bench/real_step_time.py).")
+
+    @model_validator(mode="after")
+    def _layers_need_names(self):
+        if self.layers_to_transform is not None and self.target_modules == "all-linear":
+            raise ValueError("layers_to_transform needs target_modules as a list of module names (peft cannot "
+                             "combine it with 'all-linear'), e.g. [q_proj, k_proj, v_proj, o_proj, gate_proj, "
+                             "up_proj, down_proj]")
+        return self
 
 
 class ModelSpec(Strict):

@@ -236,5 +236,8 @@ def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
     for step in ("inject", "sft", "rejection-sample"):
         recipe = yaml.safe_load((out / step / "recipe.yaml").read_text())
         assert recipe["model"]["lora"]["target_modules"] == "all-linear", step
-    assert yaml.safe_load((out / "eval" / "recipe.yaml").read_text())["systems"][0]["model"] == str(tiny_gemma)
     assert yaml.safe_load((out / "score" / "recipe.yaml").read_text())["model"]["name"] == str(out / "base")
+    assert json.loads((out / "eval" / "generations" / "base.jsonl").read_text().splitlines()[0])["lyrics"] is not None
+    from lyrictool.demo import demo_recipes
+
+    assert demo_recipes(out, model=str(tiny_gemma))["eval"].systems[0].model == str(tiny_gemma)
