@@ -240,4 +240,4 @@ def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
     assert json.loads((out / "eval" / "generations" / "base.jsonl").read_text().splitlines()[0])["lyrics"] is not None
     from lyrictool.demo import demo_recipes
 
-    assert demo_recipes(out, model=str(tiny_gemma))["eval"].systems[0].model == str(tiny_gemma)
+    assert demo_recipes(out, model=str(tiny_gemma))["eval"].systems[0].model.name == str(tiny_gemma)
