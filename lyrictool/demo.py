@@ -51,7 +51,6 @@ def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) ->
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
     from lyrictool.train.rejection_sample import RejectionSampleRecipe
-    from lyrictool.train.score import ScoreRecipe
 
     tiny = {"name": str(out / "base")}  # builtin:tiny-zh with its vocabulary cut to the demo's characters
     # TRL recomputes activations by default (gradient checkpointing): ~20% of a step, for memory a 1M-parameter
@@ -83,14 +82,7 @@ def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) ->
                       "eval_strategy": "no"},  # one eval-loss pass at the end, not one per epoch
             "eval_generation": {"num_prompts": 0},
             "output_dir": str(out / "sft"), "seed": 42}),
-        "score": ScoreRecipe.model_validate({
-            "model": tiny,
-            "data": {"train": "builtin:demo-ratings", "eval_fraction": 0.1},
-            "aspects": {"language": 1.0, "genre": 1.0, "content": 1.0},
-            "margin_scale": 0.5,
-            "train": {**cpu, "max_steps": 40, "learning_rate": 1.0e-3, "per_device_train_batch_size": 16,
-                      "warmup_steps": 5, "max_length": 320, "logging_steps": 20},
-            "output_dir": str(out / "score"), "seed": 42}),
+        "score": score_recipe(out, tiny),
         "rejection-sample": RejectionSampleRecipe.model_validate({
             "model": {"name": str(out / "sft")},
             # requests no song answers (builtin:demo-prompts: one song's shape, another's topic, a new rhyme group),
@@ -123,6 +115,20 @@ def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) ->
     return finish_recipes(recipes, quick)
 
 
+def score_recipe(out: Path, tiny: dict):
+    """The lyrics scorer on the demo ratings: the small built-in model in either chain, trained beside it."""
+    from lyrictool.train.score import ScoreRecipe
+
+    return ScoreRecipe.model_validate({
+        "model": tiny,
+        "data": {"train": "builtin:demo-ratings", "eval_fraction": 0.1},
+        "aspects": {"language": 1.0, "genre": 1.0, "content": 1.0},
+        "margin_scale": 0.5,
+        "train": {"gradient_checkpointing": False, "max_steps": 40, "learning_rate": 1.0e-3,
+                  "per_device_train_batch_size": 16, "warmup_steps": 5, "max_length": 320, "logging_steps": 20},
+        "output_dir": str(out / "score"), "seed": 42})
+
+
 def finish_recipes(recipes: dict, quick: bool) -> dict:
     """``--quick``'s cuts (one or two steps, a few prompts), and each recipe's name for messages."""
     if quick:
@@ -149,7 +155,6 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
     from lyrictool.recipes import SFTRecipe
     from lyrictool.train.inject import InjectRecipe
     from lyrictool.train.rejection_sample import RejectionSampleRecipe
-    from lyrictool.train.score import ScoreRecipe
 
     b = PRETRAINED_BUDGET
     lora = {"lora": PRETRAINED_LORA}
@@ -176,14 +181,7 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
                       "eval_strategy": "no"},
             "eval_generation": {"num_prompts": 0},
             "output_dir": str(out / "sft"), "seed": 42}),
-        "score": ScoreRecipe.model_validate({
-            "model": tiny,
-            "data": {"train": "builtin:demo-ratings", "eval_fraction": 0.1},
-            "aspects": {"language": 1.0, "genre": 1.0, "content": 1.0},
-            "margin_scale": 0.5,
-            "train": {"gradient_checkpointing": False, "max_steps": 40, "learning_rate": 1.0e-3,
-                      "per_device_train_batch_size": 16, "warmup_steps": 5, "max_length": 320, "logging_steps": 20},
-            "output_dir": str(out / "score"), "seed": 42}),
+        "score": score_recipe(out, tiny),
         "rejection-sample": RejectionSampleRecipe.model_validate({
             "model": {"name": str(out / "sft"), **lora},
             "data": {**songs, "train": "builtin:demo-prompts", "max_rows": b["rs_prompts"]},
