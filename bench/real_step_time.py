@@ -68,12 +68,6 @@ def songci_texts(n: int) -> list[str]:
     raise SystemExit(f"{SONGCI}: fewer than {n} texts")
 
 
-def import_torch_s() -> float:
-    t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "import torch"], check=True, capture_output=True)
-    return time.perf_counter() - t0
-
-
 def run_arm(model: str, opts: dict, rows: int, tokens: int, warmup: int, steps: int, out: Path) -> dict:
     """One arm in this process: returns the per-step wall times of the timed steps and what was trained."""
     from transformers import TrainerCallback
@@ -144,8 +138,10 @@ def main() -> None:
     if args.quick:
         args.warmup, args.steps = 1, 2
     args.out.mkdir(parents=True, exist_ok=True)
+    from lyrictool.demo import torch_import_time
+
     probes = 1 if args.quick else 3
-    imports = [import_torch_s() for _ in range(probes)]
+    imports = [torch_import_time()["wall_s"] for _ in range(probes)]
     load = os.getloadavg()
     results = {}
     for name, (model, opts) in arms.items():
@@ -158,7 +154,7 @@ def main() -> None:
             raise SystemExit(f"arm {name} failed:\n{proc.stderr[-3000:]}")
         results[name] = json.loads(line[len("RESULT "):])
         print(f"{name}: median step {statistics.median(results[name]['step_s']):.2f} s", flush=True)
-    imports += [import_torch_s() for _ in range(probes)]
+    imports += [torch_import_time()["wall_s"] for _ in range(probes)]
     imp = statistics.median(imports)
     print(f"\n`python -c \"import torch\"`: median {imp:.2f} s of {len(imports)} "
           f"({', '.join(f'{x:.2f}' for x in imports)}); load average {load[0]:.1f} at start, "

@@ -161,6 +161,24 @@ def write_jsonl(path: str | Path, rows: list[dict]) -> None:
     tmp.replace(path)
 
 
+def write_or_check(outputs: dict[Path, list[dict]], *, check: bool, command: str) -> int:
+    """The end of a data generator (``python -m lyrictool.data.synthetic`` / ``.redteam``): write every output
+    file, or with ``check`` compare them with the files on disk and name the stale ones.  Returns the exit status
+    (1: stale)."""
+    import sys
+
+    if check:
+        stale = [str(path) for path, rows in outputs.items()
+                 if not path.exists() or [r.data for r in load_records(str(path))] != rows]
+        for path in stale:
+            print(f"stale: {path} (regenerate with {command})", file=sys.stderr)
+        return 1 if stale else 0
+    for path, rows in outputs.items():
+        write_jsonl(path, rows)
+        print(f"wrote {len(rows)} rows to {path}")
+    return 0
+
+
 def split_records(records: list, eval_fraction: float, seed: int, *, what: str = "rows",
                   where: str | None = None) -> tuple[list, list]:
     """(train, held out): a seeded random ``eval_fraction`` of the records held out (at least one).

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import sys
 from pathlib import Path
 
 from lyrictool.errors import UserError
@@ -258,23 +257,13 @@ def flames_requests(path: str | Path, n: int | None = 200, *, seed: int = 0, jud
 
 
 def main(argv: list[str] | None = None) -> int:
-    from lyrictool.data import load_records, write_jsonl
+    from lyrictool.data import write_or_check
 
     p = argparse.ArgumentParser(prog="python -m lyrictool.data.redteam", description=__doc__.split("\n\n")[0])
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="compare with the files on disk; exit 1 if stale")
     args = p.parse_args(argv)
-    outputs = make_all(seed=args.seed)
-    if args.check:
-        stale = [str(path) for path, rows in outputs.items()
-                 if not path.exists() or [r.data for r in load_records(str(path))] != rows]
-        for path in stale:
-            print(f"stale: {path} (regenerate with python -m lyrictool.data.redteam)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, rows in outputs.items():
-        write_jsonl(path, rows)
-        print(f"wrote {len(rows)} rows to {path}")
-    return 0
+    return write_or_check(make_all(seed=args.seed), check=args.check, command="python -m lyrictool.data.redteam")
 
 
 if __name__ == "__main__":

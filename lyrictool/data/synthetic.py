@@ -40,7 +40,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from lyrictool.data import DEMO_DIR, iter_records, write_jsonl
+from lyrictool.data import DEMO_DIR, iter_records, write_or_check
 from lyrictool.errors import UserError
 
 DAMAGES = ("broken_rhyme", "wrong_structure", "repetition", "off_topic", "truncated")
@@ -288,18 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if args.check:
-        from lyrictool.data import load_records
-
-        stale = [str(path) for path, rows in outputs.items()
-                 if not path.exists() or [r.data for r in load_records(str(path))] != rows]
-        for path in stale:
-            print(f"stale: {path} (regenerate with python -m lyrictool.data.synthetic)", file=sys.stderr)
-        return 1 if stale else 0
-    for path, rows in outputs.items():
-        write_jsonl(path, rows)
-        print(f"wrote {len(rows)} rows to {path}")
-    return 0
+    return write_or_check(outputs, check=args.check, command="python -m lyrictool.data.synthetic")
 
 
 if __name__ == "__main__":
