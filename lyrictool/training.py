@@ -264,7 +264,8 @@ def report_sampler(trainer, tokenizer, spec, recipe):
             sampler.close()
         return
     with full_params(trainer_model(trainer)) as model:
-        yield TransformersSampler(model, tokenizer, batch_size=spec.batch_size) if generates_here(trainer) else None
+        yield (TransformersSampler(model, tokenizer, batch_size=spec.batch_size, rhyme_guard=spec.rhyme_guard)
+               if generates_here(trainer) else None)
 
 
 def generates_here(trainer) -> bool:

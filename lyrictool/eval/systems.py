@@ -286,7 +286,8 @@ def generate_system(spec: SystemSpec, name: str, prompts: list[dict], gen: Gener
             from lyrictool.modeling import load_model
 
             loaded = load_model(spec.model, for_training=False)
-            sampler = TransformersSampler(loaded.model, loaded.tokenizer, batch_size=gen.batch_size)
+            sampler = TransformersSampler(loaded.model, loaded.tokenizer, batch_size=gen.batch_size,
+                                          rhyme_guard=gen.rhyme_guard)
         knowledge, _ = evaluate_qa(sampler.model, sampler.tokenizer, qa, batch_size=gen.batch_size)
     if sampler is not None:
         sampler.close()

@@ -74,8 +74,9 @@ class TransformersSampler:
 
     backend = "transformers"
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16):
+    def __init__(self, model, tokenizer, *, batch_size: int = 16, rhyme_guard: bool = False):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+        self.rhyme_guard = rhyme_guard
 
     def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,
                top_p: float = 0.95, seed: int | None = None, first_index: int = 0, stride: int = 1,
@@ -83,7 +84,7 @@ class TransformersSampler:
         return generate_texts(self.model, self.tokenizer, prompts, n=n, max_new_tokens=max_new_tokens,
                               temperature=temperature, top_p=top_p, batch_size=self.batch_size,
                               seed=None if seed is None else seed + (indices[0] if indices else first_index),
-                              logprobs=logprobs)
+                              logprobs=logprobs, rhyme_guard=self.rhyme_guard)
 
     def close(self) -> None:
         self.model = None
@@ -94,18 +95,21 @@ def open_sampler(model_spec, engine=None, *, seed: int | None = 0, batch_size: i
     """The sampler ``engine.backend`` names (an :class:`lyrictool.recipes.EngineSpec`; None: transformers) for
     ``model_spec`` (a :class:`lyrictool.recipes.ModelSpec`).  ``model``/``tokenizer``: an already loaded model for
     the transformers backend (training's end-of-run samples); vLLM always loads ``model_spec.name`` itself.
-    ``seed`` seeds the vLLM engine (requests carry their own seeds)."""
+    ``seed`` seeds the vLLM engine (requests carry their own seeds).  ``engine.rhyme_guard`` turns on the rhyme
+    guard (:mod:`lyrictool.generation.guard`) on either backend."""
     backend = getattr(engine, "backend", "transformers")
+    guard = bool(getattr(engine, "rhyme_guard", False))
     if backend == "vllm":
         from lyrictool.generation.vllm_engine import VLLMSampler
 
-        return VLLMSampler(model_spec, engine.vllm, seed=seed)
+        return VLLMSampler(model_spec, engine.vllm, seed=seed, rhyme_guard=guard)
     if model is None:
         from lyrictool.modeling import load_model
 
         loaded = load_model(model_spec, for_training=False)  # on the GPU when there is one, eval mode
         model, tokenizer = loaded.model, loaded.tokenizer
-    return TransformersSampler(model, tokenizer, batch_size=batch_size or getattr(engine, "batch_size", 16))
+    return TransformersSampler(model, tokenizer, batch_size=batch_size or getattr(engine, "batch_size", 16),
+                               rhyme_guard=guard)
 
 
 # ---- the transformers backend ---------------------------------------------------------------------------------
@@ -124,8 +128,11 @@ def _top_logprobs(logits, k: int, chosen: int) -> dict[int, float]:
 def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160,
                    temperature: float = 0.8, top_p: float = 0.95, batch_size: int = 16,
                    seed: int | None = None, generate_kwargs: dict[str, Any] | None = None,
-                   logprobs: int | None = None) -> list[list[Sample]]:
+                   logprobs: int | None = None, rhyme_guard: bool = False) -> list[list[Sample]]:
     """Sample ``n`` completions for each model-ready prompt string, ``batch_size`` prompts per forward pass.
+
+    ``rhyme_guard``: hold each line's last character to the rhyme group the model's own hint names
+    (:mod:`lyrictool.generation.guard`).
 
     ``generate_kwargs`` go to ``model.generate`` unchanged (serve passes a streamer and per-row stopping criteria).
     """
@@ -156,7 +163,16 @@ def generate_texts(model, tokenizer, prompts: Sequence[str], *, n: int = 1, max_
             if logprobs:
                 gen_kwargs.update(return_dict_in_generate=True, output_logits=True)
             gen_kwargs.update(sampling_kwargs(temperature, top_p))
-            gen_kwargs.update(generate_kwargs or {})
+            if rhyme_guard:
+                from transformers import LogitsProcessorList
+
+                from lyrictool.generation.guard import HFRhymeGuard, guard_tables
+
+                gen_kwargs["logits_processor"] = LogitsProcessorList(
+                    [*(generate_kwargs or {}).get("logits_processor", []),  # the caller's first, then the guard
+                     HFRhymeGuard(guard_tables(tokenizer, stops), enc["input_ids"].shape[1])])
+            gen_kwargs.update({k: v for k, v in (generate_kwargs or {}).items()
+                               if not (rhyme_guard and k == "logits_processor")})
             with torch.inference_mode():
                 result = model.generate(**enc, **gen_kwargs)
             seqs = result.sequences if logprobs else result

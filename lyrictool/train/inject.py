@@ -269,7 +269,8 @@ def run_inject(recipe: InjectRecipe, *, dry_run: bool = False) -> dict:
             if stage.name == "utilize" and here and extra.get("eval_controls"):
                 with stage_timer("eval_generation"):
                     info["generation"], _ = generation_metrics(
-                        TransformersSampler(model, lm.tokenizer, batch_size=stage.eval_generation.batch_size),
+                        TransformersSampler(model, lm.tokenizer, batch_size=stage.eval_generation.batch_size,
+                                            rhyme_guard=stage.eval_generation.rhyme_guard),
                         extra["eval_controls"], stage.eval_generation, seed=recipe.seed, scheme=stage.data.scheme)
                 info["data"] = extra["stats"]
         info["time_s"] = round(sum(stage_timer.times.values()), 3)

@@ -206,7 +206,8 @@ def train_ppo(recipe: PPORecipe, train_rows: list[dict], eval_rows: list[dict], 
                                        spec, seed=recipe.seed)
             else:
                 to_accelerator(lm.model)  # the trainer would move it anyway; sampling a 7B model on CPU: hours
-                sampler = TransformersSampler(lm.model, lm.tokenizer, batch_size=spec.batch_size)
+                sampler = TransformersSampler(lm.model, lm.tokenizer, batch_size=spec.batch_size,
+                                              rhyme_guard=spec.rhyme_guard)
             try:
                 evals["before"] = sample_and_score(sampler, held, rewards, recipe)
             finally:
