@@ -21,6 +21,9 @@ finished runs):
   rs          after SFT (``--after-sft``): from the hints model, one `lyrictool rejection-sample` round (K samples per
               prompt on fresh requests, the best by the rule rewards, SFT on them for R steps)
   grpo        after SFT: from the hints model, `lyrictool ppo` (GRPO, the rule rewards) for G steps
+  guard       after SFT: the hints model as it is, sampled with the rhyme guard (``rhyme_guard: true``: after the
+              model's own hint 〔G〕 only characters of group G, then a line end; lyrictool.generation.guard)
+  rs-guard    after SFT: the rs round with its K samples guarded, then sampled with the guard
 Every trained arm: LoRA r=16 on all linear layers (merged after each stage), bf16 autocast on the CPU
 (``train.bf16``, ``use_cpu``), activation checkpointing off; a seed changes the LoRA init, the data order and the
 samples (base arms: the samples and the few-shot examples).
@@ -39,7 +42,7 @@ per difference of arms the same on the per-seed, per-prompt differences; "real" 
     python bench/real_rhyme.py                                 # 3 seeds, 5 arms: runs/bench/real_rhyme/ (<= 90 min)
     python bench/real_rhyme.py --arms hints --seeds 3          # one arm alone (fits the box's free time)
     python bench/real_rhyme.py --seeds 5 --reuse               # + seeds 3, 4; finished runs are read back
-    python bench/real_rhyme.py --after-sft --reuse             # + rs and grpo from each seed's hints model
+    python bench/real_rhyme.py --after-sft --reuse             # + rs, grpo, guard, rs-guard from each hints model
     python bench/real_rhyme.py --quick                         # smoke on builtin:tiny-zh, 1 seed, every arm (< 2 min)
 
 Prints markdown tables and writes results.json (per-seed, per-prompt scores and samples, CIs, wall / CPU time,
@@ -80,13 +83,18 @@ from rhyme_control import (
 
 ARMS = {"zero-shot": "base model, zero-shot", "few-shot": "base model, 2 example songs in the prompt",
         "plain": "plain SFT", "hints": "SFT + hints", "phonetic": "phonetic injection + SFT + hints",
-        "rs": "SFT + hints, then 1 rejection-sampling round", "grpo": "SFT + hints, then GRPO"}
+        "rs": "SFT + hints, then 1 rejection-sampling round", "grpo": "SFT + hints, then GRPO",
+        "guard": "SFT + hints, sampled with the rhyme guard",
+        "rs-guard": "SFT + hints, then 1 rejection-sampling round, guarded"}
 BASE_ARMS = ("zero-shot", "few-shot")
 TRAINED_ARMS = ("plain", "hints", "phonetic")
-AFTER_ARMS = ("rs", "grpo")
+AFTER_ARMS = ("rs", "grpo", "rs-guard")
+GUARD_ARMS = ("guard", "rs-guard")  # sampled with rhyme_guard (lyrictool.generation.guard); rs-guard's round too
+LATER_ARMS = ("rs", "grpo", "guard", "rs-guard")  # from each seed's hints model (--after-sft adds them)
 # differences a conclusion rests on: (a, b) -> b - a
 DIFFS = (("zero-shot", "few-shot"), ("few-shot", "plain"), ("plain", "hints"), ("hints", "phonetic"),
-         ("plain", "phonetic"), ("few-shot", "hints"), ("hints", "rs"), ("hints", "grpo"))
+         ("plain", "phonetic"), ("few-shot", "hints"), ("hints", "rs"), ("hints", "grpo"), ("hints", "guard"),
+         ("guard", "rs-guard"), ("few-shot", "rs-guard"))
 PROMPT_SETS = {"songci": "held-out 宋词 requests", "modern": "modern requests (builtin:eval-prompts)"}
 # per song, the figures reported; log_ppl is shown as perplexity (exp), its differences as ratios
 METRICS = ("rhyme_accuracy", "log_ppl", "repeated_lines", "repeated_rhyme_chars", "distinct_2",
@@ -197,11 +205,12 @@ def after_recipe(arm: str, job: dict, out: Path):
                {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0}]
     common = {"learning_rate": cfg["after_lr"], "gradient_checkpointing": False, "logging_steps": 5,
               "dataloader_pin_memory": False, **cfg["cpu_train"]}
-    if arm == "rs":
+    if arm in ("rs", "rs-guard"):
         recipe = RejectionSampleRecipe.model_validate({
             "model": model, "data": {**data, "max_rows": cfg["rs_prompts"]}, "rewards": rewards, "finetune": True,
             "sampling": {"k": cfg["rs_k"], "temperature": cfg["temperature"], "top_p": 0.95,
-                         "max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"]},
+                         "max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["batch_size"],
+                         "rhyme_guard": arm == "rs-guard"},
             "train": {**common, "max_steps": cfg["rs_steps"], "per_device_train_batch_size": cfg["batch"],
                       "max_length": cfg["max_length"]},
             "output_dir": str(out), "seed": job["seed"]})
@@ -262,7 +271,12 @@ def run_job(job: dict) -> dict:
         from lyrictool.recipes import ModelSpec
 
         summary, train_info, model_dir, after = {}, {}, job["base"], {}
-        if arm not in BASE_ARMS:
+        if arm == "guard":  # the hints model as it is, sampled with the guard: nothing to train
+            model_dir = job["hints_dir"]
+            if not has_weights(Path(model_dir)):
+                raise RuntimeError(f"guard seed {seed}: no hints model in {model_dir} (run the hints arm with this "
+                                   "--out first; it keeps its weights)")
+        elif arm not in BASE_ARMS:
             model_dir = str(out)
             timing = out / "train_time.json"
             if job["reuse"] and (out / "summary.json").exists() and has_weights(out) and timing.exists():
@@ -279,9 +293,9 @@ def run_job(job: dict) -> dict:
                         raise RuntimeError(f"{arm} seed {seed}: no hints model in {job['hints_dir']} (run the hints "
                                            "arm with this --out first; it keeps its weights)")
                     recipe = after_recipe(arm, job, out)
-                    summary = (run_rejection_sample if arm == "rs" else run_ppo)(recipe)
+                    summary = (run_ppo if arm == "grpo" else run_rejection_sample)(recipe)
                     m = summary["metrics"]
-                    if arm == "rs":  # what the round found: its candidates' and winners' rewards
+                    if arm != "grpo":  # what the round found: its candidates' and winners' rewards
                         steps = m["rounds"][0]["finetune"]["global_step"]
                         after = {k: m["rounds"][0].get(k) for k in ("best_reward_mean", "worst_reward_mean",
                                                                      "candidate_reward_mean", "best_components_mean")}
@@ -309,7 +323,7 @@ def run_job(job: dict) -> dict:
         for name, prompts in job["prompts"].items():
             controls = [p["controls"] for p in prompts]
             kw = {"n": 1, "max_new_tokens": cfg["max_new_tokens"], "temperature": cfg["temperature"], "top_p": 0.95,
-                  "batch_size": cfg["batch_size"], "seed": seed}
+                  "batch_size": cfg["batch_size"], "seed": seed, "rhyme_guard": arm in GUARD_ARMS}
             if arm == "few-shot":
                 texts = [few_shot_prompt(lm.tokenizer, job["examples"][name], c) for c in controls]
                 got = generate_texts(lm.model, lm.tokenizer, texts, **kw)
@@ -335,7 +349,7 @@ def run_job(job: dict) -> dict:
            "generate_s": round(gen_s, 1), "generate_cpu_s": round(gen_cpu_s, 1),
            "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1)}
     done.write_text(json.dumps(res, ensure_ascii=False, indent=1), encoding="utf-8")
-    if arm not in BASE_ARMS and not job["keep_all"]:
+    if arm not in BASE_ARMS + ("guard",) and not job["keep_all"]:
         drop_weights(out, keep_final=job["keep"])
     return res
 
@@ -452,7 +466,8 @@ def main() -> None:
                          "understand + T-M-Q SFT steps (default 40:10:4)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per arm (0, 1, ...)")
     ap.add_argument("--arms", default=",".join(BASE_ARMS + TRAINED_ARMS), help=f"comma-separated, of {', '.join(ARMS)}")
-    ap.add_argument("--after-sft", action="store_true", help="add the rs and grpo arms (from each seed's hints model)")
+    ap.add_argument("--after-sft", action="store_true", help="add the rs, grpo, guard and rs-guard arms (from each "
+                    "seed's hints model)")
     ap.add_argument("--chars", type=int, default=400, help="characters described by the phonetic knowledge")
     ap.add_argument("--batch", type=int, default=8, help="batch size of the SFT stages")
     ap.add_argument("--knowledge-batch", type=int, default=24, help="batch of the memorize / understand stages "
@@ -490,8 +505,8 @@ def main() -> None:
         args.rs_prompts, args.rs_k, args.rs_steps, args.grpo_steps = 4, 2, 1, 1
         args.grpo_group, args.grpo_prompts_per_step, args.batch, args.knowledge_batch = 2, 2, 4, 8
     args.model = args.model or "builtin:gemma-3-270m-zh"
-    arms = args.arms.split(",") + (list(AFTER_ARMS) if args.after_sft else [])
-    if any(a in AFTER_ARMS for a in arms) and "hints" not in arms:
+    arms = list(dict.fromkeys(args.arms.split(",") + (list(LATER_ARMS) if args.after_sft else [])))
+    if any(a in LATER_ARMS for a in arms) and "hints" not in arms:
         arms.append("hints")  # what rs and grpo start from and are compared with (read back with --reuse)
     arms = list(dict.fromkeys(arms))
     unknown = [a for a in arms if a not in ARMS]
@@ -555,8 +570,8 @@ def main() -> None:
 
     # the longest runs first, so the workers finish together; rs and grpo after every hints run
     order = ["phonetic", "hints", "plain", "few-shot", "zero-shot"]
-    first = [job(a, s) for a in sorted((a for a in arms if a not in AFTER_ARMS), key=order.index) for s in seeds]
-    then = [job(a, s) for a in arms if a in AFTER_ARMS for s in seeds]
+    first = [job(a, s) for a in sorted((a for a in arms if a not in LATER_ARMS), key=order.index) for s in seeds]
+    then = [job(a, s) for a in arms if a in LATER_ARMS for s in seeds]
     runs: dict = {}
 
     def report(r: dict, total: int) -> None:
@@ -581,7 +596,7 @@ def main() -> None:
                 report(run_job(j), total)
     for r in runs.values():
         steps = {"plain": args.budget["total"], "hints": args.budget["total"], "phonetic": args.budget["total"],
-                 "rs": args.rs_steps, "grpo": args.grpo_steps}.get(r["arm"])
+                 "rs": args.rs_steps, "rs-guard": args.rs_steps, "grpo": args.grpo_steps}.get(r["arm"])
         if steps is not None and r["train"].get("optimizer_steps") != steps:
             raise SystemExit(f"{r['arm']} seed {r['seed']}: ran {r['train'].get('optimizer_steps')} optimizer steps, "
                              f"not {steps}")

@@ -1,5 +1,5 @@
 """bench/real_rhyme.py --quick --after-sft: every arm (base zero/few-shot, plain, hints, phonetic, then rejection
-sampling and GRPO from the hints model) runs through the project's own run functions, trained arms at equal
+sampling, GRPO, the rhyme guard and a guarded rejection-sampling round from the hints model) runs through the project's own run functions, trained arms at equal
 optimizer steps, and results.json carries per-seed, per-prompt scores with CIs for rhyme and the fluency figures
 beside it, for both prompt sets; a --reuse rerun of one arm reads its finished run back instead of retraining."""
 
@@ -24,7 +24,7 @@ def test_quick_mode_scores_every_arm_with_fluency_and_intervals(tmp_path):
     assert "| difference | rhyme (t over seeds) | rhyme | perplexity (base) | repeated lines" in proc.stdout
     assert "| grpo - hints |" in proc.stdout and "| rs - hints |" in proc.stdout
     res = json.loads((out / "results.json").read_text(encoding="utf-8"))
-    arms = ["zero-shot", "few-shot", "plain", "hints", "phonetic", "rs", "grpo"]
+    arms = ["zero-shot", "few-shot", "plain", "hints", "phonetic", "rs", "grpo", "guard", "rs-guard"]
     assert res["arms"] == arms and res["seeds"] == [0] and res["prompts"] == {"songci": 4, "modern": 4}
     assert 0 <= res["base_rate_floor"]["songci"] <= 1
     assert res["reference_songs"]["songci"]["rhyme_accuracy"] > 0.5  # the held-out 宋词 mostly rhyme as stated
@@ -42,7 +42,8 @@ def test_quick_mode_scores_every_arm_with_fluency_and_intervals(tmp_path):
                     assert 0 <= boot["ci_low"] and boot["ci_high"] <= 1
             assert set(m["differences"]) == {"few-shot - zero-shot", "plain - few-shot", "hints - plain",
                                              "phonetic - hints", "phonetic - plain", "hints - few-shot", "rs - hints",
-                                             "grpo - hints"}
+                                             "grpo - hints", "guard - hints", "rs-guard - guard",
+                                             "rs-guard - few-shot"}
             for d in m["differences"].values():
                 assert d["t_over_seeds"]["ci_low"] is None and d["both_exclude_0"] is False  # one seed: no t interval
         assert figures["log_ppl"]["arms"]["zero-shot"]["bootstrap"]["mean"] > 0  # a mean NLL per token, in nats
@@ -54,6 +55,8 @@ def test_quick_mode_scores_every_arm_with_fluency_and_intervals(tmp_path):
     assert [s["name"] for s in runs["phonetic"]["stages"]] == ["memorize", "understand", "utilize"]
     assert runs["rs"]["train"]["optimizer_steps"] == res["config"]["rs_steps"]
     assert runs["grpo"]["train"]["optimizer_steps"] == res["config"]["grpo_steps"]
+    assert runs["rs-guard"]["train"]["optimizer_steps"] == res["config"]["rs_steps"]
+    assert runs["guard"]["train"] == {}  # the hints model as it is, only sampled (with the guard)
     assert "candidate_reward_mean" in runs["rs"]["train"]["after_sft"]
     for r in runs.values():
         for prompt_set, n in (("songci", 4), ("modern", 4)):

@@ -58,7 +58,8 @@ def setup(tmp_path_factory, tiny_model_path):
 
     clean = AutoModelForCausalLM.from_pretrained(tiny_model_path, dtype=torch.float32).eval()
     vllm = VLLMSampler(ModelSpec(name=str(root / "adapter"), dtype="fp32"),
-                       VLLMSpec(kv_cache_gib=0.25, max_model_len=256, enforce_eager=True), seed=0)
+                       VLLMSpec(kv_cache_gib=0.25, max_model_len=256, enforce_eager=True), seed=0, rhyme_guard=True)
+    vllm.rhyme_guard = False  # the engine has the rhyme guard's processor loaded; requests are unguarded unless asked
     adapter = vllm.lora_request
     yield {"vllm": vllm, "adapter": adapter, "hf": TransformersSampler(clean, tok, batch_size=4),
            "merged": TransformersSampler(merged, tok, batch_size=4), "tok": tok}
@@ -158,3 +159,41 @@ def test_lora_through_vllm_equals_the_merged_model(setup):
     assert sum(shared) >= len(CONTROLS) * TOKENS // 2
     plain = greedy(base(setup), prompts)
     assert [s.token_ids for s in plain] != [s.token_ids for s in lora]  # the adapter is applied
+
+
+def test_rhyme_guard_in_the_engine(setup):
+    """The engine loads the guard by name; a guarded request from a model that writes no hints samples what an
+    unguarded one does (the guard is inert without a hint), and the engine's per-request rule masks as the
+    transformers rule does after a hint."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from lyrictool.controls import build_prompt
+    from lyrictool.generation import chat_prompt
+    from lyrictool.generation.guard import EXTRA_ARG, guard_tables
+    from lyrictool.generation.vllm_guard import RhymeGuardProcessor
+    from lyrictool.phonetics import rhyme_group
+
+    sampler = base(setup)
+    prompts = [chat_prompt(setup["tok"], build_prompt(c)) for c in CONTROLS]
+    plain = sampler.sample(prompts, n=2, max_new_tokens=TOKENS, temperature=0.8, seed=3)
+    sampler.rhyme_guard = True
+    try:
+        guarded = sampler.sample(prompts, n=2, max_new_tokens=TOKENS, temperature=0.8, seed=3)
+    finally:
+        sampler.rhyme_guard = False
+    assert not any("〔" in s.raw for o in plain for s in o)  # a random model: no hints, so nothing to guard
+    assert [[s.token_ids for s in o] for o in guarded] == [[s.token_ids for s in o] for o in plain]
+
+    tok = setup["tok"]
+    config = SimpleNamespace(model_config=SimpleNamespace(tokenizer=tok.name_or_path, trust_remote_code=False))
+    proc = RhymeGuardProcessor(config, torch.device("cpu"), False)
+    assert proc.new_req_logits_processor(SimpleNamespace(extra_args=None, stop_token_ids=[])) is None
+    rule = proc.new_req_logits_processor(SimpleNamespace(extra_args={EXTRA_ARG: True}, stop_token_ids=[]))
+    hint = tok("月光〔江阳〕", add_special_tokens=False)["input_ids"]
+    logits = torch.zeros(len(tok))
+    allowed = torch.isfinite(rule(hint, logits.clone())).nonzero().flatten().tolist()
+    assert allowed == guard_tables(tok, [tok.eos_token_id]).allowed(hint)
+    assert allowed and all(rhyme_group(tok.decode([i])) == "江阳" for i in allowed)
+    assert torch.equal(rule(tok("月光", add_special_tokens=False)["input_ids"], logits.clone()), logits)

@@ -223,7 +223,8 @@ def sample_lyrics(sampler: Sampler, controls: Sequence[Controls | dict | None], 
 
 def generate_lyrics(model, tokenizer, controls: Sequence[Controls | dict | None], *, n: int = 1,
                     max_new_tokens: int = 160, temperature: float = 0.8, top_p: float = 0.95,
-                    batch_size: int = 16, seed: int | None = None) -> list[list[Sample]]:
+                    batch_size: int = 16, seed: int | None = None, rhyme_guard: bool = False) -> list[list[Sample]]:
     """Lyrics for each controls request from a loaded model (the transformers backend)."""
-    return sample_lyrics(TransformersSampler(model, tokenizer, batch_size=batch_size), controls, n=n,
+    return sample_lyrics(TransformersSampler(model, tokenizer, batch_size=batch_size, rhyme_guard=rhyme_guard),
+                         controls, n=n,
                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed)
