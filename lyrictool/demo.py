@@ -37,7 +37,7 @@ PRETRAINED_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all
 #: A pretrained model's budgets (``--model``): it already writes Chinese, so it needs far fewer steps than the
 #: random-init tiny model, and each step and each sampled token costs ~100x more on a CPU.  Sized for about 15 minutes
 #: on 2 cores with the trimmed builtin:gemma-3-270m-zh; not yet tuned on a quiet box (docs/real-model.md).
-PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 16, "rs_k": 4, "rs_steps": 8,
+PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 24, "rs_k": 4, "rs_steps": 12,
                      "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
 
 
@@ -186,7 +186,7 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
             "model": {"name": str(out / "sft"), **lora},
             "data": {**songs, "train": "builtin:demo-prompts", "max_rows": b["rs_prompts"]},
             "sampling": {"k": b["rs_k"], "temperature": 0.7, "top_p": 0.95, "max_new_tokens": b["max_new_tokens"],
-                         "batch_size": 16},
+                         "batch_size": 16, "rhyme_guard": True},
             "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
                         {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},
                         {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0}],
@@ -201,7 +201,7 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
                     {"name": "final", "model": str(out / "rejection-sample")}],
         "prompts": EVAL_PROMPTS,
         "generation": {"num_prompts": b["eval_prompts"], "max_new_tokens": b["max_new_tokens"], "temperature": 0.7,
-                       "batch_size": b["eval_prompts"]},
+                       "batch_size": b["eval_prompts"], "rhyme_guard": True},
         "scheme": SCHEME,
         "scorer": str(out / "score"),
         "bootstrap_resamples": 2000,
