@@ -325,7 +325,9 @@ def results_table(result: dict, vs_sft: dict):
                       _ci(vs_sft.get(metric)), end_section=metric == SHOWN_METRICS[-1] and "fluency" in result)
     if "fluency" in result:
         ratio = next(p for p in result["comparison"]["pairs"] if p["b"] == "final").get("fluency")
-        table.add_row("perplexity (base model)",
+        table.caption = "perplexity: geometric mean under the frozen base model [95% CI]; differences are ratios"
+        table.caption_justify = "left"
+        table.add_row("perplexity",
                       *[fmt_perplexity(systems[name].get("fluency")) for name in ("base", "sft", "final")],
                       fmt_ratio(ratio), fmt_ratio(vs_sft.get("perplexity")))
     return table

@@ -252,7 +252,8 @@ def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
     r = run_cli("demo", "--quick", "--model", str(tiny_gemma), "--output-dir", str(out), timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "final model:" in r.stdout and "rhyme analysis" in r.stdout
-    assert "perplexity (base model)" in r.stdout and "perplexity final / sft ×" in r.stdout
+    assert "perplexity: geometric mean under the frozen base model" in r.stdout
+    assert "perplexity final / sft ×" in r.stdout
     summary = json.loads((out / "demo.json").read_text())
     ppl = summary["perplexity"]  # every system's songs under the base model as given: the fluency target's half
     assert ppl["model"] == str(tiny_gemma) and ppl["final_over_sft"]["ci_low"] <= ppl["final_over_sft"]["ratio"]
