@@ -81,6 +81,8 @@ from rhyme_control import (
     tokens_seen,
 )
 
+from lyrictool.eval.fluency import lyrics_nll, sung_lines
+
 ARMS = {"zero-shot": "base model, zero-shot", "few-shot": "base model, 2 example songs in the prompt",
         "plain": "plain SFT", "hints": "SFT + hints", "phonetic": "phonetic injection + SFT + hints",
         "rs": "SFT + hints, then 1 rejection-sampling round", "grpo": "SFT + hints, then GRPO",
@@ -134,35 +136,6 @@ def few_shot_prompt(tokenizer, examples: list[dict], controls: dict) -> str:
     return "\n\n".join(m["content"] for m in msgs) + "\n\n"
 
 
-def lyrics_nll(model, tokenizer, texts: list[str], batch_size: int = 16) -> list[float]:
-    """Per text, the mean negative log-likelihood per token (nats) under ``model``: the text's tokens and one end
-    token, after ``<bos>`` (or the end token where the tokenizer has no bos), so an empty text is scored too."""
-    import torch
-
-    start = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
-    seqs = []
-    for text in texts:
-        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-        seqs.append([start] + ids + [tokenizer.eos_token_id])
-    out = []
-    device = next(model.parameters()).device
-    model.eval()
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i:i + batch_size]
-        width = max(map(len, chunk))
-        ids = torch.full((len(chunk), width), tokenizer.pad_token_id or 0, dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, s in enumerate(chunk):
-            ids[j, :len(s)] = torch.tensor(s)
-            mask[j, :len(s)] = 1
-        with torch.inference_mode():
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
-        logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].to(device)[..., None])[..., 0]
-        m = mask[:, 1:].to(device).float()
-        out += (-(logp * m).sum(1) / m.sum(1)).tolist()
-    return out
-
-
 def song_scores(text: str, controls: dict, log_ppl: float, prompt_set: str) -> dict:
     """One song's figures.  Structure is not scored on 宋词: they have no section tags, so the derived request (one
     verse of n lines) is stated for them as in training, but an untagged song never matches its section name (the
@@ -180,13 +153,6 @@ def song_scores(text: str, controls: dict, log_ppl: float, prompt_set: str) -> d
             "structure_accuracy": m["structure_accuracy"] if prompt_set != "songci" else None,
             "format_validity": m["format_validity"],
             "n_lines": m["n_lines"]}
-
-
-def sung_lines(text: str) -> str:
-    """What perplexity is measured on: the lyric lines (section tags and hints gone), one per line."""
-    from lyrictool.lyrics import parse
-
-    return "\n".join(parse(text).lines)
 
 
 # --------------------------------------------------------------------------------------------------------------

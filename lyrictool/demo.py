@@ -13,7 +13,9 @@ Each step is the same ``run_*`` function (or command) a user calls, with a recip
 tuned for effect per CPU second (docs/benchmarks.md, "lyrictool demo").  Every step leaves its model,
 ``recipe.yaml`` and ``summary.json`` in its own folder under the output directory; the closing screen shows one
 song with its rhyme analysis, the time of every step (wall and CPU seconds) and the metric table with final - base
-and final - sft.  ``--quick`` runs the same chain for a step or two each; ``--dry-run`` reads every file it uses.
+and final - sft, then the verdict: does the final model beat base on rhyme and structure, and (the fluency target)
+is its fluency no worse than the SFT model's: repeated lines up by at most 0.05 and, with ``--model``, the upper
+95% CI end of its perplexity under the frozen base model at most 10% above the SFT model's.  ``--quick`` runs the same chain for a step or two each; ``--dry-run`` reads every file it uses.
 Everything it reads is package data, so it runs from an installed wheel.
 """
 
@@ -204,6 +206,8 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
                        "batch_size": b["eval_prompts"], "rhyme_guard": True},
         "scheme": SCHEME,
         "scorer": str(out / "score"),
+        # fluency: every system's songs scored under the base model as given, frozen (the base system's model)
+        "fluency": {"model": model, "batch_size": 8},
         "bootstrap_resamples": 2000,
         "output_dir": str(out / "eval"), "seed": 42})
     return finish_recipes(recipes, quick)
@@ -266,17 +270,30 @@ def dry_run(output_dir: Path | str = "runs/demo", *, model: str | None = None) -
     return rows
 
 
-SHOWN_METRICS = ("rhyme_accuracy", "structure_accuracy", "line_length_accuracy", "format_validity", "rhyme_density")
+SHOWN_METRICS = ("rhyme_accuracy", "structure_accuracy", "line_length_accuracy", "format_validity", "rhyme_density",
+                 "repeated_lines")
+#: The fluency target of the final model against the SFT model (issue 21): the upper 95% CI end of the perplexity
+#: ratio final / sft under the frozen base model below this, and repeated lines up by at most ``repeated_lines``.
+FLUENCY_TARGET = {"perplexity_ratio_ci_high": 1.10, "repeated_lines": 0.05}
 
 
 def final_vs_sft(out: Path) -> dict:
     """final − sft per metric with paired bootstrap CIs, from the eval's saved generations: does the rejection-
-    sampling round keep (or improve) what SFT learned?"""
+    sampling round keep (or improve) what SFT learned?  With the songs' perplexities in the generations (eval's
+    ``fluency``), ``"perplexity"`` is the ratio final / sft with its paired bootstrap CI."""
+    from lyrictool.eval.fluency import perplexity_ratio
     from lyrictool.eval.systems import evaluate
 
     gen = out / "eval" / "generations"
-    result, _ = evaluate(None, [gen / "sft.jsonl", gen / "final.jsonl"], scheme=SCHEME)
-    return result["comparison"]["pairs"][0]["metrics"]
+    result, systems = evaluate(None, [gen / "sft.jsonl", gen / "final.jsonl"], scheme=SCHEME)
+    out_metrics = dict(result["comparison"]["pairs"][0]["metrics"])
+    rows = {name: {r["id"]: r for r in map(json.loads, (gen / f"{name}.jsonl").read_text(encoding="utf-8")
+                                              .splitlines())} for name in ("sft", "final")}
+    ids = [s["id"] for s in systems[0].songs]  # the songs evaluate paired, in its order
+    if all("fluency" in rows[name].get(i, {}) for name in rows for i in ids):
+        sft, final = ([rows[name][i]["fluency"]["log_ppl"] for i in ids] for name in ("sft", "final"))
+        out_metrics["perplexity"] = perplexity_ratio(sft, final, resamples=2000, seed=0)  # as evaluate's defaults
+    return out_metrics
 
 
 def _ci(m: dict | None) -> str:
@@ -289,8 +306,11 @@ def _ci(m: dict | None) -> str:
 
 
 def results_table(result: dict, vs_sft: dict):
-    """The closing screen's table: each system's metrics, final − base and final − sft with 95% CIs."""
+    """The closing screen's table: each system's metrics, final − base and final − sft with 95% CIs (perplexity:
+    each system's geometric mean and the ratios)."""
     from rich.table import Table
+
+    from lyrictool.eval.fluency import fmt_perplexity, fmt_ratio
 
     systems = result["systems"]
     vs_base = {p["b"]: p["metrics"] for p in result["comparison"]["pairs"]}["final"]
@@ -302,8 +322,35 @@ def results_table(result: dict, vs_sft: dict):
     for metric in SHOWN_METRICS:
         values = [systems[name]["metrics"].get(metric) for name in ("base", "sft", "final")]
         table.add_row(metric, *["-" if v is None else f"{v:.3f}" for v in values], _ci(vs_base.get(metric)),
-                      _ci(vs_sft.get(metric)))
+                      _ci(vs_sft.get(metric)), end_section=metric == SHOWN_METRICS[-1] and "fluency" in result)
+    if "fluency" in result:
+        ratio = next(p for p in result["comparison"]["pairs"] if p["b"] == "final").get("fluency")
+        table.caption = "perplexity: geometric mean under the frozen base model [95% CI]; differences are ratios"
+        table.caption_justify = "left"
+        table.add_row("perplexity",
+                      *[fmt_perplexity(systems[name].get("fluency")) for name in ("base", "sft", "final")],
+                      fmt_ratio(ratio), fmt_ratio(vs_sft.get("perplexity")))
     return table
+
+
+def fluency_verdict(vs_sft: dict) -> tuple[dict, str]:
+    """The fluency target (:data:`FLUENCY_TARGET`) against the SFT model: which parts hold, and the sentence saying
+    so.  Perplexity is None (not checked) where the eval measured none (the tiny demo: a random-init base model
+    predicts nothing)."""
+    rep = vs_sft.get("repeated_lines") or {}
+    ppl = vs_sft.get("perplexity")
+    limit, ratio_limit = FLUENCY_TARGET["repeated_lines"], FLUENCY_TARGET["perplexity_ratio_ci_high"]
+    holds = {"repeated_lines": None if rep.get("diff") is None else rep["diff"] <= limit + 1e-12,
+             "perplexity": None if not ppl or ppl.get("ci_high") is None else ppl["ci_high"] < ratio_limit}
+    word = {True: "holds", False: "does NOT hold", None: "not measured"}
+    parts = [f"repeated lines final − sft {rep['diff']:+.3f} (at most {limit:+.2f}): {word[holds['repeated_lines']]}"
+             if rep.get("diff") is not None else "repeated lines: not measured"]
+    if ppl and ppl.get("ratio") is not None:
+        parts.append(f"perplexity final / sft ×{ppl['ratio']:.2f} [{ppl['ci_low']:.2f}, {ppl['ci_high']:.2f}] (upper "
+                     f"end below ×{ratio_limit:.2f}): {word[holds['perplexity']]}")
+    else:
+        parts.append("perplexity: not measured (the tiny demo's base model is random-init; run with --model)")
+    return holds, "fluency no worse than sft: " + "; ".join(parts)
 
 
 def sample_song_table(lyrics: str):
@@ -489,14 +536,22 @@ def run_demo(output_dir: Path | str = "runs/demo", *, quick: bool = False, model
     console.print(timings_table(timings, total, torch_import))
     console.print(results_table(result, vs_sft))
     verdict = " and ".join(f"{m} {'beats' if ok else 'does NOT beat'} base" for m, ok in beats.items())
+    fluency_holds, fluency_line = fluency_verdict(vs_sft)
     console.print(f"final model: {verdict}; total {total['wall_s']:.0f} s wall, {total['cpu_s']:.0f} CPU s")
+    console.print(f"final model: {fluency_line}", soft_wrap=True)  # one line, for a log to grep
     keep = ("diff", "ci_low", "ci_high", "significant", "n")
     summary = {"model": model or "builtin:tiny-zh", "total": total, "timings": timings, "torch_import": torch_import,
                "torch_threads": threads,
-               "beats_base": beats, "output_dir": str(out),
+               "beats_base": beats, "fluency_target": {**FLUENCY_TARGET, "holds": fluency_holds},
+               "output_dir": str(out),
                "metrics": {name: s["metrics"] for name, s in result["systems"].items()},
                "final_minus_base": {m: {k: vs_base[m].get(k) for k in keep} for m in SHOWN_METRICS if m in vs_base},
                "final_minus_sft": {m: {k: vs_sft[m].get(k) for k in keep} for m in SHOWN_METRICS if m in vs_sft},
+               "perplexity": {"model": result["fluency"]["model"],
+                              "systems": {n: s["fluency"] for n, s in result["systems"].items()},
+                              "final_over_base": next(p for p in result["comparison"]["pairs"]
+                                                      if p["b"] == "final")["fluency"],
+                              "final_over_sft": vs_sft.get("perplexity")} if "fluency" in result else None,
                "comparison": result.get("comparison")}
     (out / "demo.json").write_text(json.dumps(summary, ensure_ascii=False, indent=2, default=str) + "\n",
                                    encoding="utf-8")

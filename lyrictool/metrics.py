@@ -29,6 +29,7 @@ RATE_METRICS = (
     "distinct_1",
     "distinct_2",
     "repetition_rate",
+    "repeated_lines",
 )
 #: Per-song counts that :func:`aggregate` also averages.
 COUNT_METRICS = ("n_lines", "n_sections", "n_syllables")
@@ -220,7 +221,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
 
     Keys: rhyme_accuracy, rhyme_density (strict rhymes), rhyme_accuracy_near, rhyme_density_near
     (near rhymes count too), line_length_accuracy, line_length_accuracy_pm1, structure_accuracy,
-    format_validity, format_issues, distinct_1, distinct_2, repetition_rate, n_lines, n_sections,
+    format_validity, format_issues, distinct_1, distinct_2, repetition_rate, repeated_lines, n_lines, n_sections,
     n_syllables.  None where no control asks for it.
     """
     from lyrictool.lyrics import parse, strip_hints
@@ -276,6 +277,7 @@ def song_metrics(lyrics: str, controls: dict | None = None, scheme: str = "shisa
         "distinct_1": len(set(unigrams)) / len(unigrams) if unigrams else 0.0,
         "distinct_2": len(set(bigrams)) / len(bigrams) if bigrams else 0.0,
         "repetition_rate": repetition,
+        "repeated_lines": _repeat_share(tuple(t) for t in tokens_per_line),
         "n_lines": n,
         "n_sections": sum(1 for s in doc.sections if s.lines),
         "n_syllables": sum(lengths),
@@ -288,13 +290,18 @@ def repeated_lines(lines: list[str]) -> float:
     its second copy; a model that loops one line scores near 1."""
     from lyrictool.phonetics import sung_syllables
 
-    seen: set[tuple[str, ...]] = set()
-    repeats = 0
-    for line in lines:
-        key = tuple(sung_syllables(line))
+    return _repeat_share(tuple(sung_syllables(line)) for line in lines)
+
+
+def _repeat_share(keys) -> float:
+    """Share of ``keys`` equal to an earlier one; 0.0 for none."""
+    seen: set = set()
+    repeats = total = 0
+    for key in keys:
         repeats += key in seen
         seen.add(key)
-    return repeats / len(lines) if lines else 0.0
+        total += 1
+    return repeats / total if total else 0.0
 
 
 def repeated_rhyme_chars(lines: list[str], scheme: str = "shisanzhe") -> float | None:

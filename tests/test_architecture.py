@@ -39,7 +39,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("knowledge",),                         # knowledge corpora, injection datasets
     ("rewards",),                           # rule rewards, the scorer
     ("training",),                          # the shared train-and-save tail
-    ("eval",),                              # systems, comparison, tables, report, MOS
+    ("eval",),                              # systems, comparison, fluency, tables, report, MOS
     ("serve",),                             # the HTTP service, split by concern
     ("train.*", "commands.*"),              # one file per command
     ("demo",),                              # runs the commands end to end

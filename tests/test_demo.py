@@ -24,6 +24,34 @@ def test_demo_recipes_are_valid_and_chained(tmp_path):
     assert systems == {"base": str(tmp_path / "base"), "sft": str(tmp_path / "sft"),
                        "final": str(tmp_path / "rejection-sample")}
     assert recipes["eval"].scorer == str(tmp_path / "score")
+    assert recipes["eval"].fluency is None  # perplexity under a random-init base model would measure nothing
+
+
+def test_pretrained_demo_scores_fluency_under_the_base_model_as_given(tmp_path):
+    from lyrictool.demo import demo_recipes
+
+    recipe = demo_recipes(tmp_path, model="builtin:tiny-zh")["eval"]
+    assert recipe.fluency_model().name == recipe.systems[0].model.name == "builtin:tiny-zh"
+    assert recipe.fluency_model().lora is None  # the base as given, frozen; the systems it scores are LoRA-trained
+
+
+@pytest.mark.parametrize("repeated, ratio, holds", [
+    (0.05, (1.02, 0.95, 1.09), {"repeated_lines": True, "perplexity": True}),
+    (0.06, (1.02, 0.95, 1.10), {"repeated_lines": False, "perplexity": False}),
+    (-0.2, None, {"repeated_lines": True, "perplexity": None}),
+])
+def test_fluency_verdict_checks_the_target_against_sft(repeated, ratio, holds):
+    """The fluency target: repeated lines final − sft at most +0.05, and the upper CI end of the perplexity ratio
+    final / sft below 1.10; the verdict says which part holds, and that perplexity was not measured without one."""
+    from lyrictool.demo import fluency_verdict
+
+    vs_sft = {"repeated_lines": {"diff": repeated, "ci_low": repeated - 0.1, "ci_high": repeated + 0.1}}
+    if ratio:
+        vs_sft["perplexity"] = dict(zip(("ratio", "ci_low", "ci_high"), ratio))
+    got, line = fluency_verdict(vs_sft)
+    assert got == holds
+    assert line.count("does NOT hold") == list(holds.values()).count(False)
+    assert ("perplexity: not measured" in line) == (ratio is None)
 
 
 def test_demo_base_model_knows_every_character_the_demo_uses(tmp_path):
@@ -65,7 +93,10 @@ def test_quick_demo_runs_every_step_and_prints_the_closing_screen(tmp_path):
         assert summary["torch_threads"] == 1
     assert set(summary["final_minus_base"]) >= {"rhyme_accuracy", "structure_accuracy"}
     assert {"diff", "ci_low", "ci_high"} <= set(summary["final_minus_sft"]["line_length_accuracy"])
-    for text in ("rhyme analysis", "time per step", "final − sft", "import torch"):
+    assert {"diff", "ci_low", "ci_high"} <= set(summary["final_minus_sft"]["repeated_lines"])
+    assert summary["fluency_target"]["holds"]["perplexity"] is None and summary["perplexity"] is None
+    for text in ("rhyme analysis", "time per step", "final − sft", "import torch", "repeated_lines",
+                 "fluency no worse than sft: repeated lines final − sft", "perplexity: not measured"):
         assert text in r.stdout, text
 
 

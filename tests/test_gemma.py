@@ -221,6 +221,27 @@ def test_one_bos_in_generation_eval_and_serve(tiny_gemma, seen, tmp_path, one_to
     assert assert_one_bos(seen) == 2
 
 
+def test_one_bos_in_perplexity(tiny_gemma, seen, one_torch_thread):
+    """eval's fluency figures score lyric lines after exactly one <bos> (Gemma's tokenizer adds its own to plain text),
+    and each song's figure is the mean NLL of its tokens and <end_of_turn>, read by hand from the logits."""
+    import torch
+
+    from lyrictool.eval.fluency import lyrics_nll
+    from lyrictool.modeling import load_model
+    from lyrictool.recipes import ModelSpec
+
+    lm = load_model(ModelSpec(name=str(tiny_gemma)), for_training=False, announce=False)
+    texts = ["春风吹杨柳\n花开满园香", "月亮"]
+    got = lyrics_nll(lm.model, lm.tokenizer, texts)
+    assert assert_one_bos(seen) == 2
+    for text, nll in zip(texts, got):
+        ids = [BOS] + lm.tokenizer(text, add_special_tokens=False)["input_ids"] + [lm.tokenizer.eos_token_id]
+        with torch.inference_mode():
+            logp = torch.log_softmax(lm.model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+        assert nll == pytest.approx(-sum(logp[i, ids[i + 1]].item() for i in range(len(ids) - 1)) / (len(ids) - 1),
+                                    abs=1e-4)
+
+
 def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
     """`lyrictool demo --model NAME`: the same five steps on a pretrained model, LoRA on each step that trains it,
     the model as given for the eval's base system; the scorer stays the small built-in model."""
@@ -231,7 +252,12 @@ def test_quick_demo_runs_the_chain_on_a_pretrained_model(tiny_gemma, tmp_path):
     r = run_cli("demo", "--quick", "--model", str(tiny_gemma), "--output-dir", str(out), timeout=1200)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "final model:" in r.stdout and "rhyme analysis" in r.stdout
+    assert "perplexity: geometric mean under the frozen base model" in r.stdout
+    assert "perplexity final / sft ×" in r.stdout
     summary = json.loads((out / "demo.json").read_text())
+    ppl = summary["perplexity"]  # every system's songs under the base model as given: the fluency target's half
+    assert ppl["model"] == str(tiny_gemma) and ppl["final_over_sft"]["ci_low"] <= ppl["final_over_sft"]["ratio"]
+    assert None not in summary["fluency_target"]["holds"].values()
     assert summary["model"] == str(tiny_gemma)
     for step in ("inject", "sft", "rejection-sample"):
         recipe = yaml.safe_load((out / step / "recipe.yaml").read_text())

@@ -244,6 +244,9 @@ def test_repeated_lines_counts_later_copies_ignoring_punctuation():
     assert repeated_lines(["我的家", "一朵花", "我的家，", "回老家"]) == 0.25
     assert repeated_lines(["春风", "春风", "春风", "春风"]) == 0.75  # a loop scores near 1
     assert repeated_lines(["春风", "春雨"]) == 0.0 and repeated_lines([]) == 0.0
+    # song_metrics reports it for what is sung: tags and hints are not lines, punctuation does not count
+    m = song_metrics("[Verse]\n我的家\n一朵〔发花〕花\n\n[Chorus]\n我的家，\n回老家", {})
+    assert m["repeated_lines"] == 0.25 and m["repetition_rate"] == 0.0  # repetition_rate compares lines as written
 
 
 def test_repeated_rhyme_chars_flags_rhyme_bought_by_one_character():

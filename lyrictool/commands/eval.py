@@ -145,7 +145,8 @@ def run_eval(recipe: EvalRecipe | None, inputs: list[Path], fmt: str = "table", 
             write_jsonl(out / "generations" / f"{sr.name}.jsonl",
                         [{"id": s["id"], "system": sr.name, "controls": s["controls"], "lyrics": s["lyrics"],
                           **({"score": s["score"]} if "score" in s else {}),
-                          **({"copying": s["copying"]} if "copying" in s else {})} for s in sr.songs])
+                          **({"copying": s["copying"]} if "copying" in s else {}),
+                          **({"fluency": s["fluency"]} if "fluency" in s else {})} for s in sr.songs])
             if sr.safety_answers:  # the answers to the safety requests, judged (violation, refusal, p_safe)
                 write_jsonl(out / "generations" / f"{sr.name}.safety.jsonl",
                             [{"system": sr.name, **{k: v for k, v in a.items() if k != "where"}}

@@ -358,6 +358,9 @@ def _verdict(result: dict) -> str:
             if m.get("significant"):
                 good = (m["diff"] < 0) if metric in LOWER_IS_BETTER else (m["diff"] > 0)
                 (better if good else worse).append(f"{metric} ({m['diff']:+.3f})")
+        r = pair.get("fluency")
+        if r and r.get("significant"):
+            (better if r["ratio"] < 1 else worse).append(f"perplexity (×{r['ratio']:.2f})")
         b, a = html.escape(pair["b"]), html.escape(pair["a"])
         lines.append(f"<b>{b}</b> vs <b>{a}</b>: significantly better on {', '.join(better) or 'nothing'}; "
                      f"worse on {', '.join(worse) or 'nothing'} (95% paired bootstrap CIs).")
@@ -464,7 +467,24 @@ def _html(result: dict, systems, images: dict[str, Path]) -> str:
                     f"{m['diff']:+.3f} [{m['ci_low']:+.3f}, {m['ci_high']:+.3f}] (n={m['n']})"
                 cells.append(f"<td{cls}>{text}</td>")
             rows.append(f"<tr><td>{e(metric)}</td>{''.join(cells)}</tr>")
-        parts.append(f"<h2>Metrics</h2><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>")
+        fluency = ""
+        if result.get("fluency"):
+            from lyrictool.eval.tables import perplexity_row
+
+            label, *cells = perplexity_row(result, pairs, markup=False)
+            ratios = [p.get("fluency") or {} for p in result["comparison"]["pairs"]] if pairs else []
+            classes = [" class='good'" if r.get("significant") and r["ratio"] < 1 else
+                       " class='bad'" if r.get("significant") else "" for r in ratios]
+            classes = [""] * (len(cells) - len(classes)) + classes
+            rows.append(f"<tr><td>{e(label)}</td>" + "".join(f"<td{c}>{e(t)}</td>" for c, t in zip(classes, cells))
+                        + "</tr>")
+            fl = result["fluency"]
+            fluency = (f"<p>Perplexity: of each song's lyric lines under the frozen reference model "
+                       f"<code>{e(fl['model'])}</code> (one &lt;bos&gt;, the lines, the end token; {fl['tokens']:,} "
+                       "tokens in all); per system the geometric mean over songs [95% CI], per pair the ratio of "
+                       "geometric means [95% paired bootstrap CI]; lower is more predictable to that model, so it "
+                       "is read beside repeated_lines.</p>")
+        parts.append(f"<h2>Metrics</h2><table><tr><th>metric</th>{head}</tr>{''.join(rows)}</table>{fluency}")
         knowledge = {n: s["knowledge"] for n, s in sys_results.items() if s.get("knowledge")}
         if knowledge:
             parts.append("<h2>Knowledge QA</h2><table><tr><th>system</th><th>exact match</th><th>contains</th>"

@@ -3,8 +3,10 @@
 A *system* is a model to generate from (fixed prompt file with controls, fixed seed, batched sampling) or a
 file of existing generations (e.g. a GPT-4 baseline collected elsewhere).  Per system: the objective metrics
 (:func:`lyrictool.metrics.song_metrics`), the learned scorer's mean when ``scorer`` is given, knowledge QA
-accuracy when ``knowledge_qa`` is given (model systems).  With two or more systems: each against the baseline
-with a paired bootstrap 95% CI per metric, and pairwise scorer win rates (:mod:`lyrictool.eval.compare`).
+accuracy when ``knowledge_qa`` is given (model systems), the perplexity of the lyric lines under one frozen
+reference model when ``fluency`` is given (:mod:`lyrictool.eval.fluency`).  With two or more systems: each against
+the baseline with a paired bootstrap 95% CI per metric (perplexity: the ratio), and pairwise scorer win rates
+(:mod:`lyrictool.eval.compare`).
 
     systems:
       - {name: base, model: builtin:tiny-zh}
@@ -30,6 +32,7 @@ from typing import Any
 from pydantic import Field, field_validator, model_validator
 
 from lyrictool.errors import UserError
+from lyrictool.eval.fluency import FluencySpec
 from lyrictool.eval.safety import CopyingSpec, SafetyEvalSpec
 from lyrictool.recipes import (
     GenerationSpec,
@@ -45,8 +48,9 @@ log = logging.getLogger("lyrictool")
 #: Metrics shown side by side and compared (all in [0, 1]); lower is better only for repetition.
 COMPARED_METRICS = ("rhyme_accuracy", "rhyme_density", "rhyme_accuracy_near", "rhyme_density_near",
                     "line_length_accuracy", "line_length_accuracy_pm1",
-                    "structure_accuracy", "format_validity", "distinct_1", "distinct_2", "repetition_rate")
-LOWER_IS_BETTER = frozenset({"repetition_rate"})
+                    "structure_accuracy", "format_validity", "distinct_1", "distinct_2", "repetition_rate",
+                    "repeated_lines")
+LOWER_IS_BETTER = frozenset({"repetition_rate", "repeated_lines"})
 
 
 class SystemSpec(Strict):
@@ -95,6 +99,9 @@ class EvalRecipe(Strict):
                                           "system and judged: violation %, false-refusal % (docs/metrics.md).")
     copying: CopyingSpec | None = Field(None, description="A reference corpus: copying figures per system "
                                         "(longest common substring, verbatim lines, n-gram overlap).")
+    fluency: FluencySpec | None = Field(None, description="A frozen reference model: per system the perplexity of "
+                                        "its lyric lines (geometric mean, 95% CI), per pair the ratio with its "
+                                        "paired bootstrap CI (docs/metrics.md#perplexity).")
     bootstrap_resamples: int = Field(2000, ge=100, description="Bootstrap resamples for the 95% CIs.")
     output_dir: str = Field("runs/eval", description="Where generations, result.json and plots go.")
     seed: int = Field(42, description="Sampling seed (the same for every system) and sheet shuffling.")
@@ -114,7 +121,19 @@ class EvalRecipe(Strict):
             raise ValueError(f"systems: duplicate name(s) {', '.join(dup)}; give each system its own name")
         if self.baseline is not None and self.baseline not in names:
             raise ValueError(f"baseline: {self.baseline!r} is not a system name ({', '.join(names)})")
+        if self.fluency is not None and self.fluency.model is None and self.baseline_spec().model is None:
+            raise ValueError(f"fluency.model: null means the baseline system's model, and {self.baseline_spec().name!r}"
+                             " is a generations file; name the reference model")
         return self
+
+    def baseline_spec(self) -> SystemSpec:
+        return next(s for s in self.systems if s.name == (self.baseline or self.systems[0].name))
+
+    def fluency_model(self) -> ModelSpec | None:
+        """The reference model of the fluency figures (the baseline system's when ``fluency.model`` is null)."""
+        if self.fluency is None:
+            return None
+        return self.fluency.model or self.baseline_spec().model
 
 
 @dataclass
@@ -131,6 +150,7 @@ class SystemResult:
     safety_answers: list[dict] = field(default_factory=list)  # {id, controls, safety, category, lyrics, ...}
     safety: dict | None = None
     copying: dict | None = None
+    fluency: dict | None = None  # the geometric-mean perplexity under the reference model, with its interval
 
 
 # ---- inputs ----------------------------------------------------------------------------------------------------
@@ -347,6 +367,18 @@ def copying_figures(systems: list[SystemResult], spec: CopyingSpec) -> dict:
             "index_s": round(built, 2), "_index": index}
 
 
+def fluency_figures(systems: list[SystemResult], recipe: EvalRecipe) -> dict:
+    """Every song of every system scored under the reference model (loaded once); per system the geometric-mean
+    perplexity with its interval."""
+    from lyrictool.eval.fluency import score_fluency, song_log_ppls, system_perplexity
+
+    run = score_fluency([sr.songs for sr in systems], recipe.fluency_model(), recipe.fluency.batch_size,
+                        recipe_source(recipe))
+    for sr in systems:
+        sr.fluency = system_perplexity([x for x in song_log_ppls(sr.songs) if x is not None])
+    return run
+
+
 def safety_figures(systems: list[SystemResult], recipe: EvalRecipe, copying_index=None) -> dict:
     """Judge every safety answer; per-system figures, the comparison with the baseline, the trade-off points and
     the check against the hand labels (:mod:`lyrictool.eval.safety`)."""
@@ -429,6 +461,10 @@ def collect_systems(recipe: EvalRecipe | None, inputs: list[Path], scheme: str, 
         requests = load_safety_prompts(recipe.safety, where=recipe_source(recipe))
         n_red = sum(r["safety"] for r in requests)
         checks["safety requests"] = f"{n_red} red-team + {len(requests) - n_red} harmless"
+    if recipe and recipe.fluency:  # before any sampling: a bad reference model must not cost a run
+        from lyrictool.eval.fluency import check_reference
+
+        checks["fluency"] = check_reference(recipe.fluency_model(), recipe_source(recipe), dry_run=dry_run)
     if recipe and recipe.scorer:
         from lyrictool.rewards import is_model_folder
 
@@ -494,18 +530,22 @@ def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "sh
     copying = copying_figures(systems, recipe.copying) if recipe and recipe.copying else None
     index = copying.pop("_index") if copying else None
     safety = safety_figures(systems, recipe, index) if recipe and recipe.safety else None
+    fluency = fluency_figures(systems, recipe) if recipe and recipe.fluency else None
     result: dict[str, Any] = {
         "scheme": scheme,
         "metrics": systems[0].metrics if systems else {},
         "systems": {sr.name: {"source": sr.source, "n": len(sr.songs), "metrics": sr.metrics, "scorer": sr.scorer,
                               "knowledge": sr.knowledge, "invalid_rows": sr.invalid_rows,
                               **({"safety": sr.safety} if safety else {}),
-                              **({"copying": sr.copying} if copying else {})} for sr in systems},
+                              **({"copying": sr.copying} if copying else {}),
+                              **({"fluency": sr.fluency} if fluency else {})} for sr in systems},
     }
     if safety:
         result["safety"] = safety
     if copying:
         result["copying"] = copying
+    if fluency:
+        result["fluency"] = fluency
     if len(systems) >= 2:
         if problem:
             result["comparison"] = {"skipped": problem}
@@ -515,5 +555,13 @@ def evaluate(recipe: EvalRecipe | None, inputs: list[Path], *, scheme: str = "sh
                 {sr.name: [s["metrics"] for s in sr.songs] for sr in systems}, COMPARED_METRICS,
                 baseline=recipe.baseline if recipe else None, scores=scores,
                 resamples=recipe.bootstrap_resamples if recipe else 2000, seed=recipe.seed if recipe else 0)
+            if fluency:  # the ratio of perplexities, paired by prompt as every other difference
+                from lyrictool.eval.fluency import perplexity_ratio, song_log_ppls
+
+                by_name = {sr.name: sr for sr in systems}
+                for pair in result["comparison"]["pairs"]:
+                    pair["fluency"] = perplexity_ratio(
+                        song_log_ppls(by_name[pair["a"]].songs), song_log_ppls(by_name[pair["b"]].songs),
+                        resamples=recipe.bootstrap_resamples, seed=recipe.seed)
     result["wall_s"] = round(time.perf_counter() - start, 3)
     return result, systems

@@ -74,7 +74,24 @@ def comparison_table(result: dict):
                 text = f"[{'green' if good else 'red'}]{text}[/]"
             cells.append(text)
         table.add_row(metric, *cells)
+    if result.get("fluency"):
+        table.add_row(*perplexity_row(result, pairs, markup=True))
     return table
+
+
+def perplexity_row(result: dict, pairs: dict, *, markup: bool) -> list[str]:
+    """The comparison table's perplexity row: its label, each system's geometric mean [95% CI], each pair's ratio
+    [95% CI] (green/red where the interval excludes 1, with rich ``markup``)."""
+    from lyrictool.eval.fluency import fmt_perplexity, fmt_ratio
+
+    cells = [fmt_perplexity(s.get("fluency")) for s in result["systems"].values()]
+    for n in pairs:
+        r = next((p.get("fluency") for p in result["comparison"]["pairs"] if p["b"] == n), None)
+        text = fmt_ratio(r)
+        if markup and r and r.get("significant"):
+            text = f"[{'green' if r['ratio'] < 1 else 'red'}]{text}[/]"
+        cells.append(text)
+    return [f"perplexity ({result['fluency']['model']})", *cells]
 
 
 def pct_ci(m: dict | None) -> str:
