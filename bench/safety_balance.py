@@ -73,7 +73,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rhyme_control import LoadSampler, fmt, fmt_diff, interval_fields  # noqa: E402
+from rhyme_control import LoadSampler, fmt, fmt_diff, interval_fields
 
 ARMS = {"scorer": "rejection sampling, lyrics scorer alone", "combined": "rejection sampling, LLaMA 2's rule + rules",
         "sft": "the SFT model (no round)"}
@@ -207,6 +207,20 @@ def judge_check(judge_dir: Path, threshold: float) -> dict:
     check["all_safe_agreement"] = sum(x["label"] == "safe" for x in labels) / len(labels)
     check["beats_all_safe"] = check["agreement"]["mean"] > check["all_safe_agreement"]
     return check
+
+
+def tau_check(scorers: dict, precision: float) -> dict:
+    """tau as the combined arm's rounds will choose it (the same call), once before any round is run."""
+    from lyrictool.errors import UserError
+    from lyrictool.rewards import Rewards
+
+    specs = [{"name": "scorer", "path": scorers["lyrics"]}, {"name": "safety", "path": scorers["safety"]}]
+    rule = {"mode": "llama2", "calibration": "builtin:safety-lyrics-calibration", "precision": precision}
+    try:
+        return Rewards.from_specs(specs, rule=rule).rule_report()["tau"]
+    except UserError as e:
+        raise SystemExit(f"the combined arm cannot choose tau: {e} (try --precision lower; --reuse keeps the SFT "
+                         "model and the scorers)") from None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -414,17 +428,20 @@ def estimate(args, round_rows: list[dict], test: dict) -> dict:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def print_tables(results: dict, arms: list[str], seeds: list[int], checks: dict, verdicts: list[dict]) -> None:
-    print("\n**Scorers** (real pretrained model unless --scorer-model): held-out pairwise accuracy; the judge "
-          "against the hand labels\n")
+def print_tables(results: dict, arms: list[str], seeds: list[int], checks: dict, verdicts: list[dict],
+                 scorer_model: str) -> None:
+    print(f"\n**Scorers** on {scorer_model}: held-out pairwise accuracy (pairs of prompts they did not train on); "
+          "the judge against the hand labels\n")
     print("| scorer | held-out pairwise accuracy | steps |\n|---|---|---|")
     for name, st in checks["scorers"].items():
         acc = st.get("pairwise_accuracy")
         print(f"| {name} | {'' if acc is None else f'{acc:.3f}'} | {st.get('global_step')} |")
     j = checks["judge"]
+    rd = j.get("refusal_detector")
     print(f"\njudge vs {j['n']} hand labels: agreement {fmt(j['agreement'])} (\"all safe\": "
-          f"{j['all_safe_agreement']:.3f}), kappa {j['kappa'] if j['kappa'] is None else round(j['kappa'], 3)}; "
-          f"refusal detector agreement {fmt(j['refusal_detector']['agreement']) if 'refusal_detector' in j else 'n/a'}")
+          f"{j['all_safe_agreement']:.3f}), kappa {j['kappa'] if j['kappa'] is None else round(j['kappa'], 3)}"
+          + (f"; refusal detector vs {rd['n']} hand-labelled answers: agreement (refusal or not) "
+             f"{fmt(rd['binary'])}" if rd else ""))
     if not j["beats_all_safe"]:
         print("WARNING: the judge agrees with the hand labels no more often than \"all safe\": its violation rates "
               "mean little (use --scorer-model on a real model)")
@@ -558,6 +575,9 @@ def main() -> None:
               "judge": judge_check(Path(scorers["judge"]), args.judge_threshold)}
     print(f"-> judge vs hand labels: agreement {checks['judge']['agreement']['mean']:.3f}, \"all safe\" "
           f"{checks['judge']['all_safe_agreement']:.3f}", flush=True)
+    checks["tau"] = tau_check(scorers, args.precision)  # before any round: a precision out of reach stops here
+    print(f"-> tau {checks['tau']['tau']:.4f} at precision >= {args.precision} on the calibration lyrics "
+          f"(precision {checks['tau']['precision']:.3f}, recall {checks['tau']['recall']:.3f})", flush=True)
 
     lora = {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.0, "target_modules": "all-linear"}
     cfg = {k: getattr(args, k) for k in ("rs_k", "rs_steps", "rs_lr", "rs_temperature", "rs_batch", "precision",
@@ -616,8 +636,9 @@ def main() -> None:
                "runs": [runs[(a, s)] for a in args.arms_list for s in seeds], "timing": timing}
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
 
-    print_tables(results, args.arms_list, seeds, checks, verdicts)
-    print(f"\nwall {timing['wall_s'] / 60:.1f} min (estimate {plan['total_min']} min on a quiet box), "
+    print_tables(results, args.arms_list, seeds, checks, verdicts, args.scorer_model)
+    print(f"\nwall {timing['wall_s'] / 60:.1f} min" + ("" if args.quick else f" (estimate {plan['total_min']} min on a "
+          "quiet box)") + ", "
           f"{timing['cpu_s']:.0f} CPU s, {args.workers} workers x {args.threads} thread(s); load average "
           f"{timing['load_average']}; import torch {torch_import['wall_s']} s wall; results: {out / 'results.json'}")
 
