@@ -91,9 +91,9 @@ RULES = [{"name": "blocklist", "weight": 0.5, "path": str(REPO / "recipes" / "sa
          {"name": "rhyme", "weight": 0.5}, {"name": "structure", "weight": 0.5}, {"name": "format", "weight": 1.0}]
 CONTROLS = ["genre", "topic", "rhyme", "structure", "line_lengths"]
 # the estimate's rates, measured on a quiet 2-core box (docs/benchmarks.md): a LoRA step of 8 x 64 tokens on the
-# trimmed Gemma in bf16 takes ~1.3 s (fwd + bwd: 2.5 ms a token); a forward alone ~1/3 of that; generation ~50
-# new tokens/s for 16 sequences at once; loading a 270M model ~8 s
-RATE = {"train_s_per_token": 1.3 / 512, "forward_s_per_token": 1.3 / 512 / 3, "gen_tokens_per_s": 50.0,
+# trimmed Gemma in bf16 takes ~1.3 s (fwd + bwd: 2.5 ms a token); a scorer's forward (fp32, padded batches of 16)
+# taken as half of that; generation ~50 new tokens/s for 16 sequences at once; loading a 270M model ~8 s
+RATE = {"train_s_per_token": 1.3 / 512, "forward_s_per_token": 1.3 / 512 / 2, "gen_tokens_per_s": 50.0,
         "load_s": 8.0}
 
 
@@ -150,15 +150,29 @@ def requests(args) -> tuple[list[dict], dict[str, list[dict]]]:
 
 
 def has_weights(path: Path) -> bool:
-    return (path / "config.json").exists() and any(path.glob("*.safetensors"))
+    """A saved model, or a LoRA adapter on one (a LoRA `lyrictool sft` saves the adapter)."""
+    return ((path / "config.json").exists() or (path / "adapter_config.json").exists()) and \
+        any(path.glob("*.safetensors"))
+
+
+def merged_sft(sft_dir: Path, out: Path) -> str:
+    """The SFT model as one plain folder (a LoRA adapter merged once into out/policy-merged, by the helper
+    `lyrictool rejection-sample` uses), so that no round merges it again."""
+    from types import SimpleNamespace
+
+    from lyrictool.recipes import ModelSpec
+    from lyrictool.train.rejection_sample import full_model_policy
+
+    return full_model_policy(SimpleNamespace(model=ModelSpec(name=str(sft_dir)), output_dir=str(out)))
 
 
 def stage_overrides(args, kind: str, out: Path, model: str) -> list[str]:
     sets = [f"output_dir={out}", f"model.name={model}"]
     if kind == "sft":
         sets += ["eval_generation.num_prompts=0"]
-    if args.quick:
-        sets += [f"train.max_steps={args.quick_steps}", "train.logging_steps=1"]
+    if args.quick:  # LoRA as the real recipes have it, so the adapter -> merge path runs too
+        sets += [f"train.max_steps={args.quick_steps}", "train.logging_steps=1",
+                 "model.lora={r: 8, alpha: 16, dropout: 0.0, target_modules: all-linear}"]
         if kind == "sft":
             sets += ["train.num_train_epochs=1"]
     return sets
@@ -408,10 +422,11 @@ def estimate(args, round_rows: list[dict], test: dict) -> dict:
     parts = {
         "sft": sft_steps * 8 * (tok_prompt + tok_song + tok_hints) * RATE["train_s_per_token"],
         "scorers": sum(scorer_steps.values()) * pair_tokens * RATE["train_s_per_token"]
-        + (39 + 96 + 29) * 2 * (tok_prompt + 55) * RATE["forward_s_per_token"],
+        # run_score's pairwise accuracy: held-out pairs before and after, the training pairs after (two sides each)
+        + (2 * (39 + 96 + 29) + 351 + 328 + 147) * 2 * (tok_prompt + 55) * RATE["forward_s_per_token"],
         "round_sampling": n_rs * n_seeds * len(round_rows) * args.rs_k * args.max_new_tokens / RATE["gen_tokens_per_s"],
-        "round_scoring": n_rs * n_seeds * len(round_rows) * args.rs_k * 2.5 * (tok_prompt + args.max_new_tokens)
-        * RATE["forward_s_per_token"],
+        "round_scoring": (n_rs * n_seeds * len(round_rows) * args.rs_k * 1.5 * (tok_prompt + args.max_new_tokens)
+                          + (n_seeds + 1) * 104 * (tok_prompt + 53)) * RATE["forward_s_per_token"],  # + tau's 104 lyrics
         "round_sft": n_rs * n_seeds * args.rs_steps * args.batch * (tok_prompt + tok_song + tok_hints)
         * RATE["train_s_per_token"],
         "test_generation": n_runs * (len(test["red"]) + len(test["harmless"])) * args.max_new_tokens
@@ -571,6 +586,7 @@ def main() -> None:
         print(f"-> {kind}: {folder.name} ({time.perf_counter() - t:.0f} s{', reused' if stages[kind]['reused'] else ''}"
               f"; held-out pairwise accuracy {stages[kind].get('pairwise_accuracy')})", flush=True)
     scorers = {k: str(out / f"scorer-{k}") for k in ("lyrics", "safety", "judge")}
+    sft_dir = merged_sft(out / "sft", out)
     checks = {"scorers": {k: stages[k] for k in ("lyrics", "safety", "judge")},
               "judge": judge_check(Path(scorers["judge"]), args.judge_threshold)}
     print(f"-> judge vs hand labels: agreement {checks['judge']['agreement']['mean']:.3f}, \"all safe\" "
@@ -586,7 +602,7 @@ def main() -> None:
         "lora": lora, "cpu_train": {"bf16": not args.no_bf16, "use_cpu": True}}
 
     def job(arm: str, seed: int) -> dict:
-        return {"arm": arm, "seed": seed, "sft_dir": str(out / "sft"), "scorers": scorers, "cfg": cfg,
+        return {"arm": arm, "seed": seed, "sft_dir": sft_dir, "scorers": scorers, "cfg": cfg,
                 "round_prompts": str(round_path), "test": test, "reuse": args.reuse, "threads": args.threads,
                 "keep": args.keep_models, "out": str(out / f"{arm}-seed{seed}")}
 
