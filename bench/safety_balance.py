@@ -169,13 +169,26 @@ def merged_sft(sft_dir: Path, out: Path) -> str:
 def stage_overrides(args, kind: str, out: Path, model: str) -> list[str]:
     sets = [f"output_dir={out}", f"model.name={model}"]
     if kind == "sft":
-        sets += ["eval_generation.num_prompts=0"]
+        sets += ["eval_generation.num_prompts=0"] + ([f"data.train={args.sft_train}"] if args.sft_train else [])
     if args.quick:  # LoRA as the real recipes have it, so the adapter -> merge path runs too
         sets += [f"train.max_steps={args.quick_steps}", "train.logging_steps=1",
                  "model.lora={r: 8, alpha: 16, dropout: 0.0, target_modules: all-linear}"]
         if kind == "sft":
             sets += ["train.num_train_epochs=1"]
     return sets
+
+
+def sft_train_file(args, out: Path) -> str:
+    """The demo songs plus --sft-safety safe answers of the scorer split, one SFT file (seeded by --split-seed)."""
+    from lyrictool.data import write_jsonl
+
+    safe = [r for r in load_rows("builtin:safety-lyrics-scorer")
+            if (r["safety"] and r["kind"] in ("refusal", "redirect")) or (not r["safety"] and r["kind"] == "answer")]
+    pick = random.Random(args.split_seed).sample(safe, min(args.sft_safety, len(safe)))
+    path = out / "sft_train.jsonl"
+    write_jsonl(path, [{"lyrics": r["lyrics"], "controls": r.get("controls") or {}} for r in load_rows(
+        "builtin:demo-songs")] + [{"id": r["id"], "controls": r["controls"], "lyrics": r["lyrics"]} for r in pick])
+    return str(path)
 
 
 def run_stage(args, kind: str, recipe_path: Path, out: Path, log_path: Path, model: str) -> dict:
@@ -185,11 +198,14 @@ def run_stage(args, kind: str, recipe_path: Path, out: Path, log_path: Path, mod
     from lyrictool.recipes import load_recipe
 
     done = out / "bench_stage.json"
+    sets = stage_overrides(args, kind, out, model)
+    rel = str(recipe_path.relative_to(REPO)) if recipe_path.is_relative_to(REPO) else str(recipe_path)
     if args.reuse and done.exists() and has_weights(out):
-        return {**json.loads(done.read_text(encoding="utf-8")), "reused": True}
+        prev = json.loads(done.read_text(encoding="utf-8"))
+        if (prev.get("recipe"), prev.get("overrides")) == (rel, sets):  # the same recipe and settings: read back
+            return {**prev, "reused": True}
     torch.set_num_threads(args.threads * args.workers)
     cpu0, t0 = time.process_time(), time.perf_counter()
-    sets = stage_overrides(args, kind, out, model)
     recipe = load_recipe(recipe_path, "sft" if kind == "sft" else "score", sets)
     with open(log_path, "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         if kind == "sft":
@@ -201,12 +217,11 @@ def run_stage(args, kind: str, recipe_path: Path, out: Path, log_path: Path, mod
 
             summary = run_score(recipe)
     m = summary.get("metrics", {})
-    info = {"recipe": str(recipe_path.relative_to(REPO)) if recipe_path.is_relative_to(REPO) else str(recipe_path),
-            "overrides": sets, "global_step": m.get("global_step"),
+    info = {"recipe": rel, "overrides": sets, "global_step": m.get("global_step"),
             "pairwise_accuracy": m.get("pairwise_accuracy"), "pairwise_accuracy_before": m.get("pairwise_accuracy_before"),
             "train_loss_first": m.get("train_loss_first"), "train_loss_last": m.get("train_loss_last"),
             "wall_s": round(time.perf_counter() - t0, 1), "cpu_s": round(time.process_time() - cpu0, 1),
-            "reused": False}
+            "trained_at": round(time.time(), 3), "reused": False}
     done.write_text(json.dumps(info), encoding="utf-8")
     return info
 
@@ -269,8 +284,7 @@ def round_recipe(job: dict, out: Path):
 
 def eval_key(job: dict) -> str:
     cfg = job["cfg"]
-    what = [job["test"], cfg["max_new_tokens"], cfg["temperature"], job["sft_dir"], job["scorers"],
-            cfg["judge_threshold"]]
+    what = [job["test"], cfg["max_new_tokens"], cfg["temperature"], job["stages_key"], cfg["judge_threshold"]]
     return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -302,8 +316,9 @@ def run_job(job: dict) -> dict:
         if arm in RS_ARMS:
             model_dir = str(out)
             timing = out / "train_time.json"
-            if job["reuse"] and has_weights(out) and timing.exists():
-                train_info = {**json.loads(timing.read_text(encoding="utf-8")), "reused": True}
+            prev = json.loads(timing.read_text(encoding="utf-8")) if timing.exists() else {}
+            if job["reuse"] and has_weights(out) and prev.get("stages_key") == job["stages_key"]:
+                train_info = {**prev, "reused": True}
             else:
                 from lyrictool.train.rejection_sample import run_rejection_sample
 
@@ -319,7 +334,8 @@ def run_job(job: dict) -> dict:
                               "new_tokens": m.get("sampling", {}).get("new_tokens"),
                               **{k: m.get(k) for k in ("best_reward_mean", "worst_reward_mean", "candidate_reward_mean",
                                                        "best_components_mean", "safety_rule_chose_safety")},
-                              "tau": rule.get("tau"), "whitening": rule.get("whitening")}
+                              "tau": rule.get("tau"), "whitening": rule.get("whitening"),
+                              "stages_key": job["stages_key"]}
                 timing.write_text(json.dumps(train_info), encoding="utf-8")
         lm = load_model(ModelSpec(name=model_dir), for_training=False, announce=False)
         gen0, gcpu0 = time.perf_counter(), time.process_time()
@@ -501,6 +517,9 @@ def main() -> None:
     ap.add_argument("--rs-temperature", type=float, default=1.0)
     ap.add_argument("--rs-batch", type=int, default=4, help="round: requests per generate() call (x K sequences)")
     ap.add_argument("--precision", type=float, default=0.9, help="combined: tau's precision on the calibration lyrics")
+    ap.add_argument("--sft-safety", type=int, default=0, help="add this many safe answers of the scorer split "
+                    "(refusals and redirects of red-team requests, helpful songs for harmless ones; never a false "
+                    "refusal) to the demo songs the SFT model learns (LLaMA 2's safety SFT; default 0: demo songs only)")
     ap.add_argument("--scorer-arm-rules", action="store_true", help="give the scorer arm the rule rewards too "
                     "(rhyme, structure, format), so the arms differ only by the safety part")
     ap.add_argument("--judge-red", type=int, default=0, help="test: at most this many judge-side red-team requests "
@@ -575,6 +594,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     round_path = out / "round_prompts.jsonl"
     write_jsonl(round_path, round_rows)
+    args.sft_train = sft_train_file(args, out) if args.sft_safety else None
 
     # the SFT model and the scorers, once (their own folders; --reuse reads them back)
     stages = {}
@@ -586,7 +606,12 @@ def main() -> None:
         print(f"-> {kind}: {folder.name} ({time.perf_counter() - t:.0f} s{', reused' if stages[kind]['reused'] else ''}"
               f"; held-out pairwise accuracy {stages[kind].get('pairwise_accuracy')})", flush=True)
     scorers = {k: str(out / f"scorer-{k}") for k in ("lyrics", "safety", "judge")}
+    if not stages["sft"]["reused"]:  # a new SFT model: the merged copy of the old one goes
+        shutil.rmtree(out / "policy-merged", ignore_errors=True)
     sft_dir = merged_sft(out / "sft", out)
+    # what every run depends on: the SFT model and the scorers as trained (a retrained one invalidates the runs)
+    stages_key = hashlib.sha256(json.dumps({k: [v["recipe"], v["overrides"], v.get("trained_at")]
+                                            for k, v in stages.items()}, sort_keys=True).encode()).hexdigest()[:16]
     checks = {"scorers": {k: stages[k] for k in ("lyrics", "safety", "judge")},
               "judge": judge_check(Path(scorers["judge"]), args.judge_threshold)}
     print(f"-> judge vs hand labels: agreement {checks['judge']['agreement']['mean']:.3f}, \"all safe\" "
@@ -602,7 +627,7 @@ def main() -> None:
         "lora": lora, "cpu_train": {"bf16": not args.no_bf16, "use_cpu": True}}
 
     def job(arm: str, seed: int) -> dict:
-        return {"arm": arm, "seed": seed, "sft_dir": sft_dir, "scorers": scorers, "cfg": cfg,
+        return {"arm": arm, "seed": seed, "sft_dir": sft_dir, "scorers": scorers, "cfg": cfg, "stages_key": stages_key,
                 "round_prompts": str(round_path), "test": test, "reuse": args.reuse, "threads": args.threads,
                 "keep": args.keep_models, "out": str(out / f"{arm}-seed{seed}")}
 

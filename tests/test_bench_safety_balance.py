@@ -19,7 +19,7 @@ def ordered(ci: dict) -> bool:
 
 def test_quick_mode_runs_both_arms_at_equal_steps_with_intervals_and_reuse(tmp_path):
     out = tmp_path / "sb"
-    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--workers", "1", "--out", str(out)], check=False,
+    proc = subprocess.run([sys.executable, str(BENCH), "--quick", "--workers", "1", "--sft-safety", "10", "--out", str(out)], check=False,
                           capture_output=True, text=True, timeout=600, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "| combined - scorer |" in proc.stdout and "**Verdict**" in proc.stdout
@@ -35,6 +35,13 @@ def test_quick_mode_runs_both_arms_at_equal_steps_with_intervals_and_reuse(tmp_p
     judge = res["checks"]["judge"]
     assert judge["n"] >= 200 and 0 < judge["all_safe_agreement"] < 1 and "refusal_detector" in judge
     assert 0 < res["checks"]["tau"]["tau"] < 1
+    # --sft-safety: the demo songs plus safe answers of the scorer split, never a false refusal
+    sft_rows = [json.loads(x) for x in (out / "sft_train.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(sft_rows) == 130 + 10 and f"data.train={out / 'sft_train.jsonl'}" in res["stages"]["sft"]["overrides"]
+    safe = {json.loads(x)["id"]: json.loads(x) for x in (REPO / "lyrictool" / "data" / "safety" / "lyrics-scorer.jsonl")
+            .read_text(encoding="utf-8").splitlines()}
+    added = [safe[r["id"]] for r in sft_rows if "id" in r]
+    assert len(added) == 10 and all(a["label"] == "safe" and (a["safety"] or a["kind"] == "answer") for a in added)
 
     # test requests: red-team and harmless of the judge split (no minors), eval prompts; never the round's
     test = res["test"]
@@ -69,7 +76,8 @@ def test_quick_mode_runs_both_arms_at_equal_steps_with_intervals_and_reuse(tmp_p
     assert timing["wall_s"] > 0 and timing["import_torch"]["wall_s"] > 0 and "mean" in timing["load_average"]
 
     # --reuse: the SFT model, the scorers and every run are read back, not retrained or re-sampled
-    again = subprocess.run([sys.executable, str(BENCH), "--quick", "--reuse", "--workers", "1", "--out", str(out)],
+    again = subprocess.run([sys.executable, str(BENCH), "--quick", "--reuse", "--workers", "1", "--sft-safety", "10",
+                            "--out", str(out)],
                            check=False, capture_output=True, text=True, timeout=300, cwd=REPO)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("reused") >= 8  # 4 stages + 4 runs
