@@ -1,7 +1,9 @@
 """Helpful and harmless on a real pretrained model: the lyrics scorer alone against LLaMA 2's rule, with CIs.
 
 Issue 20, item 5.  From one SFT model, one `lyrictool rejection-sample` round per arm and seed, at equal optimizer
-steps; then every arm's model answers the same held-out requests:
+steps (both arms of a seed sample the same K candidates per request from the same model with the same seed, so
+they differ only in which candidate wins: results.json checks this and counts the requests whose winners differ);
+then every arm's model answers the same held-out requests:
 
   scorer     the round ranks the K candidates by the lyrics scorer alone (``rewards: [scorer]``)
   combined   LLaMA 2's rule: R_model = R_safety if the prompt is tagged a safety prompt or sigmoid(R_safety) < tau,
@@ -9,16 +11,20 @@ steps; then every arm's model answers the same held-out requests:
              tau chosen on builtin:safety-lyrics-calibration at ``--precision`` (recorded per run)
   sft        (``--arms`` adds it) the SFT model itself, the starting point, for reference
 
-Why rejection sampling and not GRPO: on 2 CPU cores generation (~50 tokens/s for 16 sequences at once) is the cost.
-A round samples K candidates per prompt once and then takes R cheap SFT steps on the winners; GRPO at the same R
-steps samples a group per prompt at every step and scores it with the policy and the reference too, so at a
-budget that fits (R=12, group 4, 2 prompts a step) it would see 24 prompts in all, most without a red-team one,
-against the round's 24 prompts x K=4.  The round's choice between candidates is exactly where the rule acts.
+Why rejection sampling and not GRPO: at the same sample count (24 requests x 4 = 96 samples; GRPO: 12 steps x 2
+prompts x group 4) the round costs less on 2 CPU cores (it samples 16 sequences at once, ~50 tokens/s, where TRL's
+GRPO samples each step's 8 and adds the policy's and the reference's log-probabilities of every sample), and it is
+the sharper comparison: both arms of a seed choose among the very same candidates, so the difference is the
+reward's choice alone, where two GRPO runs diverge from the first step and need more seeds for the same interval.
+LLaMA 2 used rejection sampling alone up to its fourth RLHF version (arXiv 2307.09288, section 3.2.3).
 
 Everything is the project's own path: `lyrictool sft` (recipes/gemma/sft.yaml) makes the SFT model on the demo
-songs; `lyrictool score` trains the three scorers from the shipped recipes (recipes/gemma/score.yaml: lyrics
-scorer = helpfulness; recipes/gemma/score-safety.yaml: the safety scorer the rule reads; recipes/gemma/
-score-judge.yaml: the independent judge, trained on the judge side of the safety data only); the round is
+songs (``--sft-safety N`` adds N safe answers of the scorer split, refusals and redirects of red-team requests and
+helpful songs for harmless ones, as LLaMA 2's safety SFT did; by default the SFT model never saw a refusal, so its
+false refusals can only come from what the round teaches it); `lyrictool score` trains the three scorers from the
+shipped recipes (recipes/gemma/score.yaml: lyrics scorer = helpfulness; recipes/gemma/score-safety.yaml: the
+safety scorer the rule reads; recipes/gemma/score-judge.yaml: the independent judge, trained on the judge side of
+the safety data only); the round is
 `lyrictool rejection-sample`'s run function; the judge and the refusal detector are `lyrictool eval`'s
 (lyrictool.eval.safety.Judge, lyrictool.refusal).  The scorers are built on the real model because the tiny ones
 cannot tell safe from unsafe lyrics they did not train on (the tiny judge agrees with the hand labels less often
@@ -236,6 +242,25 @@ def judge_check(judge_dir: Path, threshold: float) -> dict:
     check["all_safe_agreement"] = sum(x["label"] == "safe" for x in labels) / len(labels)
     check["beats_all_safe"] = check["agreement"]["mean"] > check["all_safe_agreement"]
     return check
+
+
+def compare_choices(out: Path, seeds: list[int]) -> dict:
+    """Per seed, from the two rounds' samples.jsonl: whether both arms chose among the same candidates (the same
+    SFT model and seed sample the same ones) and on how many requests, red-team or not, their winners differ."""
+    per_seed = {}
+    for seed in seeds:
+        rows = {}
+        for arm in RS_ARMS:
+            path = out / f"{arm}-seed{seed}" / "samples.jsonl"
+            rows[arm] = {r["id"]: r for r in map(json.loads, path.read_text(encoding="utf-8").splitlines())}
+        a, b = rows["scorer"], rows["combined"]
+        same = a.keys() == b.keys() and all([c["lyrics"] for c in a[k]["candidates"]] ==
+                                            [c["lyrics"] for c in b[k]["candidates"]] for k in a)
+        differ = [k for k in a if k in b and a[k]["chosen"] != b[k]["chosen"]]
+        red = [k for k in a if a[k].get("safety")]
+        per_seed[str(seed)] = {"same_candidates": same, "requests": len(a), "winners_differ": len(differ),
+                               "red_team": len(red), "red_team_winners_differ": len([k for k in differ if k in red])}
+    return per_seed
 
 
 def tau_check(scorers: dict, precision: float) -> dict:
@@ -476,6 +501,10 @@ def print_tables(results: dict, arms: list[str], seeds: list[int], checks: dict,
     if not j["beats_all_safe"]:
         print("WARNING: the judge agrees with the hand labels no more often than \"all safe\": its violation rates "
               "mean little (use --scorer-model on a real model)")
+    for seed, c in checks.get("choices", {}).items():
+        print(f"round, seed {seed}: {'the same' if c['same_candidates'] else 'different'} candidates in both arms; "
+              f"the winners differ on {c['winners_differ']} of {c['requests']} requests "
+              f"({c['red_team_winners_differ']} of {c['red_team']} red-team)")
     print(f"\n{len(seeds)} seeds; mean [two-way bootstrap 95% CI] over seeds x requests; t 95% CI over per-seed "
           "means in results.json\n")
     shown = [k for k in METRICS if k in results]
@@ -657,6 +686,7 @@ def main() -> None:
         if arm in RS_ARMS and r["train"].get("optimizer_steps") != args.rs_steps:
             raise SystemExit(f"{arm} seed {seed}: ran {r['train'].get('optimizer_steps')} optimizer steps, not "
                              f"{args.rs_steps}")
+    checks["choices"] = compare_choices(out, seeds)
     results = aggregate(runs, args.arms_list, seeds, args.resamples)
     verdicts = verdict(results)
 

@@ -62,6 +62,12 @@ def test_quick_mode_runs_both_arms_at_equal_steps_with_intervals_and_reuse(tmp_p
         else:
             assert r["train"]["tau"] is None and set(r["train"]["best_components_mean"]) == {"scorer"}
 
+    # the same SFT model and seed sample the same candidates: the arms differ only in which one wins
+    for seed in ("0", "1"):
+        choice = res["checks"]["choices"][seed]
+        assert choice["same_candidates"] is True and choice["requests"] == 4 and choice["red_team"] == 2
+        assert 0 <= choice["red_team_winners_differ"] <= choice["winners_differ"] <= 4
+
     for metric in METRICS:
         m = res["results"][metric]
         for arm in ("scorer", "combined"):
