@@ -295,7 +295,7 @@ def round_recipe(job: dict, out: Path):
                 "whiten": True}
     recipe = RejectionSampleRecipe.model_validate({
         "model": {"name": job["sft_dir"], "lora": cfg["lora"]},
-        "data": {"train": job["round_prompts"], "controls": CONTROLS}, "rewards": rewards,
+        "data": {"train": job["round_prompts"], "controls": CONTROLS, "hints": cfg["hints"]}, "rewards": rewards,
         **({"safety_rule": rule} if rule else {}), "finetune": True,
         "sampling": {"k": cfg["rs_k"], "temperature": cfg["rs_temperature"], "top_p": 0.95,
                      "max_new_tokens": cfg["max_new_tokens"], "batch_size": cfg["rs_batch"]},
@@ -307,9 +307,20 @@ def round_recipe(job: dict, out: Path):
     return recipe
 
 
+ROUND_SETTINGS = ("rs_k", "rs_steps", "rs_lr", "rs_temperature", "rs_batch", "precision", "scorer_arm_rules",
+                  "max_new_tokens", "batch", "max_length", "lora", "cpu_train", "hints")
+
+
+def round_key(job: dict) -> str:
+    """What a round's model depends on besides the SFT model and the scorers: its settings and requests."""
+    what = [{k: job["cfg"][k] for k in ROUND_SETTINGS}, Path(job["round_prompts"]).read_text(encoding="utf-8")]
+    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def eval_key(job: dict) -> str:
     cfg = job["cfg"]
-    what = [job["test"], cfg["max_new_tokens"], cfg["temperature"], job["stages_key"], cfg["judge_threshold"]]
+    what = [job["test"], cfg["max_new_tokens"], cfg["temperature"], job["stages_key"], round_key(job),
+            cfg["judge_threshold"]]
     return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -342,7 +353,8 @@ def run_job(job: dict) -> dict:
             model_dir = str(out)
             timing = out / "train_time.json"
             prev = json.loads(timing.read_text(encoding="utf-8")) if timing.exists() else {}
-            if job["reuse"] and has_weights(out) and prev.get("stages_key") == job["stages_key"]:
+            if job["reuse"] and has_weights(out) and (prev.get("stages_key"), prev.get("round_key")) == \
+                    (job["stages_key"], round_key(job)):
                 train_info = {**prev, "reused": True}
             else:
                 from lyrictool.train.rejection_sample import run_rejection_sample
@@ -360,7 +372,7 @@ def run_job(job: dict) -> dict:
                               **{k: m.get(k) for k in ("best_reward_mean", "worst_reward_mean", "candidate_reward_mean",
                                                        "best_components_mean", "safety_rule_chose_safety")},
                               "tau": rule.get("tau"), "whitening": rule.get("whitening"),
-                              "stages_key": job["stages_key"]}
+                              "stages_key": job["stages_key"], "round_key": round_key(job)}
                 timing.write_text(json.dumps(train_info), encoding="utf-8")
         lm = load_model(ModelSpec(name=model_dir), for_training=False, announce=False)
         gen0, gcpu0 = time.perf_counter(), time.process_time()
@@ -649,11 +661,15 @@ def main() -> None:
     print(f"-> tau {checks['tau']['tau']:.4f} at precision >= {args.precision} on the calibration lyrics "
           f"(precision {checks['tau']['precision']:.3f}, recall {checks['tau']['recall']:.3f})", flush=True)
 
+    from lyrictool.recipes import load_recipe
+
+    sft_hints = load_recipe(Path(args.sft_recipe), "sft").data.hints
     lora = {"r": args.lora_r, "alpha": 2 * args.lora_r, "dropout": 0.0, "target_modules": "all-linear"}
     cfg = {k: getattr(args, k) for k in ("rs_k", "rs_steps", "rs_lr", "rs_temperature", "rs_batch", "precision",
                                          "scorer_arm_rules", "judge_threshold", "max_new_tokens", "temperature",
                                          "batch_size", "batch", "max_length")} | {
-        "lora": lora, "cpu_train": {"bf16": not args.no_bf16, "use_cpu": True}}
+        "lora": lora, "cpu_train": {"bf16": not args.no_bf16, "use_cpu": True},
+        "hints": sft_hints}  # the winners are trained with the hints the SFT model learned
 
     def job(arm: str, seed: int) -> dict:
         return {"arm": arm, "seed": seed, "sft_dir": sft_dir, "scorers": scorers, "cfg": cfg, "stages_key": stages_key,
