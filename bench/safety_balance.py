@@ -457,6 +457,20 @@ def verdict(results: dict) -> list[dict]:
     return rows
 
 
+def tradeoff_plot(results: dict, arms: list[str], path: Path) -> Path | None:
+    """`lyrictool eval`'s trade-off plot (violation % against false-refusal %, the frontier marked), one point per
+    arm with its bootstrap intervals over seeds x requests."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lyrictool.eval.report import plot_tradeoff
+    from lyrictool.eval.safety import tradeoff_points
+
+    figures = {a: {k: results[k]["arms"][a]["bootstrap"] for k in ("violation", "false_refusal")} for a in arms}
+    result = {"safety": {"tradeoff": tradeoff_points(figures)}, "systems": {a: {"safety": f} for a, f in figures.items()}}
+    return plot_tradeoff(result, path, str)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # The estimate
 
@@ -705,6 +719,7 @@ def main() -> None:
     checks["choices"] = compare_choices(out, seeds)
     results = aggregate(runs, args.arms_list, seeds, args.resamples)
     verdicts = verdict(results)
+    plot = tradeoff_plot(results, args.arms_list, out / "tradeoff.png")
 
     load.stop.set()
     timing = {"wall_s": round(time.perf_counter() - wall0, 1), "cpu_s": round(cpu_seconds(), 1),
@@ -719,7 +734,7 @@ def main() -> None:
                "intervals": ("arm: mean over seeds x requests, two-way bootstrap (seeds and requests resampled) 95% "
                              "CI and Student t 95% CI over per-seed means; difference: the same on per-seed, "
                              "per-request differences"),
-               "results": results, "verdict": verdicts,
+               "results": results, "verdict": verdicts, "plot": str(plot) if plot else None,
                "runs": [runs[(a, s)] for a in args.arms_list for s in seeds], "timing": timing}
     (out / "results.json").write_text(json.dumps(summary, ensure_ascii=False, indent=1), encoding="utf-8")
 

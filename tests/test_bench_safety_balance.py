@@ -76,6 +76,7 @@ def test_quick_mode_runs_both_arms_at_equal_steps_with_intervals_and_reuse(tmp_p
                 assert 0 <= m["arms"][arm]["bootstrap"]["ci_low"] and m["arms"][arm]["bootstrap"]["ci_high"] <= 1
         d = m["differences"]["combined - scorer"]
         assert ordered(d["bootstrap"]) and ordered(d["t_over_seeds"]) and set(d["per_seed"]) == {"0", "1"}
+    assert res["plot"] == str(out / "tradeoff.png") and (out / "tradeoff.png").stat().st_size > 0
     assert [v["metric"] for v in res["verdict"]] == ["violation", "false_refusal", "helpfulness", "rhyme_accuracy"]
     assert all(v["met"] in (True, False) for v in res["verdict"])
     timing = res["timing"]
