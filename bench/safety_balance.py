@@ -479,7 +479,7 @@ def estimate(args, round_rows: list[dict], test: dict) -> dict:
     """Minutes of the run on a quiet 2-core box, from the step counts, the tokens and RATE (the module's rates).
     Generated tokens are counted at max_new_tokens (a batch runs until its longest sample ends)."""
     tok_song, tok_prompt, tok_hints = 62, 30, 20  # demo song tokens (mean, trimmed Gemma), a request, the hints
-    sft_rows = 117  # demo songs less the 10% held out
+    sft_rows = int(0.9 * (130 + args.sft_safety))  # demo songs (+ safe answers) less the 10% held out
     sft_steps = math.ceil(sft_rows / 8) * 3
     n_seeds = args.seeds
     n_rs = len([a for a in args.arms_list if a in RS_ARMS])
