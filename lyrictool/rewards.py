@@ -27,7 +27,10 @@ blocklist (a ``safety`` or ``blocklist`` entry).
 - Rule rewards (each in [0, 1], built on :func:`lyrictool.metrics.song_metrics`):
   ``rhyme`` = rhyme accuracy against the rhyme/scheme control, or rhyme density when none is asked;
   ``structure`` = structure accuracy against the structure control; ``line_length`` = share of lines with the
-  asked number of characters; ``format`` = 1 if the text is well-formed lyrics (no leaked prompt, hints or loops).
+  asked number of characters; ``format`` = 1 if the text is well-formed lyrics (no leaked prompt, hints or loops);
+  ``repetition`` = 1 - the share of lines that repeat an earlier line (:func:`lyrictool.metrics.repeated_lines`; 0
+  for an empty song): not among the defaults, since a chorus sung twice counts as repeats; it keeps a round that
+  rewards rhyme from choosing songs that loop one rhyming line.
   With no control to check, ``structure`` and ``line_length`` are 1 for any non-empty song (nothing to violate)
   and 0 for an empty one.
 - ``scorer``: the learned lyrics scorer (:class:`Scorer`), ``sigmoid(score)`` so it sits in (0, 1) like the
@@ -56,15 +59,18 @@ from lyrictool.controls import controls_dict, prompt_messages
 from lyrictool.errors import UserError
 from lyrictool.recipes import Strict
 
-RULE_REWARDS = ("rhyme", "structure", "line_length", "format")
-RewardName = Literal["scorer", "rhyme", "structure", "line_length", "format", "safety", "blocklist", "copying"]
+RULE_REWARDS = ("rhyme", "structure", "line_length", "format", "repetition")
+#: The rule rewards a recipe without a ``rewards`` list gets.
+DEFAULT_RULE_REWARDS = ("rhyme", "structure", "line_length", "format")
+RewardName = Literal["scorer", "rhyme", "structure", "line_length", "format", "repetition", "safety", "blocklist",
+                     "copying"]
 
 
 class RewardSpec(Strict):
     """One reward component of a recipe's ``rewards`` list."""
 
-    name: RewardName = Field(..., description="scorer, rhyme, structure, line_length, format, safety, blocklist or "
-                                               "copying.")
+    name: RewardName = Field(..., description="scorer, rhyme, structure, line_length, format, repetition, safety, "
+                                               "blocklist or copying.")
     weight: float = Field(1.0, description="Weight in the total (the total is the weighted sum).")
     path: str | None = Field(
         None,
@@ -97,7 +103,7 @@ class RewardSpec(Strict):
 
 
 def default_rule_specs() -> list[RewardSpec]:
-    return [RewardSpec(name=n) for n in RULE_REWARDS]
+    return [RewardSpec(name=n) for n in DEFAULT_RULE_REWARDS]
 
 
 class SafetyRule(Strict):
@@ -199,7 +205,7 @@ def check_rule(specs: Sequence[RewardSpec], rule: SafetyRule, *, where: str, key
 
 
 def rule_rewards(lyrics: str, controls: Any = None, scheme: str = "shisanzhe",
-                 names: Sequence[str] = RULE_REWARDS, strictness: str = "strict") -> dict[str, float]:
+                 names: Sequence[str] = DEFAULT_RULE_REWARDS, strictness: str = "strict") -> dict[str, float]:
     """The rule rewards of one song, each in [0, 1] (see the module docstring for the definitions).
 
     ``strictness="near"`` (the recipe's ``data.rhyme_strictness``) scores rhyme with near rhymes accepted.
@@ -215,6 +221,7 @@ def rule_rewards(lyrics: str, controls: Any = None, scheme: str = "shisanzhe",
         "structure": m["structure_accuracy"] if m["structure_accuracy"] is not None else sung,
         "line_length": m["line_length_accuracy"] if m["line_length_accuracy"] is not None else sung,
         "format": m["format_validity"],
+        "repetition": 1.0 - m["repeated_lines"] if m["n_lines"] else 0.0,
     }
     return {n: float(values[n]) for n in names}
 

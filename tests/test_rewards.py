@@ -42,6 +42,18 @@ def test_rule_rewards_without_controls():
     assert rule_rewards(BROKEN_RHYME, json.dumps({"rhyme": "发花"}))["rhyme"] == 0.5
 
 
+def test_repetition_reward_keeps_a_round_from_choosing_a_looped_rhyming_line():
+    looped = "[Verse]\n外婆门前种着花\n外婆门前种着花\n外婆门前种着花\n小狗追着一群鸭"
+    assert rule_rewards(looped, CONTROLS)["rhyme"] == rule_rewards(GOOD, CONTROLS)["rhyme"] == 1.0  # rhyme can't tell
+    assert rule_rewards(looped, CONTROLS, names=("repetition",)) == {"repetition": 0.5}  # 2 of 4 lines repeat
+    assert rule_rewards(GOOD, CONTROLS, names=("repetition",)) == {"repetition": 1.0}
+    assert rule_rewards("", names=("repetition",)) == {"repetition": 0.0}
+    rewards = Rewards.from_specs([{"name": "rhyme"}, {"name": "repetition"}])
+    good, bad = rewards.score([CONTROLS, CONTROLS], [GOOD, looped])
+    assert good.total > bad.total
+    assert "repetition" not in rule_rewards(GOOD)  # not a default: a chorus sung twice repeats by design
+
+
 def test_rhyme_reward_accepts_near_rhymes_when_the_recipe_asks():
     near = "吹过一阵风\n又是一年春\n天边的彩虹\n温暖我的心"  # 中东 and 人辰: near rhymes of each other
     assert rule_rewards(near, {"rhyme": "中东"})["rhyme"] == 0.5
