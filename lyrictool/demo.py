@@ -191,7 +191,9 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
                          "batch_size": 16, "rhyme_guard": True},
             "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
                         {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},
-                        {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0}],
+                        {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0},
+                        # guarded samples all rhyme: without it the round picks songs that loop a rhyming line
+                        {"name": "repetition", "weight": 1.0}],
             "finetune": True,
             "train": {**cpu, "max_steps": b["rs_steps"], "learning_rate": b["lr"] / 2,
                       "per_device_train_batch_size": 8, "logging_steps": 4},
