@@ -44,6 +44,25 @@ def test_tables_allow_the_hinted_group_then_a_line_end(loaded):
         assert tables.allowed(ids(tok, free)) is None, free
 
 
+def test_a_character_that_already_ended_a_line_is_discouraged(loaded):
+    """"Rhymes" must not mean one character repeated: a group character that ended an earlier guarded line of the
+    song is made REPEAT_PENALTY less likely (not forbidden: a chorus may come back word for word)."""
+    import torch
+
+    from lyrictool.generation.guard import REPEAT_PENALTY, guard_tables, mask_row
+
+    tok = loaded.tokenizer
+    tables = guard_tables(tok, [tok.eos_token_id])
+    first = tables.allowed(ids(tok, "〔江阳〕"))
+    used = tok.decode([first[0]])
+    allowed, discouraged = tables.step(ids(tok, f"月光〔江阳〕{used}\n明月〔江阳〕"))
+    assert allowed == first and discouraged == [first[0]]
+    assert tables.step(ids(tok, "月光〔发花〕花\n明月〔江阳〕"))[1] == []  # another group's character: no matter
+    scores = mask_row(torch.zeros(len(tok)), allowed, discouraged)
+    assert scores[first[0]] == -REPEAT_PENALTY and scores[first[1]] == 0.0
+    assert torch.isinf(scores).sum() == len(tok) - len(allowed)
+
+
 def test_guarded_sampling_keeps_the_hinted_group(loaded):
     """A random model made to write a hint: unguarded, its next character is anything; guarded, always of 江阳, and
     the line ends there."""

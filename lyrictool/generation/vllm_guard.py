@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from vllm.v1.sample.logits_processor import AdapterLogitsProcessor
 
-from lyrictool.generation.guard import EXTRA_ARG, TAIL_TOKENS, guard_tables, mask_row
+from lyrictool.generation.guard import EXTRA_ARG, guard_tables, mask_row
 
 
 class RhymeGuardProcessor(AdapterLogitsProcessor):
@@ -30,7 +30,7 @@ class RhymeGuardProcessor(AdapterLogitsProcessor):
         tables = guard_tables(self.tokenizer, stops)
 
         def guard(out_ids, logits):
-            allowed = tables.allowed(out_ids[-TAIL_TOKENS:])
-            return logits if allowed is None else mask_row(logits, allowed)
+            found = tables.step(out_ids)
+            return logits if found is None else mask_row(logits, *found)
 
         return guard
