@@ -39,8 +39,8 @@ PRETRAINED_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all
 #: A pretrained model's budgets (``--model``): it already writes Chinese, so it needs far fewer steps than the
 #: random-init tiny model, and each step and each sampled token costs ~100x more on a CPU.  Sized for about 15 minutes
 #: on 2 cores with the trimmed builtin:gemma-3-270m-zh; not yet tuned on a quiet box (docs/real-model.md).
-PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 24, "rs_k": 4, "rs_steps": 12,
-                     "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
+PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 48, "rs_k": 4, "rs_steps": 6,
+                     "rs_lr": 1.0e-4, "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
 
 
 def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) -> dict:
@@ -187,15 +187,18 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
         "rejection-sample": RejectionSampleRecipe.model_validate({
             "model": {"name": str(out / "sft"), **lora},
             "data": {**songs, "train": "builtin:demo-prompts", "max_rows": b["rs_prompts"]},
-            "sampling": {"k": b["rs_k"], "temperature": 0.7, "top_p": 0.95, "max_new_tokens": b["max_new_tokens"],
-                         "batch_size": 16, "rhyme_guard": True},
+            # unguarded: the rhyme reward then picks the samples whose own endings rhyme (guarded samples all rhyme,
+            # and training on them taught the model to end every line in one character of the group: 往事一梦波 /
+            # 时光飞过我的波, repeated lines 0.05 -> 0.42)
+            "sampling": {"k": b["rs_k"], "temperature": 0.9, "top_p": 0.95, "max_new_tokens": b["max_new_tokens"],
+                         "batch_size": 16},
             "rewards": [{"name": "scorer", "weight": 0.5, "path": str(out / "score")},
                         {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},
                         {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0},
                         # guarded samples all rhyme: without it the round picks songs that loop a rhyming line
                         {"name": "repetition", "weight": 1.0}],
             "finetune": True,
-            "train": {**cpu, "max_steps": b["rs_steps"], "learning_rate": b["lr"] / 2,
+            "train": {**cpu, "max_steps": b["rs_steps"], "learning_rate": b["rs_lr"],
                       "per_device_train_batch_size": 8, "logging_steps": 4},
             "output_dir": str(out / "rejection-sample"), "seed": 42}),
     }

@@ -175,6 +175,7 @@ class VLLMSampler:
     """A :class:`lyrictool.generation.Sampler` on ``vllm.LLM``."""
 
     backend = "vllm"
+    rhyme_guard = False  # requests guarded (the engine then has the guard's processor loaded)
 
     def __init__(self, spec, vspec=None, *, seed: int | None = 0, rhyme_guard: bool = False):
         try:
