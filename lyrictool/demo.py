@@ -38,9 +38,9 @@ SCHEME = "shisanzhe"
 PRETRAINED_LORA = {"r": 16, "alpha": 32, "dropout": 0.05, "target_modules": "all-linear"}
 #: A pretrained model's budgets (``--model``): it already writes Chinese, so it needs far fewer steps than the
 #: random-init tiny model, and each step and each sampled token costs ~100x more on a CPU.  Sized for about 15 minutes
-#: on 2 cores with the trimmed builtin:gemma-3-270m-zh; not yet tuned on a quiet box (docs/real-model.md).
+#: on 2 cores with the trimmed builtin:gemma-3-270m-zh: 746 s on the quiet box (docs/real-model.md, run F).
 PRETRAINED_BUDGET = {"memorize": 24, "understand": 8, "sft": 45, "rs_prompts": 48, "rs_k": 4, "rs_steps": 6,
-                     "rs_lr": 1.0e-4, "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
+                     "rs_lr": 5.0e-5, "eval_prompts": 24, "max_new_tokens": 160, "lr": 5.0e-4}
 
 
 def demo_recipes(out: Path, *, quick: bool = False, model: str | None = None) -> dict:
@@ -196,7 +196,7 @@ def pretrained_recipes(out: Path, model: str, *, quick: bool, tiny: dict, songs:
                         {"name": "rhyme", "weight": 1.0}, {"name": "structure", "weight": 1.0},
                         {"name": "line_length", "weight": 0.5}, {"name": "format", "weight": 1.0},
                         # guarded samples all rhyme: without it the round picks songs that loop a rhyming line
-                        {"name": "repetition", "weight": 1.0}],
+                        {"name": "repetition", "weight": 2.0}],
             "finetune": True,
             "train": {**cpu, "max_steps": b["rs_steps"], "learning_rate": b["rs_lr"],
                       "per_device_train_batch_size": 8, "logging_steps": 4},
