@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -71,13 +70,16 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from rhyme_control import (
-    LoadSampler,
     arm_recipe,
+    content_key,
     fmt,
     fmt_diff,
+    has_weights,
     interval_fields,
     load_songs,
     parse_budget,
+    reused_scores,
+    start_timing,
     tokens_seen,
 )
 
@@ -196,13 +198,7 @@ def eval_key(job: dict) -> str:
     """What the scores depend on besides the trained model: the prompts and the sampling settings."""
     cfg = job["cfg"]
     what = [job["prompts"], cfg["max_new_tokens"], cfg["temperature"], job["base"], job.get("examples")]
-    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def has_weights(path: Path) -> bool:
-    """A saved model (or a LoRA adapter on one, as `lyrictool ppo` saves it) in ``path``."""
-    return ((path / "config.json").exists() or (path / "adapter_config.json").exists()) and \
-        any(path.glob("*.safetensors"))
+    return content_key(what)
 
 
 def drop_weights(out: Path, keep_final: bool) -> None:
@@ -226,10 +222,8 @@ def run_job(job: dict) -> dict:
     arm, cfg, seed = job["arm"], job["cfg"], job["seed"]
     key = eval_key(job)
     done = out / "scores.json"
-    if job["reuse"] and done.exists():
-        prev = json.loads(done.read_text(encoding="utf-8"))
-        if prev.get("eval_key") == key:
-            return {**prev, "reused": True}
+    if (prev := reused_scores(out, key, job["reuse"])) is not None:
+        return prev
     with open(out / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         from lyrictool.generation import generate_lyrics, generate_texts
@@ -480,14 +474,9 @@ def main() -> None:
         ap.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     seeds = list(range(args.seeds))
 
-    wall0 = time.perf_counter()
-    load = LoadSampler()
-    load.start()
-    from lyrictool.demo import cpu_seconds, torch_import_time
+    from lyrictool.demo import cpu_seconds
 
-    torch_import = torch_import_time()
-    print(f"python -c 'import torch': {torch_import['wall_s']} s wall, {torch_import['cpu_s']} CPU s; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    wall0, load, torch_import = start_timing()
 
     from lyrictool.data import load_records, write_jsonl
     from lyrictool.eval.systems import load_prompts

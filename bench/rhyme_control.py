@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import random
@@ -248,6 +249,41 @@ def vocabulary_texts(train_path: Path, test: list[dict], seeds: list[int], chars
     return texts
 
 
+def content_key(what) -> str:
+    """A short hash of ``what`` (as sorted JSON): what a finished run's results depend on, compared by ``--reuse``."""
+    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def has_weights(path: Path) -> bool:
+    """A saved model, or a LoRA adapter on one (as a LoRA `lyrictool sft` or `lyrictool ppo` saves it), in ``path``."""
+    return ((path / "config.json").exists() or (path / "adapter_config.json").exists()) and \
+        any(path.glob("*.safetensors"))
+
+
+def reused_scores(out: Path, key: str, reuse: bool) -> dict | None:
+    """With ``--reuse``, the run's finished ``scores.json`` when it was made under the same ``key``, else None."""
+    done = out / "scores.json"
+    if reuse and done.exists():
+        prev = json.loads(done.read_text(encoding="utf-8"))
+        if prev.get("eval_key") == key:
+            return {**prev, "reused": True}
+    return None
+
+
+def start_timing():
+    """A bench's clock: (wall start, the running LoadSampler, ``import torch`` timed in a fresh process), the
+    import time printed beside the load average."""
+    from lyrictool.demo import torch_import_time
+
+    wall0 = time.perf_counter()
+    load = LoadSampler()
+    load.start()
+    torch_import = torch_import_time()
+    print(f"python -c 'import torch': {torch_import['wall_s']} s wall, {torch_import['cpu_s']} CPU s; "
+          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    return wall0, load, torch_import
+
+
 def interval_fields(ci: dict) -> dict:
     return {k: ci[k] for k in ("mean", "ci_low", "ci_high")}
 
@@ -357,14 +393,9 @@ def main() -> None:
         ap.error(f"--arms: unknown {', '.join(unknown)}; choose from {', '.join(ARMS)}")
     seeds = list(range(args.seeds))
 
-    wall0 = time.perf_counter()
-    load = LoadSampler()
-    load.start()
-    from lyrictool.demo import cpu_seconds, torch_import_time
+    from lyrictool.demo import cpu_seconds
 
-    torch_import = torch_import_time()
-    print(f"python -c 'import torch': {torch_import['wall_s']} s wall, {torch_import['cpu_s']} CPU s; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    wall0, load, torch_import = start_timing()
 
     from lyrictool.builtin_models import save_tiny_model
     from lyrictool.data import write_jsonl

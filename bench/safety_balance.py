@@ -63,7 +63,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -79,7 +78,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from rhyme_control import LoadSampler, fmt, fmt_diff, interval_fields
+from rhyme_control import (
+    content_key,
+    fmt,
+    fmt_diff,
+    has_weights,
+    interval_fields,
+    reused_scores,
+    start_timing,
+)
 
 ARMS = {"scorer": "rejection sampling, lyrics scorer alone", "combined": "rejection sampling, LLaMA 2's rule + rules",
         "sft": "the SFT model (no round)"}
@@ -153,12 +160,6 @@ def requests(args) -> tuple[list[dict], dict[str, list[dict]]]:
 
 # --------------------------------------------------------------------------------------------------------------
 # Shared stages: the SFT model and the three scorers (once; --reuse reads them back)
-
-
-def has_weights(path: Path) -> bool:
-    """A saved model, or a LoRA adapter on one (a LoRA `lyrictool sft` saves the adapter)."""
-    return ((path / "config.json").exists() or (path / "adapter_config.json").exists()) and \
-        any(path.glob("*.safetensors"))
 
 
 def merged_sft(sft_dir: Path, out: Path) -> str:
@@ -314,14 +315,14 @@ ROUND_SETTINGS = ("rs_k", "rs_steps", "rs_lr", "rs_temperature", "rs_batch", "pr
 def round_key(job: dict) -> str:
     """What a round's model depends on besides the SFT model and the scorers: its settings and requests."""
     what = [{k: job["cfg"][k] for k in ROUND_SETTINGS}, Path(job["round_prompts"]).read_text(encoding="utf-8")]
-    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(what)
 
 
 def eval_key(job: dict) -> str:
     cfg = job["cfg"]
     what = [job["test"], cfg["max_new_tokens"], cfg["temperature"], job["stages_key"], round_key(job),
             cfg["judge_threshold"]]
-    return hashlib.sha256(json.dumps(what, ensure_ascii=False, sort_keys=True).encode()).hexdigest()[:16]
+    return content_key(what)
 
 
 def run_job(job: dict) -> dict:
@@ -335,10 +336,8 @@ def run_job(job: dict) -> dict:
     arm, cfg, seed = job["arm"], job["cfg"], job["seed"]
     key = eval_key(job)
     done = out / "scores.json"
-    if job["reuse"] and done.exists():
-        prev = json.loads(done.read_text(encoding="utf-8"))
-        if prev.get("eval_key") == key:
-            return {**prev, "reused": True}
+    if (prev := reused_scores(out, key, job["reuse"])) is not None:
+        return prev
     with open(out / "log.txt", "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), \
             contextlib.redirect_stderr(log):
         from lyrictool.eval.safety import Judge, SafetyEvalSpec
@@ -636,15 +635,10 @@ def main() -> None:
     if args.plan:
         return
 
-    wall0 = time.perf_counter()
-    load = LoadSampler()
-    load.start()
     from lyrictool.data import write_jsonl
-    from lyrictool.demo import cpu_seconds, torch_import_time
+    from lyrictool.demo import cpu_seconds
 
-    torch_import = torch_import_time()
-    print(f"python -c 'import torch': {torch_import['wall_s']} s wall, {torch_import['cpu_s']} CPU s; "
-          f"load average {os.getloadavg()[0]:.2f}", flush=True)
+    wall0, load, torch_import = start_timing()
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     round_path = out / "round_prompts.jsonl"
@@ -665,8 +659,7 @@ def main() -> None:
         shutil.rmtree(out / "policy-merged", ignore_errors=True)
     sft_dir = merged_sft(out / "sft", out)
     # what every run depends on: the SFT model and the scorers as trained (a retrained one invalidates the runs)
-    stages_key = hashlib.sha256(json.dumps({k: [v["recipe"], v["overrides"], v.get("trained_at")]
-                                            for k, v in stages.items()}, sort_keys=True).encode()).hexdigest()[:16]
+    stages_key = content_key({k: [v["recipe"], v["overrides"], v.get("trained_at")] for k, v in stages.items()})
     checks = {"scorers": {k: stages[k] for k in ("lyrics", "safety", "judge")},
               "judge": judge_check(Path(scorers["judge"]), args.judge_threshold)}
     print(f"-> judge vs hand labels: agreement {checks['judge']['agreement']['mean']:.3f}, \"all safe\" "
